@@ -1,0 +1,120 @@
+//! REST API (axum): the operation manual's paths and JSON, plus `/ws` and `/healthz`.
+//!
+//! Every answer uses the manual's envelope `{"code":…,"message":…,"data":…}`. Errors
+//! carry a non-200 `code` (also used as the HTTP status) and a message saying what is
+//! wrong. Bodies are parsed by hand so malformed JSON gets the envelope too, whatever
+//! the request's content type. Paths answer with and without a trailing slash, since
+//! the manual writes both.
+
+pub mod token;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::server::AppState;
+
+/// An error answer in the manual's envelope.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub code: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(400, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(401, message)
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "api: internal error");
+        ApiError::new(500, "internal error; see server log")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({"code": self.code, "message": self.message, "data": null});
+        (status, Json(body)).into_response()
+    }
+}
+
+/// A success answer: `{"code":200,"message":"success","data":data}`.
+pub fn success<T: Serialize>(data: T) -> Response {
+    Json(json!({"code": 200, "message": "success", "data": data})).into_response()
+}
+
+/// Parses a JSON body into `T`, answering malformed input with a 400 envelope.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "request body is empty; expected JSON",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Accepts an id written as a JSON number or a string of digits.
+pub fn de_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Num(u64),
+        Str(String),
+    }
+    match Id::deserialize(d)? {
+        Id::Num(n) => Ok(n),
+        Id::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("expected a numeric id, got {s:?}"))),
+    }
+}
+
+fn both(
+    router: axum::Router<Arc<AppState>>,
+    path: &str,
+    handler: MethodRouter<Arc<AppState>>,
+) -> axum::Router<Arc<AppState>> {
+    let trimmed = path.trim_end_matches('/');
+    router
+        .route(trimmed, handler.clone())
+        .route(&format!("{trimmed}/"), handler)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(404, "no such path")
+}
+
+async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// All routes.
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    let r = axum::Router::new()
+        .route("/ws", get(crate::transport::ws::upgrade))
+        .route("/healthz", get(healthz));
+    let r = both(r, "/api/account/token", axum::routing::post(token::issue));
+    r.fallback(not_found).with_state(state)
+}

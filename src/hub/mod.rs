@@ -1,0 +1,260 @@
+//! Online sessions: which devices of which users are connected to this node, and
+//! fan-out of encoded frames to them.
+//!
+//! Each device has a bounded FIFO queue of [`Outbound`] frames drained by its
+//! connection task. The hub only ever `try_send`s: a device whose queue is full is
+//! kicked as a slow consumer (it resyncs from its cursor), so one slow reader never
+//! grows server memory or stalls the router.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::{mpsc, Notify};
+
+use crate::protocol::codes;
+
+/// A frame queued for one device. `seq` is the timeline sequence it carries
+/// (0 for frames that are not timeline messages, e.g. acks), so a device still
+/// sending its login backlog can skip live frames the backlog already covered.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub seq: u64,
+    pub frame: Bytes,
+}
+
+/// Why a connection must end, set once by whoever ends it.
+#[derive(Debug, Default)]
+pub struct KillSwitch {
+    reason: OnceLock<(u32, String)>,
+    notify: Notify,
+}
+
+impl KillSwitch {
+    /// Asks the connection to send `Kick{code, reason}` and close. The first reason wins.
+    pub fn kill(&self, code: u32, reason: &str) {
+        if self.reason.set((code, reason.to_owned())).is_ok() {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Resolves once [`KillSwitch::kill`] was called.
+    pub async fn killed(&self) -> (u32, String) {
+        loop {
+            if let Some(r) = self.reason.get() {
+                return r.clone();
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// One online device as the hub sees it.
+#[derive(Debug, Clone)]
+pub struct DeviceHandle {
+    /// Unique per connection on this node.
+    pub conn_id: u64,
+    pub resource: Arc<str>,
+    queue: mpsc::Sender<Outbound>,
+    kill: Arc<KillSwitch>,
+}
+
+impl DeviceHandle {
+    pub fn new(
+        conn_id: u64,
+        resource: Arc<str>,
+        queue: mpsc::Sender<Outbound>,
+        kill: Arc<KillSwitch>,
+    ) -> Self {
+        DeviceHandle {
+            conn_id,
+            resource,
+            queue,
+            kill,
+        }
+    }
+
+    /// Queues a frame; a full queue kicks the device. Returns whether it was queued.
+    pub fn push(&self, out: Outbound) -> bool {
+        match self.queue.try_send(out) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kill.kill(
+                    codes::KICK_SLOW_CONSUMER,
+                    "slow consumer: send queue full; reconnect to resync",
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Ends the device's connection with a kick.
+    pub fn kick(&self, code: u32, reason: &str) {
+        self.kill.kill(code, reason);
+    }
+}
+
+/// Which devices of a user a delivery goes to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Audience<'a> {
+    /// Skip this connection (the sender's own device).
+    pub except_conn: Option<u64>,
+    /// Only this resource, if set.
+    pub only_resource: Option<&'a str>,
+}
+
+/// The online devices of this node, by user uuid.
+#[derive(Debug, Default)]
+pub struct Hub {
+    users: DashMap<u64, Vec<DeviceHandle>>,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Hub::default()
+    }
+
+    /// Registers a device; an older session of the same (user, resource) is kicked
+    /// ("single-resource-kick") and removed.
+    pub fn register(&self, uuid: u64, device: DeviceHandle) {
+        let mut devices = self.users.entry(uuid).or_default();
+        devices.retain(|d| {
+            if d.resource == device.resource {
+                d.kick(
+                    codes::KICK_REPLACED,
+                    "logged in again elsewhere with the same resource",
+                );
+                false
+            } else {
+                true
+            }
+        });
+        devices.push(device);
+    }
+
+    /// Removes one connection (and the user, when it was the last device).
+    pub fn unregister(&self, uuid: u64, conn_id: u64) {
+        self.users.remove_if_mut(&uuid, |_, devices| {
+            devices.retain(|d| d.conn_id != conn_id);
+            devices.is_empty()
+        });
+    }
+
+    /// Queues `out` on the user's matching devices; returns how many took it.
+    pub fn deliver(&self, uuid: u64, audience: Audience<'_>, out: &Outbound) -> usize {
+        let Some(devices) = self.users.get(&uuid) else {
+            return 0;
+        };
+        let mut n = 0;
+        for d in devices.iter() {
+            if Some(d.conn_id) == audience.except_conn {
+                continue;
+            }
+            if let Some(r) = audience.only_resource {
+                if *d.resource != *r {
+                    continue;
+                }
+            }
+            if d.push(out.clone()) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Number of online devices of a user.
+    pub fn device_count(&self, uuid: u64) -> usize {
+        self.users.get(&uuid).map_or(0, |d| d.len())
+    }
+
+    /// Number of users with at least one online device.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Kicks every device (shutdown).
+    pub fn kick_all(&self, code: u32, reason: &str) {
+        for entry in self.users.iter() {
+            for d in entry.value() {
+                d.kick(code, reason);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(
+        conn: u64,
+        resource: &str,
+        cap: usize,
+    ) -> (DeviceHandle, mpsc::Receiver<Outbound>, Arc<KillSwitch>) {
+        let (tx, rx) = mpsc::channel(cap);
+        let kill = Arc::new(KillSwitch::default());
+        (
+            DeviceHandle::new(conn, resource.into(), tx, kill.clone()),
+            rx,
+            kill,
+        )
+    }
+
+    fn out(seq: u64) -> Outbound {
+        Outbound {
+            seq,
+            frame: Bytes::from_static(b"x"),
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_to_all_devices_but_the_excluded_one() {
+        let hub = Hub::new();
+        let (a, mut ra, _) = device(1, "phone", 8);
+        let (b, mut rb, _) = device(2, "pad", 8);
+        hub.register(7, a);
+        hub.register(7, b);
+        let aud = Audience {
+            except_conn: Some(1),
+            only_resource: None,
+        };
+        assert_eq!(hub.deliver(7, aud, &out(5)), 1);
+        assert_eq!(rb.recv().await.unwrap().seq, 5);
+        assert!(ra.try_recv().is_err());
+        let only_phone = Audience {
+            except_conn: None,
+            only_resource: Some("phone"),
+        };
+        assert_eq!(hub.deliver(7, only_phone, &out(6)), 1);
+        assert_eq!(ra.recv().await.unwrap().seq, 6);
+        assert_eq!(hub.deliver(8, Audience::default(), &out(7)), 0);
+    }
+
+    #[tokio::test]
+    async fn same_resource_login_kicks_the_older_session() {
+        let hub = Hub::new();
+        let (old, _r1, old_kill) = device(1, "phone", 8);
+        let (new, _r2, _) = device(2, "phone", 8);
+        hub.register(7, old);
+        hub.register(7, new);
+        assert_eq!(old_kill.killed().await.0, codes::KICK_REPLACED);
+        assert_eq!(hub.device_count(7), 1);
+        // The old connection's cleanup does not remove the new one.
+        hub.unregister(7, 1);
+        assert_eq!(hub.device_count(7), 1);
+        hub.unregister(7, 2);
+        assert_eq!(hub.user_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn full_queue_kicks_slow_consumer() {
+        let hub = Hub::new();
+        let (d, _rx, kill) = device(1, "phone", 2);
+        hub.register(7, d);
+        assert_eq!(hub.deliver(7, Audience::default(), &out(1)), 1);
+        assert_eq!(hub.deliver(7, Audience::default(), &out(2)), 1);
+        assert_eq!(hub.deliver(7, Audience::default(), &out(3)), 0);
+        assert_eq!(kill.killed().await.0, codes::KICK_SLOW_CONSUMER);
+    }
+}

@@ -1,0 +1,26 @@
+//! Courier: a self-hosted realtime messaging gateway.
+//!
+//! The message path (see `DESIGN.md` §3):
+//! `transport` (bytes ⇄ frames) → `protocol` (sans-IO session rules) → `router`
+//! (dedup, sequence, group commit through `store`) → `hub` (fan-out to online devices).
+//! `api` serves the REST paths of the operation manual; `client` is the Rust client
+//! library the CLI, tests and load generator use.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod directory;
+pub mod hub;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod store;
+pub mod time;
+pub mod transport;
+
+/// Generated protobuf types of `proto/courier.proto`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/courier.v1.rs"));
+}

@@ -1,0 +1,501 @@
+//! The per-connection session state machine, without I/O.
+//!
+//! The transport hands every inbound frame's bytes to [`Session::on_frame`] and acts on
+//! the returned [`SessionEvent`]: reply with a frame, close, or pass a request (login,
+//! send, ack, pull) to the server side. The session owns the rules that do not need the
+//! network or the store: frame limits, what is allowed in which state, the frame-rate
+//! limit, and the login and idle timeouts.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::codec::{self, CodecError, Limits};
+use super::codes;
+use crate::pb::{self, frame::Kind};
+
+/// Who a logged-in session belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub app_id: u64,
+    pub uuid: u64,
+    pub account: Arc<str>,
+    pub resource: Arc<str>,
+}
+
+/// Session timing and rate settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    pub limits: Limits,
+    /// Close a connection that has not logged in after this long (ms).
+    pub login_timeout_ms: u64,
+    /// Close a logged-in connection that sent nothing for this long (ms).
+    pub idle_timeout_ms: u64,
+    /// Frames accepted per second per connection; 0 = unlimited.
+    pub max_frames_per_sec: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            limits: Limits::default(),
+            login_timeout_ms: 10_000,
+            idle_timeout_ms: 180_000,
+            max_frames_per_sec: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    AwaitingLogin,
+    LoggingIn,
+    Active(Identity),
+    Closed,
+}
+
+/// What the transport must do with one inbound frame.
+#[derive(Debug, PartialEq)]
+pub enum SessionEvent {
+    /// Nothing to do (e.g. a frame dropped by the rate limit).
+    None,
+    /// Write this frame back; the session goes on.
+    Reply(Bytes),
+    /// Write this frame, then close the connection.
+    Close(Bytes),
+    /// Verify the token, then call [`Session::login_succeeded`] or [`Session::login_failed`].
+    Login {
+        token: String,
+        resource: String,
+        protocol_version: u32,
+    },
+    /// A valid Send from the logged-in user.
+    Send(pb::Send),
+    /// Cumulative device ack.
+    Ack(u64),
+    /// Page stored messages.
+    Pull(pb::Pull),
+    /// The client is leaving.
+    Logout,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    state: State,
+    opened_ms: u64,
+    last_rx_ms: u64,
+    window_start_ms: u64,
+    frames_in_window: u32,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig, now_ms: u64) -> Self {
+        Session {
+            config,
+            state: State::AwaitingLogin,
+            opened_ms: now_ms,
+            last_rx_ms: now_ms,
+            window_start_ms: now_ms,
+            frames_in_window: 0,
+        }
+    }
+
+    /// The identity once logged in.
+    pub fn identity(&self) -> Option<&Identity> {
+        match &self.state {
+            State::Active(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Handles one inbound frame.
+    pub fn on_frame(&mut self, buf: &[u8], now_ms: u64) -> SessionEvent {
+        if self.state == State::Closed {
+            return SessionEvent::None;
+        }
+        self.last_rx_ms = now_ms;
+        if let Some(event) = self.rate_limit(now_ms) {
+            return event;
+        }
+        let kind = match codec::decode(buf, &self.config.limits) {
+            Ok(kind) => kind,
+            Err(err @ CodecError::FrameTooLarge { .. }) => {
+                self.state = State::Closed;
+                return SessionEvent::Close(codec::error_frame(
+                    codes::TOO_LARGE,
+                    err.to_string(),
+                    "",
+                ));
+            }
+            Err(err) => {
+                return SessionEvent::Reply(codec::error_frame(
+                    codes::BAD_REQUEST,
+                    err.to_string(),
+                    "",
+                ))
+            }
+        };
+        if let Err(err) = codec::check_fields(&kind, &self.config.limits) {
+            let packet_id = match &kind {
+                Kind::Send(send) if send.packet_id.len() <= self.config.limits.max_id_bytes => {
+                    send.packet_id.clone()
+                }
+                _ => String::new(),
+            };
+            let code = match err {
+                CodecError::PayloadTooLarge { .. } => codes::TOO_LARGE,
+                _ => codes::BAD_REQUEST,
+            };
+            return SessionEvent::Reply(codec::error_frame(code, err.to_string(), packet_id));
+        }
+        self.on_kind(kind, now_ms)
+    }
+
+    fn on_kind(&mut self, kind: Kind, now_ms: u64) -> SessionEvent {
+        match kind {
+            Kind::Login(login) => match self.state {
+                State::AwaitingLogin => {
+                    self.state = State::LoggingIn;
+                    SessionEvent::Login {
+                        token: login.token,
+                        resource: login.resource,
+                        protocol_version: login.protocol_version,
+                    }
+                }
+                _ => SessionEvent::Reply(codec::error_frame(
+                    codes::CONFLICT,
+                    "already logged in on this connection",
+                    "",
+                )),
+            },
+            Kind::Send(send) => {
+                if self.identity().is_none() {
+                    return SessionEvent::Reply(codec::error_frame(
+                        codes::CONFLICT,
+                        "send before login",
+                        send.packet_id,
+                    ));
+                }
+                if let Err(desc) = validate_send(&send) {
+                    return SessionEvent::Reply(codec::error_frame(
+                        codes::BAD_REQUEST,
+                        desc,
+                        send.packet_id,
+                    ));
+                }
+                SessionEvent::Send(send)
+            }
+            Kind::Ack(ack) => match self.identity() {
+                Some(_) => SessionEvent::Ack(ack.sequence),
+                None => not_logged_in("ack"),
+            },
+            Kind::Pull(pull) => match self.identity() {
+                Some(_) => SessionEvent::Pull(pull),
+                None => not_logged_in("pull"),
+            },
+            Kind::Ping(ping) => SessionEvent::Reply(codec::encode(Kind::Pong(pb::Pong {
+                nonce: ping.nonce,
+                server_time: now_ms,
+            }))),
+            Kind::Logout(_) => {
+                self.state = State::Closed;
+                SessionEvent::Logout
+            }
+            _ => SessionEvent::Reply(codec::error_frame(
+                codes::BAD_REQUEST,
+                "frame type is server-to-client only",
+                "",
+            )),
+        }
+    }
+
+    /// The token was valid: the session is now active.
+    pub fn login_succeeded(&mut self, identity: Identity) {
+        self.state = State::Active(identity);
+    }
+
+    /// The token was refused: the session ends.
+    pub fn login_failed(&mut self) {
+        self.state = State::Closed;
+    }
+
+    /// Marks the session closed (kicked, shut down, connection lost).
+    pub fn close(&mut self) {
+        self.state = State::Closed;
+    }
+
+    /// When the transport should next call [`Session::check_timeout`].
+    pub fn next_deadline_ms(&self) -> u64 {
+        match self.state {
+            State::AwaitingLogin | State::LoggingIn => {
+                self.opened_ms + self.config.login_timeout_ms
+            }
+            _ => self.last_rx_ms + self.config.idle_timeout_ms,
+        }
+    }
+
+    /// Returns the kick to send if a timeout has passed at `now_ms`.
+    pub fn check_timeout(&mut self, now_ms: u64) -> Option<Bytes> {
+        let (code, reason) = match self.state {
+            State::Closed => return None,
+            State::AwaitingLogin | State::LoggingIn => (
+                codes::KICK_LOGIN_TIMEOUT,
+                "no login within the login timeout",
+            ),
+            State::Active(_) => (codes::KICK_IDLE, "idle timeout"),
+        };
+        if now_ms < self.next_deadline_ms() {
+            return None;
+        }
+        self.state = State::Closed;
+        Some(codec::kick_frame(code, reason))
+    }
+
+    fn rate_limit(&mut self, now_ms: u64) -> Option<SessionEvent> {
+        let max = self.config.max_frames_per_sec;
+        if max == 0 {
+            return None;
+        }
+        if now_ms >= self.window_start_ms + 1000 {
+            self.window_start_ms = now_ms;
+            self.frames_in_window = 0;
+        }
+        self.frames_in_window = self.frames_in_window.saturating_add(1);
+        if self.frames_in_window <= max {
+            return None;
+        }
+        // Answer the first refused frame of a window; drop the rest silently.
+        if self.frames_in_window == max + 1 {
+            return Some(SessionEvent::Reply(codec::error_frame(
+                codes::RATE_LIMITED,
+                format!("more than {max} frames per second; frames dropped"),
+                "",
+            )));
+        }
+        Some(SessionEvent::None)
+    }
+}
+
+fn not_logged_in(what: &str) -> SessionEvent {
+    SessionEvent::Reply(codec::error_frame(
+        codes::CONFLICT,
+        format!("{what} before login"),
+        "",
+    ))
+}
+
+fn validate_send(send: &pb::Send) -> Result<(), &'static str> {
+    if send.packet_id.is_empty() {
+        return Err("packet_id is required");
+    }
+    match (send.to_account.is_empty(), send.topic_id) {
+        (true, 0) => Err("one of to_account or topic_id is required"),
+        (false, t) if t != 0 => Err("to_account and topic_id are exclusive"),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn frame(kind: Kind) -> Vec<u8> {
+        codec::encode(kind).to_vec()
+    }
+
+    fn decode_reply(event: &SessionEvent) -> Kind {
+        let bytes = match event {
+            SessionEvent::Reply(b) | SessionEvent::Close(b) => b,
+            other => panic!("expected a frame, got {other:?}"),
+        };
+        pb::Frame::decode(bytes.as_ref()).unwrap().kind.unwrap()
+    }
+
+    fn error_code(event: &SessionEvent) -> u32 {
+        match decode_reply(event) {
+            Kind::Error(e) => e.code,
+            other => panic!("expected Error, got {other:?}"),
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            app_id: 1,
+            uuid: 2,
+            account: "a".into(),
+            resource: "r".into(),
+        }
+    }
+
+    fn send() -> Kind {
+        Kind::Send(pb::Send {
+            packet_id: "p".into(),
+            to_account: "b".into(),
+            ..Default::default()
+        })
+    }
+
+    fn login() -> Kind {
+        Kind::Login(pb::Login {
+            protocol_version: 1,
+            token: "t".into(),
+            resource: "r".into(),
+        })
+    }
+
+    #[test]
+    fn send_before_login_is_refused_without_closing() {
+        let mut s = Session::new(SessionConfig::default(), 0);
+        let ev = s.on_frame(&frame(send()), 1);
+        assert_eq!(error_code(&ev), codes::CONFLICT);
+        assert!(!s.is_closed());
+    }
+
+    #[test]
+    fn login_then_send_then_second_login() {
+        let mut s = Session::new(SessionConfig::default(), 0);
+        assert!(matches!(
+            s.on_frame(&frame(login()), 1),
+            SessionEvent::Login { .. }
+        ));
+        s.login_succeeded(identity());
+        assert!(matches!(
+            s.on_frame(&frame(send()), 2),
+            SessionEvent::Send(_)
+        ));
+        let ev = s.on_frame(&frame(login()), 3);
+        assert_eq!(error_code(&ev), codes::CONFLICT);
+        assert_eq!(s.identity(), Some(&identity()));
+    }
+
+    #[test]
+    fn oversized_frame_closes_garbage_does_not() {
+        let cfg = SessionConfig {
+            limits: Limits {
+                max_frame_bytes: 8,
+                ..Limits::default()
+            },
+            ..SessionConfig::default()
+        };
+        let mut s = Session::new(cfg, 0);
+        assert_eq!(error_code(&s.on_frame(&[1, 2, 3], 1)), codes::BAD_REQUEST);
+        assert!(!s.is_closed());
+        let ev = s.on_frame(&[0u8; 9], 2);
+        assert!(matches!(ev, SessionEvent::Close(_)));
+        assert_eq!(error_code(&ev), codes::TOO_LARGE);
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn send_needs_packet_id_and_one_target() {
+        let mut s = Session::new(SessionConfig::default(), 0);
+        s.login_succeeded(identity());
+        let no_id = Kind::Send(pb::Send {
+            to_account: "b".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            error_code(&s.on_frame(&frame(no_id), 1)),
+            codes::BAD_REQUEST
+        );
+        let both = Kind::Send(pb::Send {
+            packet_id: "p".into(),
+            to_account: "b".into(),
+            topic_id: 9,
+            ..Default::default()
+        });
+        assert_eq!(error_code(&s.on_frame(&frame(both), 1)), codes::BAD_REQUEST);
+    }
+
+    #[test]
+    fn oversized_payload_is_refused_with_its_packet_id() {
+        let mut s = Session::new(SessionConfig::default(), 0);
+        s.login_succeeded(identity());
+        let big = Kind::Send(pb::Send {
+            packet_id: "big".into(),
+            to_account: "b".into(),
+            payload: vec![0u8; 15 * 1024 + 1].into(),
+            ..Default::default()
+        });
+        match decode_reply(&s.on_frame(&frame(big), 1)) {
+            Kind::Error(e) => {
+                assert_eq!(e.code, codes::TOO_LARGE);
+                assert_eq!(e.packet_id, "big");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ping_is_answered_in_any_state() {
+        let mut s = Session::new(SessionConfig::default(), 0);
+        let ev = s.on_frame(&frame(Kind::Ping(pb::Ping { nonce: 7 })), 5);
+        assert!(matches!(
+            decode_reply(&ev),
+            Kind::Pong(pb::Pong { nonce: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn login_timeout_then_idle_timeout() {
+        let cfg = SessionConfig {
+            login_timeout_ms: 100,
+            idle_timeout_ms: 1000,
+            ..SessionConfig::default()
+        };
+        let mut s = Session::new(cfg, 0);
+        assert_eq!(s.next_deadline_ms(), 100);
+        assert!(s.check_timeout(99).is_none());
+        assert!(s.check_timeout(100).is_some());
+        assert!(s.is_closed());
+
+        let mut s = Session::new(cfg, 0);
+        s.on_frame(&frame(login()), 10);
+        s.login_succeeded(identity());
+        assert_eq!(s.next_deadline_ms(), 1010);
+        s.on_frame(&frame(Kind::Ping(pb::Ping { nonce: 1 })), 500);
+        assert!(s.check_timeout(1010).is_none());
+        assert!(s.check_timeout(1500).is_some());
+    }
+
+    #[test]
+    fn rate_limit_answers_once_then_drops() {
+        let cfg = SessionConfig {
+            max_frames_per_sec: 2,
+            ..SessionConfig::default()
+        };
+        let mut s = Session::new(cfg, 0);
+        s.login_succeeded(identity());
+        assert!(matches!(
+            s.on_frame(&frame(send()), 1),
+            SessionEvent::Send(_)
+        ));
+        assert!(matches!(
+            s.on_frame(&frame(send()), 2),
+            SessionEvent::Send(_)
+        ));
+        assert_eq!(
+            error_code(&s.on_frame(&frame(send()), 3)),
+            codes::RATE_LIMITED
+        );
+        assert_eq!(s.on_frame(&frame(send()), 4), SessionEvent::None);
+        assert!(matches!(
+            s.on_frame(&frame(send()), 1001),
+            SessionEvent::Send(_)
+        ));
+    }
+
+    #[test]
+    fn client_sending_server_frames_gets_an_error() {
+        let mut s = Session::new(SessionConfig::default(), 0);
+        let ev = s.on_frame(&frame(Kind::Pong(pb::Pong::default())), 1);
+        assert_eq!(error_code(&ev), codes::BAD_REQUEST);
+    }
+}

@@ -1,0 +1,383 @@
+//! The send path: dedup → sequence → persist (group commit) → ack → deliver.
+//!
+//! Sessions and the push API hand [`Submission`]s to the [`Router`] through a bounded
+//! queue. One commit loop takes everything queued (up to `commit_batch_max`), assigns
+//! sequences, answers retries from the dedup cache, writes the batch to the store in
+//! one transaction, and only after the commit acks each sender and queues the
+//! delivery frame — encoded once — on every online device concerned. Because one loop
+//! does this in commit order, every device's queue receives its timeline in sequence
+//! order, and an ack never precedes durability.
+
+pub mod sequence;
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lru::LruCache;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Audience, DeviceHandle, Hub, Outbound};
+use crate::pb::{self, frame::Kind};
+use crate::protocol::{codec, codes};
+use crate::store::{AppendOutcome, NewMessage, Store};
+use crate::time::now_ms;
+pub use sequence::Sequencer;
+
+/// Where the ServerAck of a submission goes.
+#[derive(Debug)]
+pub enum AckSink {
+    /// The sending device's queue.
+    Device(DeviceHandle),
+    /// A caller awaiting the result (push API).
+    Caller(oneshot::Sender<pb::ServerAck>),
+}
+
+/// One message to route.
+#[derive(Debug)]
+pub struct Submission {
+    pub app_id: u64,
+    pub from_uuid: u64,
+    pub from_account: Arc<str>,
+    pub from_resource: Arc<str>,
+    /// The sending connection, which gets the ack instead of a delivery (0: none).
+    pub from_conn: u64,
+    pub packet_id: String,
+    pub to_uuid: u64,
+    pub to_account: String,
+    /// Empty: every device of the recipient.
+    pub to_resource: String,
+    pub biz_type: String,
+    pub payload: Bytes,
+    /// Store it (offline delivery, history); false: online devices only.
+    pub persist: bool,
+    pub ack: AckSink,
+}
+
+/// Why a submission was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("router is shut down")]
+    Closed,
+}
+
+/// Commit-loop settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterConfig {
+    pub node_id: u8,
+    pub queue: usize,
+    pub commit_batch_max: usize,
+    pub dedup_cache: usize,
+}
+
+/// Handle to the commit loop.
+#[derive(Clone)]
+pub struct Router {
+    tx: mpsc::Sender<Submission>,
+}
+
+impl Router {
+    /// Starts the commit loop. It stops after `stop` fires and the queue is drained.
+    pub async fn start(
+        config: RouterConfig,
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        stop: CancellationToken,
+    ) -> Result<(Router, tokio::task::JoinHandle<()>), crate::store::StoreError> {
+        let last = store.max_sequence().await?;
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let commit = CommitLoop {
+            store,
+            hub,
+            sequencer: Sequencer::new(config.node_id, last.max(sequence::floor_at(now_ms()))),
+            dedup: LruCache::new(
+                NonZeroUsize::new(config.dedup_cache.max(1)).unwrap_or(NonZeroUsize::MIN),
+            ),
+            batch_max: config.commit_batch_max.max(1),
+        };
+        let task = tokio::spawn(commit.run(rx, stop));
+        Ok((Router { tx }, task))
+    }
+
+    /// Queues a message; waits while the queue is full (backpressure).
+    pub async fn submit(&self, sub: Submission) -> Result<(), RouterError> {
+        self.tx.send(sub).await.map_err(|_| RouterError::Closed)
+    }
+}
+
+struct CommitLoop {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    sequencer: Sequencer,
+    /// (sender uuid, packetId) → (sequence, timestamp) of recent sends.
+    dedup: LruCache<(u64, String), (u64, u64)>,
+    batch_max: usize,
+}
+
+/// A submission with its fate decided before the commit.
+enum Planned {
+    /// New: written in this batch (index into the append) or transient.
+    New {
+        sub: Submission,
+        seq: u64,
+        ts: u64,
+        frame: Bytes,
+        append_index: Option<usize>,
+    },
+    /// A retry of a recent send.
+    Retry { sub: Submission, seq: u64, ts: u64 },
+}
+
+impl CommitLoop {
+    async fn run(mut self, mut rx: mpsc::Receiver<Submission>, stop: CancellationToken) {
+        let mut batch = Vec::with_capacity(self.batch_max);
+        let mut stopping = false;
+        loop {
+            let n = if stopping {
+                rx.recv_many(&mut batch, self.batch_max).await
+            } else {
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, self.batch_max) => n,
+                    _ = stop.cancelled() => {
+                        // Refuse new work, finish what is queued.
+                        rx.close();
+                        stopping = true;
+                        continue;
+                    }
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            self.commit(&mut batch).await;
+        }
+    }
+
+    async fn commit(&mut self, batch: &mut Vec<Submission>) {
+        let now = now_ms();
+        let mut plans = Vec::with_capacity(batch.len());
+        let mut to_store = Vec::new();
+        for sub in batch.drain(..) {
+            let key = (sub.from_uuid, sub.packet_id.clone());
+            if let Some(&(seq, ts)) = self.dedup.get(&key) {
+                plans.push(Planned::Retry { sub, seq, ts });
+                continue;
+            }
+            let seq = self.sequencer.next(now);
+            self.dedup.put(key, (seq, now));
+            let frame = deliver_frame(&sub, seq, now);
+            let append_index = if sub.persist {
+                to_store.push(NewMessage {
+                    seq,
+                    ts: now,
+                    app_id: sub.app_id,
+                    from_uuid: sub.from_uuid,
+                    from_account: sub.from_account.to_string(),
+                    from_resource: sub.from_resource.to_string(),
+                    packet_id: sub.packet_id.clone(),
+                    to_uuid: sub.to_uuid,
+                    to_account: sub.to_account.clone(),
+                    to_resource: sub.to_resource.clone(),
+                    biz_type: sub.biz_type.clone(),
+                    payload: sub.payload.clone(),
+                });
+                Some(to_store.len() - 1)
+            } else {
+                None
+            };
+            plans.push(Planned::New {
+                sub,
+                seq,
+                ts: now,
+                frame,
+                append_index,
+            });
+        }
+
+        let outcomes = if to_store.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store.append(to_store).await
+        };
+        let failed: Option<(String, Vec<u64>)> = match &outcomes {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "router: append failed; senders get an error ack");
+                let seqs = plans
+                    .iter()
+                    .filter_map(|p| match p {
+                        Planned::New {
+                            seq,
+                            append_index: Some(_),
+                            ..
+                        } => Some(*seq),
+                        _ => None,
+                    })
+                    .collect();
+                Some((e.to_string(), seqs))
+            }
+        };
+
+        for plan in plans {
+            match plan {
+                Planned::Retry { sub, seq, ts } => {
+                    if let Some((desc, seqs)) = &failed {
+                        if seqs.contains(&seq) {
+                            self.fail(sub, desc);
+                            continue;
+                        }
+                    }
+                    ack(sub.ack, &sub.packet_id, seq, ts, true);
+                }
+                Planned::New {
+                    sub,
+                    seq,
+                    ts,
+                    frame,
+                    append_index,
+                } => {
+                    let outcome = match (&outcomes, append_index) {
+                        (Ok(out), Some(i)) => out.get(i).copied(),
+                        (Ok(_), None) => None,
+                        (Err(_), _) => {
+                            let desc = failed.as_ref().map_or("", |f| f.0.as_str()).to_owned();
+                            self.fail(sub, &desc);
+                            continue;
+                        }
+                    };
+                    match outcome {
+                        Some(AppendOutcome::Duplicate { seq, ts }) => {
+                            // Retried after a restart: the store had it.
+                            self.dedup
+                                .put((sub.from_uuid, sub.packet_id.clone()), (seq, ts));
+                            ack(sub.ack, &sub.packet_id, seq, ts, true);
+                        }
+                        Some(AppendOutcome::Stored) | None => {
+                            let delivered = self.deliver(&sub, seq, frame);
+                            let delivered = sub.persist || delivered > 0;
+                            ack(sub.ack, &sub.packet_id, seq, ts, delivered);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues the delivery on the recipient's devices and the sender's other devices.
+    fn deliver(&self, sub: &Submission, seq: u64, frame: Bytes) -> usize {
+        let out = Outbound {
+            seq: if sub.persist { seq } else { 0 },
+            frame,
+        };
+        let to_resource = (!sub.to_resource.is_empty()).then_some(sub.to_resource.as_str());
+        let except_conn = (sub.from_conn != 0).then_some(sub.from_conn);
+        let mut n = 0;
+        if sub.to_uuid == sub.from_uuid {
+            n += self.hub.deliver(
+                sub.to_uuid,
+                Audience {
+                    except_conn,
+                    only_resource: to_resource,
+                },
+                &out,
+            );
+        } else {
+            n += self.hub.deliver(
+                sub.to_uuid,
+                Audience {
+                    except_conn: None,
+                    only_resource: to_resource,
+                },
+                &out,
+            );
+            // The sender's other devices keep their view of the conversation.
+            self.hub.deliver(
+                sub.from_uuid,
+                Audience {
+                    except_conn,
+                    only_resource: None,
+                },
+                &out,
+            );
+        }
+        n
+    }
+
+    fn fail(&mut self, sub: Submission, desc: &str) {
+        // Forget it so a retry is attempted for real.
+        self.dedup.pop(&(sub.from_uuid, sub.packet_id.clone()));
+        let frame = pb::ServerAck {
+            packet_id: sub.packet_id,
+            sequence: 0,
+            timestamp: now_ms(),
+            code: codes::INTERNAL,
+            desc: format!("not stored: {desc}"),
+            delivered: false,
+        };
+        send_ack(sub.ack, frame);
+    }
+}
+
+fn deliver_frame(sub: &Submission, seq: u64, ts: u64) -> Bytes {
+    codec::encode(Kind::Deliver(pb::Deliver {
+        sequence: seq,
+        timestamp: ts,
+        packet_id: sub.packet_id.clone(),
+        from_uuid: sub.from_uuid,
+        from_account: sub.from_account.to_string(),
+        from_resource: sub.from_resource.to_string(),
+        to_account: sub.to_account.clone(),
+        topic_id: 0,
+        payload: sub.payload.clone(),
+        biz_type: sub.biz_type.clone(),
+        transient: !sub.persist,
+    }))
+}
+
+fn ack(sink: AckSink, packet_id: &str, seq: u64, ts: u64, delivered: bool) {
+    let frame = pb::ServerAck {
+        packet_id: packet_id.to_owned(),
+        sequence: seq,
+        timestamp: ts,
+        code: codes::OK,
+        desc: if delivered {
+            "ok".to_owned()
+        } else {
+            "no online device received it".to_owned()
+        },
+        delivered,
+    };
+    send_ack(sink, frame);
+}
+
+fn send_ack(sink: AckSink, frame: pb::ServerAck) {
+    match sink {
+        AckSink::Device(device) => {
+            device.push(Outbound {
+                seq: 0,
+                frame: codec::encode(Kind::ServerAck(frame)),
+            });
+        }
+        AckSink::Caller(tx) => {
+            let _ = tx.send(frame);
+        }
+    }
+}
+
+/// Converts a stored message to its delivery record.
+pub fn stored_to_deliver(m: crate::store::StoredMessage) -> pb::Deliver {
+    pb::Deliver {
+        sequence: m.seq,
+        timestamp: m.ts,
+        packet_id: m.packet_id,
+        from_uuid: m.from_uuid,
+        from_account: m.from_account,
+        from_resource: m.from_resource,
+        to_account: m.to_account,
+        topic_id: 0,
+        payload: m.payload,
+        biz_type: m.biz_type,
+        transient: false,
+    }
+}

@@ -1,0 +1,99 @@
+//! Sequence numbers: global, increasing, time-ordered, unique across nodes.
+//!
+//! Layout (53 bits, so JSON numbers stay exact in JavaScript):
+//! `ms since 2025-01-01` (41 bits, ~69 years) · `node id` (4 bits) · `counter` (8 bits).
+//! Up to 256 sequences per millisecond per node; a burst beyond that borrows the next
+//! millisecond, so the sequence never repeats or goes back, even if the clock does.
+
+/// 2025-01-01T00:00:00Z in Unix milliseconds.
+pub const EPOCH_MS: u64 = 1_735_689_600_000;
+const NODE_BITS: u32 = 4;
+const COUNTER_BITS: u32 = 8;
+const LOW_BITS: u32 = NODE_BITS + COUNTER_BITS;
+const COUNTER_MAX: u64 = (1 << COUNTER_BITS) - 1;
+
+/// The smallest sequence that could have been assigned at `unix_ms`.
+pub fn floor_at(unix_ms: u64) -> u64 {
+    unix_ms.saturating_sub(EPOCH_MS) << LOW_BITS
+}
+
+/// The Unix millisecond a sequence was assigned at (or borrowed up to).
+pub fn time_of(seq: u64) -> u64 {
+    (seq >> LOW_BITS) + EPOCH_MS
+}
+
+/// Assigns sequences for one node. Not thread-safe: owned by the router's commit loop.
+#[derive(Debug)]
+pub struct Sequencer {
+    node: u64,
+    last: u64,
+}
+
+impl Sequencer {
+    /// `last` is the highest sequence already used (e.g. the store's maximum).
+    pub fn new(node_id: u8, last: u64) -> Self {
+        Sequencer {
+            node: u64::from(node_id) & ((1 << NODE_BITS) - 1),
+            last,
+        }
+    }
+
+    /// The next sequence at wall-clock `unix_ms`.
+    pub fn next(&mut self, unix_ms: u64) -> u64 {
+        let now = unix_ms.saturating_sub(EPOCH_MS);
+        let last_ms = self.last >> LOW_BITS;
+        let last_counter = self.last & COUNTER_MAX;
+        let (ms, counter) = if now > last_ms {
+            (now, 0)
+        } else if last_counter < COUNTER_MAX {
+            (last_ms, last_counter + 1)
+        } else {
+            (last_ms + 1, 0)
+        };
+        let seq = (ms << LOW_BITS) | (self.node << COUNTER_BITS) | counter;
+        self.last = seq;
+        seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn increases_within_and_across_milliseconds() {
+        let mut s = Sequencer::new(3, 0);
+        let t = EPOCH_MS + 1000;
+        let a = s.next(t);
+        let b = s.next(t);
+        let c = s.next(t + 1);
+        assert!(a < b && b < c);
+        assert_eq!(time_of(a), t);
+        assert_eq!((a >> 8) & 0xF, 3);
+        assert!(floor_at(t) <= a && a < floor_at(t + 1));
+    }
+
+    #[test]
+    fn never_repeats_when_the_counter_overflows_or_clock_goes_back() {
+        let mut s = Sequencer::new(15, 0);
+        let t = EPOCH_MS + 5000;
+        let mut prev = 0;
+        for _ in 0..1000 {
+            let n = s.next(t);
+            assert!(n > prev);
+            assert_eq!((n >> 8) & 0xF, 15);
+            prev = n;
+        }
+        assert!(s.next(t - 3000) > prev);
+    }
+
+    #[test]
+    fn restarts_above_the_stored_maximum_and_fits_53_bits() {
+        let far = EPOCH_MS + 60 * 365 * 24 * 3600 * 1000;
+        let mut s = Sequencer::new(0, 0);
+        let high = s.next(far);
+        assert!(high < (1u64 << 53));
+        let mut s = Sequencer::new(0, high);
+        assert!(s.next(EPOCH_MS) > high);
+    }
+}

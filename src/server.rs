@@ -1,0 +1,169 @@
+//! Assembles and runs the gateway: store, router, hub, HTTP + WebSocket listener,
+//! and their orderly shutdown.
+//!
+//! Shutdown (SIGINT/SIGTERM or [`RunningServer::shutdown`]): stop accepting, kick
+//! every session with a "server shutting down" reason, wait for connections to end
+//! (up to `shutdown_grace_secs`), drain the router's queue, flush cursors, commit and
+//! close the store.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::hub::Hub;
+use crate::router::{Router, RouterConfig};
+use crate::store::cursors::CursorBuffer;
+use crate::store::sqlite::SqliteOptions;
+use crate::store::{App, SqliteStore, Store};
+
+/// Everything a connection or request handler needs, shared.
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub directory: Directory,
+    pub hub: Arc<Hub>,
+    pub router: Router,
+    pub cursors: Arc<CursorBuffer>,
+    /// Fires when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub connections: TaskTracker,
+    next_conn_id: AtomicU64,
+}
+
+impl AppState {
+    /// A fresh id for a new connection.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A started server.
+pub struct RunningServer {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The app created on first start of an empty data dir.
+    pub created_app: Option<App>,
+    pub state: Arc<AppState>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Starts the graceful shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.state.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+/// Opens the store, binds the listener and starts serving.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    config.validate()?;
+    let sqlite = Arc::new(SqliteStore::open(
+        &config.data_dir,
+        SqliteOptions {
+            readers: config.store_readers,
+            write_queue: config.router_queue,
+            max_ops_per_commit: config.commit_batch_max * 2,
+        },
+    )?);
+    let store: Arc<dyn Store> = sqlite.clone();
+    let created_app = if store.list_apps().await?.is_empty() {
+        Some(store.create_app("default").await?)
+    } else {
+        None
+    };
+
+    let shutdown = CancellationToken::new();
+    let router_stop = CancellationToken::new();
+    let hub = Arc::new(Hub::new());
+    let (router, router_task) = Router::start(
+        RouterConfig {
+            node_id: config.node_id,
+            queue: config.router_queue,
+            commit_batch_max: config.commit_batch_max,
+            dedup_cache: config.dedup_cache,
+        },
+        store.clone(),
+        hub.clone(),
+        router_stop.clone(),
+    )
+    .await?;
+    let cursors = Arc::new(CursorBuffer::new());
+    let cursor_stop = CancellationToken::new();
+    let cursor_task = tokio::spawn(cursors.clone().run_flusher(
+        store.clone(),
+        Duration::from_millis(200),
+        cursor_stop.clone(),
+    ));
+
+    let state = Arc::new(AppState {
+        directory: Directory::new(store.clone()),
+        config: config.clone(),
+        store: store.clone(),
+        hub,
+        router,
+        cursors,
+        shutdown: shutdown.clone(),
+        connections: TaskTracker::new(),
+        next_conn_id: AtomicU64::new(1),
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let app = crate::api::router(state.clone());
+    let serve_state = state.clone();
+    let task = tokio::spawn(async move {
+        let http_stop = serve_state.shutdown.clone();
+        let http = axum::serve(listener, app).with_graceful_shutdown(async move {
+            http_stop.cancelled().await;
+        });
+        let result = http.await;
+        // Connections see the shutdown token and leave with a kick.
+        serve_state.connections.close();
+        let grace = Duration::from_secs(serve_state.config.shutdown_grace_secs);
+        if tokio::time::timeout(grace, serve_state.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: connections still open after the grace period");
+        }
+        router_stop.cancel();
+        if let Err(e) = router_task.await {
+            tracing::error!(error = %e, "router task failed");
+        }
+        cursor_stop.cancel();
+        let _ = cursor_task.await;
+        serve_state.store.flush().await.ok();
+        let store = sqlite.clone();
+        tokio::task::spawn_blocking(move || store.close()).await?;
+        tracing::info!("shutdown complete");
+        result.map_err(anyhow::Error::from)
+    });
+    Ok(RunningServer {
+        addr,
+        created_app,
+        state,
+        task,
+    })
+}

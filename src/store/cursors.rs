@@ -1,0 +1,90 @@
+//! Write-behind buffer for device cursors.
+//!
+//! Clients ack often; writing every ack would cost a store operation each. Acks land
+//! here (the highest per device wins) and a flusher writes them all in one store
+//! operation every interval. Reads consult the buffer first, so a device that logs in
+//! again right after acking still starts from its newest cursor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::Store;
+
+type DeviceKey = (u64, Arc<str>);
+
+/// Pending cursor advances, flushed periodically.
+#[derive(Default)]
+pub struct CursorBuffer {
+    pending: Mutex<HashMap<DeviceKey, u64>>,
+}
+
+impl CursorBuffer {
+    pub fn new() -> Self {
+        CursorBuffer::default()
+    }
+
+    /// Records that device (uuid, resource) has everything up to `seq`.
+    pub fn advance(&self, uuid: u64, resource: &Arc<str>, seq: u64) {
+        let mut pending = self.pending.lock();
+        let entry = pending.entry((uuid, resource.clone())).or_insert(0);
+        *entry = (*entry).max(seq);
+    }
+
+    /// The buffered cursor of a device, if any.
+    pub fn pending(&self, uuid: u64, resource: &str) -> Option<u64> {
+        let key = (uuid, Arc::<str>::from(resource));
+        self.pending.lock().get(&key).copied()
+    }
+
+    /// The highest buffered cursor of any device of the user.
+    pub fn pending_max(&self, uuid: u64) -> Option<u64> {
+        self.pending
+            .lock()
+            .iter()
+            .filter(|((u, _), _)| *u == uuid)
+            .map(|(_, s)| *s)
+            .max()
+    }
+
+    /// Writes everything buffered. On failure the entries are put back.
+    pub async fn flush(&self, store: &dyn Store) {
+        let batch: Vec<(DeviceKey, u64)> = std::mem::take(&mut *self.pending.lock())
+            .into_iter()
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        let rows: Vec<(u64, String, u64)> = batch
+            .iter()
+            .map(|((u, r), s)| (*u, r.to_string(), *s))
+            .collect();
+        if let Err(e) = store.set_cursors(rows).await {
+            tracing::warn!(error = %e, "cursor flush failed; will retry");
+            for ((uuid, resource), seq) in batch {
+                self.advance(uuid, &resource, seq);
+            }
+        }
+    }
+
+    /// Flushes every `interval` until `stop`, then once more.
+    pub async fn run_flusher(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => self.flush(store.as_ref()).await,
+            }
+        }
+        self.flush(store.as_ref()).await;
+    }
+}

@@ -1,0 +1,137 @@
+//! Persistence: the async [`Store`] trait and its records.
+//!
+//! The store owns apps, accounts, messages with their per-user timelines, per-device
+//! cursors and the dedup record of (sender, packetId). `sqlite` is the embedded
+//! implementation (the default); every write goes through one writer that commits
+//! many operations per transaction and fsync (group commit).
+
+pub mod cursors;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use sqlite::SqliteStore;
+
+/// Store failures. Cloneable so one failed group commit can answer every caller in it.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("store is closed")]
+    Closed,
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A tenant and its credentials.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct App {
+    pub app_id: u64,
+    pub name: String,
+    pub app_key: String,
+    pub app_secret: String,
+    pub created_ms: u64,
+}
+
+/// A message to persist; `seq` and `ts` are already assigned by the router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub seq: u64,
+    pub ts: u64,
+    pub app_id: u64,
+    pub from_uuid: u64,
+    pub from_account: String,
+    pub from_resource: String,
+    pub packet_id: String,
+    pub to_uuid: u64,
+    pub to_account: String,
+    /// Empty: every device of the recipient.
+    pub to_resource: String,
+    pub biz_type: String,
+    pub payload: Bytes,
+}
+
+/// What became of one appended message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Written with the sequence the router assigned.
+    Stored,
+    /// (sender, packetId) was already stored: here is the original.
+    Duplicate { seq: u64, ts: u64 },
+}
+
+/// A stored message as read back for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub ts: u64,
+    pub packet_id: String,
+    pub from_uuid: u64,
+    pub from_account: String,
+    pub from_resource: String,
+    pub to_uuid: u64,
+    pub to_account: String,
+    pub to_resource: String,
+    pub biz_type: String,
+    pub payload: Bytes,
+}
+
+/// Which end of a timeline range to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    OldestFirst,
+    NewestFirst,
+}
+
+/// A range of a user's timeline: `after < seq < before` (`before == 0`: no bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineRange {
+    pub uuid: u64,
+    pub after: u64,
+    pub before: u64,
+    pub limit: usize,
+    pub order: Order,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an app with fresh credentials.
+    async fn create_app(&self, name: &str) -> StoreResult<App>;
+    async fn list_apps(&self) -> StoreResult<Vec<App>>;
+    async fn app(&self, app_id: u64) -> StoreResult<Option<App>>;
+    /// The uuid of (app, account), created if `create` and absent.
+    async fn account(&self, app_id: u64, account: &str, create: bool) -> StoreResult<Option<u64>>;
+    /// Persists messages in one transaction, deduplicating on (sender, packetId).
+    async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>>;
+    /// Reads a range of a user's timeline as device `resource` sees it: messages
+    /// addressed to another resource of this user are left out.
+    async fn timeline(
+        &self,
+        range: TimelineRange,
+        resource: &str,
+    ) -> StoreResult<Vec<StoredMessage>>;
+    /// Counts timeline entries after `after`, stopping at `cap`.
+    async fn count_after(&self, uuid: u64, after: u64, cap: usize) -> StoreResult<usize>;
+    /// The cursor of one device, if it was ever seen.
+    async fn cursor(&self, uuid: u64, resource: &str) -> StoreResult<Option<u64>>;
+    /// The highest cursor of any device of the user (0 if none).
+    async fn max_cursor(&self, uuid: u64) -> StoreResult<u64>;
+    /// Advances device cursors `(uuid, resource, seq)` (never moves one back).
+    async fn set_cursors(&self, cursors: Vec<(u64, String, u64)>) -> StoreResult<()>;
+    /// Highest stored sequence, so a restarted sequencer stays above it.
+    async fn max_sequence(&self) -> StoreResult<u64>;
+    /// Waits until every write queued so far is committed.
+    async fn flush(&self) -> StoreResult<()>;
+}

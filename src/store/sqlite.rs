@@ -1,0 +1,702 @@
+//! The embedded store: SQLite in WAL mode in the data directory.
+//!
+//! One writer thread owns the only write connection. Callers queue write operations
+//! on a bounded channel; the writer runs every operation waiting (up to a cap) inside
+//! one transaction, each in its own savepoint, commits once (`synchronous=FULL`: the
+//! WAL is fsync'd) and only then answers the callers — group commit. Reads run on a
+//! small pool of read connections on the blocking thread pool; WAL lets them proceed
+//! while the writer commits.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use base64::Engine;
+use parking_lot::Mutex;
+use rand::Rng;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::{
+    App, AppendOutcome, NewMessage, Order, Store, StoreError, StoreResult, StoredMessage,
+    TimelineRange,
+};
+use crate::time::now_ms;
+
+/// Completes a write operation once its transaction's commit result is known.
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A write operation, run by the writer thread inside the open transaction.
+type WriteOp = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// Ordered schema migrations; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE apps (
+    app_id     INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    app_key    TEXT    NOT NULL UNIQUE,
+    app_secret TEXT    NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE accounts (
+    uuid       INTEGER PRIMARY KEY,
+    app_id     INTEGER NOT NULL,
+    account    TEXT    NOT NULL,
+    created_ms INTEGER NOT NULL,
+    UNIQUE (app_id, account)
+);
+CREATE TABLE messages (
+    seq           INTEGER PRIMARY KEY,
+    ts            INTEGER NOT NULL,
+    app_id        INTEGER NOT NULL,
+    from_uuid     INTEGER NOT NULL,
+    from_account  TEXT    NOT NULL,
+    from_resource TEXT    NOT NULL,
+    packet_id     TEXT    NOT NULL,
+    to_uuid       INTEGER NOT NULL,
+    to_account    TEXT    NOT NULL,
+    to_resource   TEXT    NOT NULL,
+    biz_type      TEXT    NOT NULL,
+    payload       BLOB    NOT NULL
+);
+CREATE UNIQUE INDEX messages_dedup ON messages (from_uuid, packet_id);
+CREATE TABLE timeline (
+    uuid INTEGER NOT NULL,
+    seq  INTEGER NOT NULL,
+    PRIMARY KEY (uuid, seq)
+) WITHOUT ROWID;
+CREATE TABLE cursors (
+    uuid     INTEGER NOT NULL,
+    resource TEXT    NOT NULL,
+    seq      INTEGER NOT NULL,
+    PRIMARY KEY (uuid, resource)
+) WITHOUT ROWID;
+"#];
+
+/// Tuning of the embedded store.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteOptions {
+    /// Read connections in the pool.
+    pub readers: usize,
+    /// Write operations queued before callers wait.
+    pub write_queue: usize,
+    /// Most write operations in one transaction.
+    pub max_ops_per_commit: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            readers: 4,
+            write_queue: 4096,
+            max_ops_per_commit: 4096,
+        }
+    }
+}
+
+struct ReaderPool {
+    conns: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<ReaderPool>,
+}
+
+fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA cache_size = -32768;",
+    )?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Invalid(format!(
+            "data dir schema version {version} is newer than this binary ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/courier.db`, runs migrations and starts the writer.
+    pub fn open(dir: &Path, options: SqliteOptions) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("courier.db");
+        let mut write_conn = open_connection(&path)?;
+        migrate(&mut write_conn)?;
+        let mut readers = Vec::with_capacity(options.readers);
+        for _ in 0..options.readers.max(1) {
+            readers.push(open_connection(&path)?);
+        }
+        let (tx, rx) = mpsc::channel::<WriteOp>(options.write_queue.max(1));
+        let max_ops = options.max_ops_per_commit.max(1);
+        let thread = std::thread::Builder::new()
+            .name("courier-store-writer".into())
+            .spawn(move || writer_loop(write_conn, rx, max_ops))
+            .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))?;
+        let permits = Semaphore::new(readers.len());
+        Ok(SqliteStore {
+            writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(thread)),
+            readers: Arc::new(ReaderPool {
+                conns: Mutex::new(readers),
+                permits,
+            }),
+        })
+    }
+
+    /// Commits what is queued, stops the writer and checkpoints the WAL.
+    pub fn close(&self) {
+        drop(self.writer.lock().take());
+        if let Some(thread) = self.writer_thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+
+    fn writer(&self) -> StoreResult<mpsc::Sender<WriteOp>> {
+        self.writer.lock().clone().ok_or(StoreError::Closed)
+    }
+
+    /// Runs `f` in the writer's next transaction and answers after the commit.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op: WriteOp = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |committed| {
+                let _ = tx.send(committed.and(result));
+            })
+        });
+        self.writer()?
+            .send(op)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        let _permit = pool
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let conn = pool.conns.lock().pop().ok_or(StoreError::Closed)?;
+        let pool2 = pool.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = f(&conn);
+            pool2.conns.lock().push(conn);
+            result
+        })
+        .await;
+        joined.map_err(|e| StoreError::Database(format!("reader task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    conn.execute_batch("SAVEPOINT op")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE op")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, max_ops: usize) {
+    let mut completions: Vec<Completion> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = StoreError::from(e);
+            tracing::error!(error = %err, "store: cannot begin transaction");
+            // The op still runs (autocommit) so its caller gets an answer.
+            first(&conn)(Err(err));
+            continue;
+        }
+        completions.push(first(&conn));
+        while completions.len() < max_ops {
+            match rx.try_recv() {
+                Ok(op) => completions.push(op(&conn)),
+                Err(_) => break,
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            let err = StoreError::from(e);
+            tracing::error!(error = %err, "store: commit failed");
+            err
+        });
+        for done in completions.drain(..) {
+            done(committed.clone());
+        }
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %e, "store: final checkpoint failed");
+    }
+}
+
+fn random_app(name: &str) -> App {
+    let mut rng = rand::rng();
+    // Below 2^53 so JavaScript clients read it exactly as a JSON number.
+    let app_id = rng.random_range(2_000_000_000_000u64..9_000_000_000_000_000);
+    let app_key = format!(
+        "{:013}",
+        rng.random_range(1_000_000_000_000u64..10_000_000_000_000)
+    );
+    let secret: [u8; 18] = rng.random();
+    App {
+        app_id,
+        name: name.to_owned(),
+        app_key,
+        app_secret: base64::engine::general_purpose::STANDARD.encode(secret),
+        created_ms: now_ms(),
+    }
+}
+
+fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
+    Ok(App {
+        app_id: r.get::<_, i64>(0)? as u64,
+        name: r.get(1)?,
+        app_key: r.get(2)?,
+        app_secret: r.get(3)?,
+        created_ms: r.get::<_, i64>(4)? as u64,
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "m.seq, m.ts, m.packet_id, m.from_uuid, m.from_account, \
+     m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload";
+
+fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        seq: r.get::<_, i64>(0)? as u64,
+        ts: r.get::<_, i64>(1)? as u64,
+        packet_id: r.get(2)?,
+        from_uuid: r.get::<_, i64>(3)? as u64,
+        from_account: r.get(4)?,
+        from_resource: r.get(5)?,
+        to_uuid: r.get::<_, i64>(6)? as u64,
+        to_account: r.get(7)?,
+        to_resource: r.get(8)?,
+        biz_type: r.get(9)?,
+        payload: r.get::<_, Vec<u8>>(10)?.into(),
+    })
+}
+
+fn append_in(conn: &Connection, messages: &[NewMessage]) -> StoreResult<Vec<AppendOutcome>> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO messages (seq, ts, app_id, from_uuid, from_account, from_resource, \
+         packet_id, to_uuid, to_account, to_resource, biz_type, payload) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+         ON CONFLICT (from_uuid, packet_id) DO NOTHING",
+    )?;
+    let mut existing = conn
+        .prepare_cached("SELECT seq, ts FROM messages WHERE from_uuid = ?1 AND packet_id = ?2")?;
+    let mut timeline =
+        conn.prepare_cached("INSERT OR IGNORE INTO timeline (uuid, seq) VALUES (?1, ?2)")?;
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for m in messages {
+        let inserted = insert.execute(params![
+            m.seq as i64,
+            m.ts as i64,
+            m.app_id as i64,
+            m.from_uuid as i64,
+            m.from_account,
+            m.from_resource,
+            m.packet_id,
+            m.to_uuid as i64,
+            m.to_account,
+            m.to_resource,
+            m.biz_type,
+            m.payload.as_ref(),
+        ])?;
+        if inserted == 0 {
+            let (seq, ts) = existing.query_row(params![m.from_uuid as i64, m.packet_id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })?;
+            outcomes.push(AppendOutcome::Duplicate { seq, ts });
+            continue;
+        }
+        timeline.execute(params![m.to_uuid as i64, m.seq as i64])?;
+        if m.from_uuid != m.to_uuid {
+            timeline.execute(params![m.from_uuid as i64, m.seq as i64])?;
+        }
+        outcomes.push(AppendOutcome::Stored);
+    }
+    Ok(outcomes)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_app(&self, name: &str) -> StoreResult<App> {
+        let app = random_app(name);
+        let stored = app.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO apps (app_id, name, app_key, app_secret, created_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    stored.app_id as i64,
+                    stored.name,
+                    stored.app_key,
+                    stored.app_secret,
+                    stored.created_ms as i64
+                ],
+            )?;
+            Ok(())
+        })
+        .await?;
+        Ok(app)
+    }
+
+    async fn list_apps(&self) -> StoreResult<Vec<App>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT app_id, name, app_key, app_secret, created_ms FROM apps ORDER BY created_ms",
+            )?;
+            let rows = stmt.query_map([], row_to_app)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn app(&self, app_id: u64) -> StoreResult<Option<App>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT app_id, name, app_key, app_secret, created_ms FROM apps WHERE app_id = ?1",
+                )?
+                .query_row([app_id as i64], row_to_app)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn account(&self, app_id: u64, account: &str, create: bool) -> StoreResult<Option<u64>> {
+        let name = account.to_owned();
+        let found = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT uuid FROM accounts WHERE app_id = ?1 AND account = ?2")?
+                    .query_row(params![app_id as i64, name], |r| r.get::<_, i64>(0))
+                    .optional()?)
+            })
+            .await?;
+        if let Some(uuid) = found {
+            return Ok(Some(uuid as u64));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let name = account.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO accounts (app_id, account, created_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (app_id, account) DO NOTHING",
+            )?
+            .execute(params![app_id as i64, name, now_ms() as i64])?;
+            let uuid: i64 = conn
+                .prepare_cached("SELECT uuid FROM accounts WHERE app_id = ?1 AND account = ?2")?
+                .query_row(params![app_id as i64, name], |r| r.get(0))?;
+            Ok(Some(uuid as u64))
+        })
+        .await
+    }
+
+    async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>> {
+        self.write(move |conn| append_in(conn, &messages)).await
+    }
+
+    async fn timeline(
+        &self,
+        range: TimelineRange,
+        resource: &str,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let resource = resource.to_owned();
+        self.read(move |conn| {
+            let order = match range.order {
+                Order::OldestFirst => "ASC",
+                Order::NewestFirst => "DESC",
+            };
+            let before = if range.before == 0 {
+                i64::MAX
+            } else {
+                range.before as i64
+            };
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM timeline t JOIN messages m ON m.seq = t.seq \
+                 WHERE t.uuid = ?1 AND t.seq > ?2 AND t.seq < ?3 \
+                 AND (m.to_resource = '' OR m.to_uuid != ?1 OR m.to_resource = ?4 \
+                      OR m.from_uuid = ?1) \
+                 ORDER BY t.seq {order} LIMIT ?5"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![
+                    range.uuid as i64,
+                    range.after as i64,
+                    before,
+                    resource,
+                    range.limit as i64
+                ],
+                row_to_message,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn count_after(&self, uuid: u64, after: u64, cap: usize) -> StoreResult<usize> {
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM (SELECT 1 FROM timeline WHERE uuid = ?1 AND seq > ?2 \
+                     LIMIT ?3)",
+                )?
+                .query_row(params![uuid as i64, after as i64, cap as i64], |r| r.get(0))?;
+            Ok(n as usize)
+        })
+        .await
+    }
+
+    async fn cursor(&self, uuid: u64, resource: &str) -> StoreResult<Option<u64>> {
+        let resource = resource.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT seq FROM cursors WHERE uuid = ?1 AND resource = ?2")?
+                .query_row(params![uuid as i64, resource], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map(|s| s as u64))
+        })
+        .await
+    }
+
+    async fn max_cursor(&self, uuid: u64) -> StoreResult<u64> {
+        self.read(move |conn| {
+            let max: Option<i64> = conn
+                .prepare_cached("SELECT max(seq) FROM cursors WHERE uuid = ?1")?
+                .query_row([uuid as i64], |r| r.get(0))?;
+            Ok(max.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    async fn set_cursors(&self, cursors: Vec<(u64, String, u64)>) -> StoreResult<()> {
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO cursors (uuid, resource, seq) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (uuid, resource) DO UPDATE SET seq = max(seq, excluded.seq)",
+            )?;
+            for (uuid, resource, seq) in &cursors {
+                stmt.execute(params![*uuid as i64, resource, *seq as i64])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn max_sequence(&self) -> StoreResult<u64> {
+        self.read(|conn| {
+            let max: Option<i64> =
+                conn.query_row("SELECT max(seq) FROM messages", [], |r| r.get(0))?;
+            Ok(max.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.write(|_| Ok(())).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64, from: u64, to: u64, packet: &str) -> NewMessage {
+        NewMessage {
+            seq,
+            ts: 1000 + seq,
+            app_id: 1,
+            from_uuid: from,
+            from_account: format!("u{from}"),
+            from_resource: "phone".into(),
+            packet_id: packet.into(),
+            to_uuid: to,
+            to_account: format!("u{to}"),
+            to_resource: String::new(),
+            biz_type: "TEXT".into(),
+            payload: bytes::Bytes::from(format!("m{seq}")),
+        }
+    }
+
+    fn range(uuid: u64, after: u64) -> TimelineRange {
+        TimelineRange {
+            uuid,
+            after,
+            before: 0,
+            limit: 100,
+            order: Order::OldestFirst,
+        }
+    }
+
+    #[tokio::test]
+    async fn append_builds_both_timelines_and_dedups() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let out = store
+            .append(vec![
+                msg(10, 1, 2, "a"),
+                msg(11, 2, 1, "b"),
+                msg(12, 1, 2, "a"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                AppendOutcome::Stored,
+                AppendOutcome::Stored,
+                AppendOutcome::Duplicate { seq: 10, ts: 1010 }
+            ]
+        );
+        let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(store.timeline(range(2, 0), "x").await.unwrap()),
+            vec![10, 11]
+        );
+        assert_eq!(
+            seqs(store.timeline(range(1, 10), "x").await.unwrap()),
+            vec![11]
+        );
+        assert_eq!(store.count_after(2, 0, 1).await.unwrap(), 1);
+        assert_eq!(store.max_sequence().await.unwrap(), 11);
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen_and_cursors_only_advance() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+            let app = store.create_app("demo").await.unwrap();
+            assert_eq!(store.account(app.app_id, "bob", false).await.unwrap(), None);
+            let uuid = store
+                .account(app.app_id, "bob", true)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                store.account(app.app_id, "bob", true).await.unwrap(),
+                Some(uuid)
+            );
+            store.append(vec![msg(5, 1, uuid, "p")]).await.unwrap();
+            store
+                .set_cursors(vec![(uuid, "phone".into(), 5)])
+                .await
+                .unwrap();
+            store
+                .set_cursors(vec![(uuid, "phone".into(), 3)])
+                .await
+                .unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let apps = store.list_apps().await.unwrap();
+        assert_eq!(apps.len(), 1);
+        let uuid = store
+            .account(apps[0].app_id, "bob", false)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.cursor(uuid, "phone").await.unwrap(), Some(5));
+        assert_eq!(store.cursor(uuid, "tablet").await.unwrap(), None);
+        assert_eq!(store.max_cursor(uuid).await.unwrap(), 5);
+        // Dedup survives the restart too.
+        assert_eq!(
+            store.append(vec![msg(9, 1, uuid, "p")]).await.unwrap(),
+            vec![AppendOutcome::Duplicate { seq: 5, ts: 1005 }]
+        );
+    }
+
+    #[tokio::test]
+    async fn resource_addressed_messages_reach_only_that_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let mut m = msg(7, 1, 2, "x");
+        m.to_resource = "watch".into();
+        store.append(vec![m, msg(8, 1, 2, "y")]).await.unwrap();
+        let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(store.timeline(range(2, 0), "phone").await.unwrap()),
+            vec![8]
+        );
+        assert_eq!(
+            seqs(store.timeline(range(2, 0), "watch").await.unwrap()),
+            vec![7, 8]
+        );
+        // The sender's devices see what they sent.
+        assert_eq!(
+            seqs(store.timeline(range(1, 0), "tablet").await.unwrap()),
+            vec![7, 8]
+        );
+    }
+
+    #[tokio::test]
+    async fn newest_first_reads_the_end_of_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let batch = (1..=5).map(|i| msg(i, 1, 2, &format!("p{i}"))).collect();
+        store.append(batch).await.unwrap();
+        let r = TimelineRange {
+            limit: 2,
+            order: Order::NewestFirst,
+            ..range(2, 0)
+        };
+        let got: Vec<u64> = store
+            .timeline(r, "x")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(got, vec![5, 4]);
+    }
+}

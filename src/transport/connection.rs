@@ -1,0 +1,455 @@
+//! Drives one client connection: feeds inbound frames to the sans-IO [`Session`],
+//! carries out what it asks (login, send, ack, pull), sends the login backlog, then
+//! relays the device's live queue — all from one task.
+//!
+//! Outbound frames waiting in the device queue are written together and flushed once.
+//! The task ends on peer close, logout, a timeout, a kick (replaced, slow consumer) or
+//! server shutdown, and always unregisters the device from the hub.
+
+use std::fmt::Display;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Inbound;
+use crate::auth;
+use crate::hub::{DeviceHandle, KillSwitch, Outbound};
+use crate::pb::{self, frame::Kind};
+use crate::protocol::session::{Identity, Session, SessionEvent};
+use crate::protocol::{codec, codes, PROTOCOL_VERSION};
+use crate::router::{self, sequence, AckSink, Submission};
+use crate::server::AppState;
+use crate::store::{Order, StoreError, TimelineRange};
+use crate::time::now_ms;
+
+/// Inbound half of a transport.
+pub type FrameStream<E> = Pin<Box<dyn Stream<Item = Result<Inbound, E>> + Send>>;
+/// Outbound half of a transport.
+pub type FrameSink<E> = Pin<Box<dyn Sink<Bytes, Error = E> + Send>>;
+
+/// Frames relayed from the device queue per write.
+const QUEUE_BURST: usize = 512;
+
+/// Whether the connection goes on after handling something.
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Connection<E1, E2> {
+    state: Arc<AppState>,
+    conn_id: u64,
+    session: Session,
+    stream: FrameStream<E1>,
+    sink: FrameSink<E2>,
+    queue_tx: mpsc::Sender<Outbound>,
+    kill: Arc<KillSwitch>,
+    /// The registered device and its user, once logged in.
+    device: Option<(u64, DeviceHandle)>,
+    /// Live frames with a sequence up to this were already sent in the backlog.
+    backlog_through: u64,
+}
+
+/// Runs a connection until it ends.
+pub async fn drive<E1: Display, E2: Display>(
+    stream: FrameStream<E1>,
+    sink: FrameSink<E2>,
+    state: Arc<AppState>,
+) {
+    let (queue_tx, mut queue_rx) = mpsc::channel(state.config.device_queue_frames);
+    let mut conn = Connection {
+        conn_id: state.next_conn_id(),
+        session: Session::new(state.config.session(), now_ms()),
+        state,
+        stream,
+        sink,
+        queue_tx,
+        kill: Arc::new(KillSwitch::default()),
+        device: None,
+        backlog_through: 0,
+    };
+    conn.run(&mut queue_rx).await;
+    if let Some((uuid, device)) = &conn.device {
+        conn.state.hub.unregister(*uuid, device.conn_id);
+    }
+    let _ = conn.sink.close().await;
+}
+
+fn deadline_instant(deadline_ms: u64) -> Instant {
+    Instant::now() + std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms()))
+}
+
+impl<E1: Display, E2: Display> Connection<E1, E2> {
+    async fn run(&mut self, queue_rx: &mut mpsc::Receiver<Outbound>) {
+        let shutdown = self.state.shutdown.clone();
+        let kill = self.kill.clone();
+        let timer = tokio::time::sleep_until(deadline_instant(self.session.next_deadline_ms()));
+        tokio::pin!(timer);
+        let mut burst: Vec<Outbound> = Vec::with_capacity(QUEUE_BURST);
+        loop {
+            let logged_in = self.device.is_some();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.kick(codes::KICK_SHUTDOWN, "server shutting down").await;
+                    return;
+                }
+                (code, reason) = kill.killed() => {
+                    self.kick(code, &reason).await;
+                    return;
+                }
+                n = queue_rx.recv_many(&mut burst, QUEUE_BURST), if logged_in => {
+                    if n == 0 || self.relay(&mut burst).await.is_err() {
+                        return;
+                    }
+                }
+                item = self.stream.next() => {
+                    let flow = match item {
+                        None => Flow::Close,
+                        Some(Err(e)) => {
+                            tracing::debug!(conn = self.conn_id, error = %e, "connection read failed");
+                            Flow::Close
+                        }
+                        Some(Ok(Inbound::Unsupported(why))) => {
+                            self.write_one(codec::error_frame(codes::BAD_REQUEST, why, "")).await
+                        }
+                        Some(Ok(Inbound::Frame(bytes))) => {
+                            let event = self.session.on_frame(&bytes, now_ms());
+                            self.handle(event).await
+                        }
+                    };
+                    if let Flow::Close = flow {
+                        return;
+                    }
+                }
+                _ = &mut timer => {
+                    if let Some(kick) = self.session.check_timeout(now_ms()) {
+                        let _ = self.write_one(kick).await;
+                        return;
+                    }
+                    timer.as_mut().reset(deadline_instant(self.session.next_deadline_ms()));
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: SessionEvent) -> Flow {
+        match event {
+            SessionEvent::None => Flow::Continue,
+            SessionEvent::Reply(frame) => self.write_one(frame).await,
+            SessionEvent::Close(frame) => {
+                let _ = self.write_one(frame).await;
+                Flow::Close
+            }
+            SessionEvent::Login {
+                token,
+                resource,
+                protocol_version,
+            } => self.login(&token, resource, protocol_version).await,
+            SessionEvent::Send(send) => self.send(send).await,
+            SessionEvent::Ack(seq) => {
+                if let Some(id) = self.session.identity() {
+                    self.state.cursors.advance(id.uuid, &id.resource, seq);
+                }
+                Flow::Continue
+            }
+            SessionEvent::Pull(pull) => self.pull(pull).await,
+            SessionEvent::Logout => Flow::Close,
+        }
+    }
+
+    async fn login(&mut self, token: &str, resource: String, version: u32) -> Flow {
+        let refuse = |code: u32, desc: &str| {
+            codec::encode(Kind::LoginResult(pb::LoginResult {
+                code,
+                desc: desc.to_owned(),
+                protocol_version: PROTOCOL_VERSION,
+                server_time: now_ms(),
+                ..Default::default()
+            }))
+        };
+        if version != PROTOCOL_VERSION {
+            self.session.login_failed();
+            let desc = format!(
+                "unsupported protocol version {version}; this server speaks {PROTOCOL_VERSION}"
+            );
+            let _ = self.write_one(refuse(codes::BAD_REQUEST, &desc)).await;
+            return Flow::Close;
+        }
+        if resource.is_empty() {
+            self.session.login_failed();
+            let _ = self
+                .write_one(refuse(codes::BAD_REQUEST, "resource is required"))
+                .await;
+            return Flow::Close;
+        }
+        let claims = match self.verify(token).await {
+            Ok(claims) => claims,
+            Err((code, desc)) => {
+                tracing::info!(conn = self.conn_id, %desc, "login refused");
+                self.session.login_failed();
+                let _ = self.write_one(refuse(code, &desc)).await;
+                return Flow::Close;
+            }
+        };
+        let identity = Identity {
+            app_id: claims.app_id,
+            uuid: claims.uuid,
+            account: claims.account.into(),
+            resource: resource.into(),
+        };
+        let device = DeviceHandle::new(
+            self.conn_id,
+            identity.resource.clone(),
+            self.queue_tx.clone(),
+            self.kill.clone(),
+        );
+        // Register first: anything committed from now on is queued live; the backlog
+        // read below covers everything before.
+        self.state.hub.register(identity.uuid, device.clone());
+        self.device = Some((identity.uuid, device));
+        self.session.login_succeeded(identity.clone());
+        match self.sync_backlog(&identity).await {
+            Ok(flow) => flow,
+            Err(e) => {
+                tracing::error!(conn = self.conn_id, error = %e, "login backlog failed");
+                let _ = self
+                    .write_one(codec::kick_frame(codes::INTERNAL, "store unavailable"))
+                    .await;
+                Flow::Close
+            }
+        }
+    }
+
+    async fn verify(&mut self, token: &str) -> Result<auth::Claims, (u32, String)> {
+        let unauthorized = |e: auth::AuthError| (codes::UNAUTHORIZED, e.to_string());
+        let unverified = auth::parse(token).map_err(unauthorized)?;
+        let app = self
+            .state
+            .directory
+            .app(unverified.app_id())
+            .await
+            .map_err(|e| (codes::INTERNAL, e.to_string()))?
+            .ok_or_else(|| unauthorized(auth::AuthError::UnknownApp))?;
+        unverified
+            .verify(&app.app_secret, now_ms())
+            .map_err(unauthorized)
+    }
+
+    /// The device's starting cursor: its own, or for a new device the user's highest.
+    async fn start_cursor(&mut self, id: &Identity) -> Result<u64, StoreError> {
+        let store = &self.state.store;
+        let cursors = &self.state.cursors;
+        if let Some(stored) = store.cursor(id.uuid, &id.resource).await? {
+            return Ok(stored.max(cursors.pending(id.uuid, &id.resource).unwrap_or(0)));
+        }
+        if let Some(pending) = cursors.pending(id.uuid, &id.resource) {
+            return Ok(pending);
+        }
+        let max = store.max_cursor(id.uuid).await?;
+        Ok(max.max(cursors.pending_max(id.uuid).unwrap_or(0)))
+    }
+
+    /// LoginResult, then stored messages after the cursor in batches, then SyncDone.
+    async fn sync_backlog(&mut self, id: &Identity) -> Result<Flow, StoreError> {
+        let cfg = &self.state.config;
+        let (limit, batch, ttl_ms) = (
+            cfg.backlog_limit,
+            cfg.backlog_batch,
+            cfg.offline_ttl_secs * 1000,
+        );
+        let cursor = self.start_cursor(id).await?;
+        let now = now_ms();
+        let floor = sequence::floor_at(now.saturating_sub(ttl_ms));
+        let after = cursor.max(floor.saturating_sub(1));
+        let result = codec::encode(Kind::LoginResult(pb::LoginResult {
+            code: codes::OK,
+            desc: "ok".into(),
+            app_id: id.app_id,
+            uuid: id.uuid,
+            account: id.account.to_string(),
+            cursor,
+            server_time: now,
+            protocol_version: PROTOCOL_VERSION,
+        }));
+        if let Flow::Close = self.write_one(result).await {
+            return Ok(Flow::Close);
+        }
+
+        let store = self.state.store.clone();
+        let pending = store.count_after(id.uuid, after, limit + 1).await?;
+        let mut sent = 0u64;
+        let mut last = after;
+        let range = |after, order| TimelineRange {
+            uuid: id.uuid,
+            after,
+            before: 0,
+            limit: batch,
+            order,
+        };
+        if pending > limit {
+            let mut newest = store
+                .timeline(range(after, Order::NewestFirst), &id.resource)
+                .await?;
+            newest.reverse();
+            if let (Some(first), Some(tail)) = (newest.first(), newest.last()) {
+                let notice = codec::encode(Kind::PullNotice(pb::PullNotice {
+                    after_sequence: after,
+                    before_sequence: first.seq,
+                }));
+                last = tail.seq;
+                sent = newest.len() as u64;
+                let frames = [notice, batch_frame(newest)];
+                if let Flow::Close = self.write_all(frames).await {
+                    return Ok(Flow::Close);
+                }
+            }
+        } else {
+            loop {
+                let page = store
+                    .timeline(range(last, Order::OldestFirst), &id.resource)
+                    .await?;
+                let Some(tail) = page.last() else { break };
+                last = tail.seq;
+                let full = page.len() == batch;
+                sent += page.len() as u64;
+                if let Flow::Close = self.write_one(batch_frame(page)).await {
+                    return Ok(Flow::Close);
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        self.backlog_through = last;
+        let done = codec::encode(Kind::SyncDone(pb::SyncDone { count: sent }));
+        Ok(self.write_one(done).await)
+    }
+
+    async fn send(&mut self, send: pb::Send) -> Flow {
+        let (Some(id), Some((_, device))) = (self.session.identity(), &self.device) else {
+            return Flow::Continue;
+        };
+        if send.topic_id != 0 {
+            let err = codec::error_frame(codes::NOT_FOUND, "unknown topic", send.packet_id);
+            return self.write_one(err).await;
+        }
+        let to_uuid = match self.state.directory.uuid(id.app_id, &send.to_account).await {
+            Ok(uuid) => uuid,
+            Err(e) => {
+                tracing::error!(error = %e, "account lookup failed");
+                let err = codec::error_frame(codes::INTERNAL, "store unavailable", send.packet_id);
+                return self.write_one(err).await;
+            }
+        };
+        let persist = send.is_store.unwrap_or(true) && !send.online_only;
+        let sub = Submission {
+            app_id: id.app_id,
+            from_uuid: id.uuid,
+            from_account: id.account.clone(),
+            from_resource: id.resource.clone(),
+            from_conn: self.conn_id,
+            packet_id: send.packet_id,
+            to_uuid,
+            to_account: send.to_account,
+            to_resource: send.to_resource,
+            biz_type: send.biz_type,
+            payload: send.payload,
+            persist,
+            ack: AckSink::Device(device.clone()),
+        };
+        let packet_id = sub.packet_id.clone();
+        if self.state.router.submit(sub).await.is_err() {
+            let err = codec::error_frame(codes::UNAVAILABLE, "server shutting down", packet_id);
+            return self.write_one(err).await;
+        }
+        Flow::Continue
+    }
+
+    async fn pull(&mut self, pull: pb::Pull) -> Flow {
+        let Some(id) = self.session.identity().cloned() else {
+            return Flow::Continue;
+        };
+        let max = self.state.config.backlog_batch;
+        let limit = match pull.limit as usize {
+            0 => max,
+            n => n.min(max),
+        };
+        let range = TimelineRange {
+            uuid: id.uuid,
+            after: pull.after_sequence,
+            before: pull.before_sequence,
+            limit: limit + 1,
+            order: Order::OldestFirst,
+        };
+        match self.state.store.timeline(range, &id.resource).await {
+            Ok(mut page) => {
+                let has_more = page.len() > limit;
+                page.truncate(limit);
+                let frame = codec::encode(Kind::PullResult(pb::PullResult {
+                    messages: page.into_iter().map(router::stored_to_deliver).collect(),
+                    has_more,
+                }));
+                self.write_one(frame).await
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "pull failed");
+                self.write_one(codec::error_frame(codes::INTERNAL, "store unavailable", ""))
+                    .await
+            }
+        }
+    }
+
+    /// Writes queued live frames, skipping those the backlog already carried.
+    async fn relay(&mut self, burst: &mut Vec<Outbound>) -> Result<(), ()> {
+        let through = self.backlog_through;
+        let frames: Vec<Bytes> = burst
+            .drain(..)
+            .filter(|o| o.seq == 0 || o.seq > through)
+            .map(|o| o.frame)
+            .collect();
+        match self.write_all(frames).await {
+            Flow::Continue => Ok(()),
+            Flow::Close => Err(()),
+        }
+    }
+
+    async fn kick(&mut self, code: u32, reason: &str) {
+        self.session.close();
+        let _ = self.write_one(codec::kick_frame(code, reason)).await;
+    }
+
+    async fn write_one(&mut self, frame: Bytes) -> Flow {
+        self.write_all([frame]).await
+    }
+
+    /// Writes frames and flushes once.
+    async fn write_all(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Flow {
+        for frame in frames {
+            if let Err(e) = self.sink.feed(frame).await {
+                tracing::debug!(conn = self.conn_id, error = %e, "connection write failed");
+                return Flow::Close;
+            }
+        }
+        match self.sink.flush().await {
+            Ok(()) => Flow::Continue,
+            Err(e) => {
+                tracing::debug!(conn = self.conn_id, error = %e, "connection flush failed");
+                Flow::Close
+            }
+        }
+    }
+}
+
+fn batch_frame(messages: Vec<crate::store::StoredMessage>) -> Bytes {
+    codec::encode(Kind::DeliverBatch(pb::DeliverBatch {
+        messages: messages
+            .into_iter()
+            .map(router::stored_to_deliver)
+            .collect(),
+    }))
+}

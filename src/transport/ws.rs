@@ -1,0 +1,47 @@
+//! WebSocket transport: `GET /ws`, subprotocol `courier.v1`, one protobuf frame per
+//! binary message. Control frames (ping/pong/close) are handled by tungstenite.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+
+use super::{connection, Inbound};
+use crate::protocol::WS_SUBPROTOCOL;
+use crate::server::AppState;
+
+/// Upgrades the request and runs the session.
+pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+    // Let oversize messages through to the codec (up to 2x) so the client gets an
+    // Error frame with the limit instead of a bare close.
+    let max = state.config.max_frame_bytes.saturating_mul(2);
+    let tracker = state.connections.clone();
+    ws.protocols([WS_SUBPROTOCOL])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            // Refused once shutdown began (tracker closed is still fine to spawn on).
+            tracker.track_future(serve(socket, state)).await;
+        })
+}
+
+async fn serve(socket: WebSocket, state: Arc<AppState>) {
+    let (sink, stream) = socket.split();
+    let sink =
+        sink.with(|frame: Bytes| async move { Ok::<_, axum::Error>(Message::Binary(frame)) });
+    let stream = stream.filter_map(|msg| async move {
+        match msg {
+            Ok(Message::Binary(b)) => Some(Ok(Inbound::Frame(b))),
+            Ok(Message::Text(_)) => Some(Ok(Inbound::Unsupported(
+                "text messages are not supported; send protobuf frames as binary messages",
+            ))),
+            Ok(Message::Close(_)) => None,
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => None,
+            Err(e) => Some(Err(e)),
+        }
+    });
+    connection::drive(Box::pin(stream), Box::pin(sink), state).await;
+}
