@@ -38,6 +38,11 @@ impl KillSwitch {
         }
     }
 
+    /// The kick reason, if [`KillSwitch::kill`] was called.
+    pub fn reason(&self) -> Option<(u32, String)> {
+        self.reason.get().cloned()
+    }
+
     /// Resolves once [`KillSwitch::kill`] was called.
     pub async fn killed(&self) -> (u32, String) {
         loop {

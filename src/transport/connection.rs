@@ -34,6 +34,9 @@ pub type FrameSink<E> = Pin<Box<dyn Sink<Bytes, Error = E> + Send>>;
 /// Frames relayed from the device queue per write.
 const QUEUE_BURST: usize = 512;
 
+/// How long a closing connection may take to write its last frame.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Whether the connection goes on after handling something.
 enum Flow {
     Continue,
@@ -52,6 +55,8 @@ struct Connection<E1, E2> {
     device: Option<(u64, DeviceHandle)>,
     /// Live frames with a sequence up to this were already sent in the backlog.
     backlog_through: u64,
+    /// A Kick frame was sent (or attempted).
+    kicked: bool,
 }
 
 /// Runs a connection until it ends.
@@ -71,12 +76,20 @@ pub async fn drive<E1: Display, E2: Display>(
         kill: Arc::new(KillSwitch::default()),
         device: None,
         backlog_through: 0,
+        kicked: false,
     };
     conn.run(&mut queue_rx).await;
+    if !conn.kicked {
+        // A kick that interrupted a write still owes the peer its reason.
+        if let Some((code, reason)) = conn.kill.reason() {
+            conn.kick(code, &reason).await;
+        }
+    }
     if let Some((uuid, device)) = &conn.device {
         conn.state.hub.unregister(*uuid, device.conn_id);
     }
-    let _ = conn.sink.close().await;
+    // A peer that stopped reading must not hold the task: give the close a moment.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.sink.close()).await;
 }
 
 fn deadline_instant(deadline_ms: u64) -> Instant {
@@ -128,7 +141,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                 }
                 _ = &mut timer => {
                     if let Some(kick) = self.session.check_timeout(now_ms()) {
-                        let _ = self.write_one(kick).await;
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.write_frames([kick])).await;
                         return;
                     }
                     timer.as_mut().reset(deadline_instant(self.session.next_deadline_ms()));
@@ -418,17 +431,33 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         }
     }
 
+    /// Sends a Kick (giving up after [`CLOSE_TIMEOUT`] if the peer does not read).
     async fn kick(&mut self, code: u32, reason: &str) {
         self.session.close();
-        let _ = self.write_one(codec::kick_frame(code, reason)).await;
+        self.kicked = true;
+        tracing::debug!(conn = self.conn_id, code, reason, "kicking connection");
+        let frame = codec::kick_frame(code, reason);
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.write_frames([frame])).await;
     }
 
     async fn write_one(&mut self, frame: Bytes) -> Flow {
         self.write_all([frame]).await
     }
 
-    /// Writes frames and flushes once.
+    /// Writes frames and flushes once. A kick (e.g. slow consumer) interrupts a write
+    /// blocked on a peer that stopped reading.
     async fn write_all(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Flow {
+        let kill = self.kill.clone();
+        tokio::select! {
+            flow = self.write_frames(frames) => flow,
+            (code, reason) = kill.killed() => {
+                tracing::debug!(conn = self.conn_id, code, reason, "write abandoned: connection kicked");
+                Flow::Close
+            }
+        }
+    }
+
+    async fn write_frames(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Flow {
         for frame in frames {
             if let Err(e) = self.sink.feed(frame).await {
                 tracing::debug!(conn = self.conn_id, error = %e, "connection write failed");

@@ -1,0 +1,245 @@
+//! Bad input gets an Error frame with a code and reason (and a close where the
+//! session cannot go on); the server keeps serving everyone else.
+
+use bytes::Bytes;
+use courier::auth::{self, Claims};
+use courier::client::{Client, ClientError, Event};
+use courier::pb::{self, frame::Kind};
+use courier::protocol::{codec, codes};
+
+use crate::common::*;
+
+/// After the abuse, a normal exchange between two other users still works.
+async fn still_serving(s: &TestServer) {
+    let (mut x, _) = s.connect_synced("xavier", "phone").await;
+    let (mut y, _) = s.connect_synced("yolanda", "phone").await;
+    let ack = send_acked(&mut x, "ok", "yolanda", "fine").await;
+    assert_eq!(next_deliver(&mut y).await.sequence, ack.sequence);
+}
+
+#[tokio::test]
+async fn garbage_truncated_unknown_and_text_frames_get_errors() {
+    let s = TestServer::start().await;
+    let (mut c, _) = s.connect_synced("mallory", "phone").await;
+
+    c.writer
+        .send_raw(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff]))
+        .await
+        .unwrap();
+    assert_eq!(next_error(&mut c).await.code, codes::BAD_REQUEST);
+
+    let whole = codec::encode(Kind::Send(pb::Send {
+        packet_id: "t".into(),
+        to_account: "bob".into(),
+        payload: Bytes::from_static(b"truncated payload"),
+        ..Default::default()
+    }));
+    c.writer
+        .send_raw(whole.slice(..whole.len() - 4))
+        .await
+        .unwrap();
+    assert_eq!(next_error(&mut c).await.code, codes::BAD_REQUEST);
+
+    // Field number 99 is no frame type of protocol v1.
+    c.writer
+        .send_raw(Bytes::from_static(&[0x9a, 0x06, 0x00]))
+        .await
+        .unwrap();
+    let e = next_error(&mut c).await;
+    assert_eq!(e.code, codes::BAD_REQUEST);
+    assert!(e.desc.contains("unknown"), "{}", e.desc);
+
+    c.writer.send_ws_text("{\"hello\":1}").await.unwrap();
+    assert_eq!(next_error(&mut c).await.code, codes::BAD_REQUEST);
+
+    // The session goes on.
+    let ack = send_acked(&mut c, "after", "bob", "still works").await;
+    assert!(ack.sequence > 0);
+    still_serving(&s).await;
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_oversized_payload_does_not() {
+    let s = TestServer::start().await;
+    let (mut c, _) = s.connect_synced("mallory", "phone").await;
+    let big = |n: usize, id: &str| {
+        Kind::Send(pb::Send {
+            packet_id: id.into(),
+            to_account: "bob".into(),
+            payload: Bytes::from(vec![0u8; n]),
+            ..Default::default()
+        })
+    };
+    c.send_frame(big(15 * 1024 + 1, "too-big")).await.unwrap();
+    let e = next_error(&mut c).await;
+    assert_eq!(
+        (e.code, e.packet_id.as_str()),
+        (codes::TOO_LARGE, "too-big")
+    );
+    send_acked(&mut c, "fits", "bob", "small").await;
+
+    c.send_frame(big(100 * 1024, "huge")).await.unwrap();
+    let e = next_error(&mut c).await;
+    assert_eq!(e.code, codes::TOO_LARGE);
+    assert!(until_closed(&mut c).await.is_none());
+    still_serving(&s).await;
+
+    // Nothing of the refused sends was stored.
+    let (_b, backlog) = s.connect_synced("bob", "phone").await;
+    assert_eq!(
+        backlog
+            .iter()
+            .map(|d| d.packet_id.as_str())
+            .collect::<Vec<_>>(),
+        ["fits"]
+    );
+}
+
+#[tokio::test]
+async fn send_before_login_and_second_login_are_refused() {
+    let s = TestServer::start().await;
+    let mut c = Client::open(&s.ws()).await.unwrap();
+    c.send_text("early", "bob", "x").await.unwrap();
+    let e = next_error(&mut c).await;
+    assert_eq!((e.code, e.packet_id.as_str()), (codes::CONFLICT, "early"));
+
+    let token = s.token("mallory").await;
+    c.login(&token, "phone").await.unwrap();
+    read_backlog(&mut c).await;
+    c.send_frame(Kind::Login(pb::Login {
+        protocol_version: 1,
+        token: token.clone(),
+        resource: "other".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(next_error(&mut c).await.code, codes::CONFLICT);
+    // Still logged in as before.
+    send_acked(&mut c, "later", "bob", "x").await;
+
+    // Nothing sent before login was stored.
+    let (_b, backlog) = s.connect_synced("bob", "phone").await;
+    assert_eq!(
+        backlog
+            .iter()
+            .map(|d| d.packet_id.as_str())
+            .collect::<Vec<_>>(),
+        ["later"]
+    );
+}
+
+#[tokio::test]
+async fn wrong_expired_and_foreign_tokens_are_refused() {
+    let s = TestServer::start().await;
+    let refused = |r: Result<Client, ClientError>| match r {
+        Err(ClientError::LoginRefused { code, desc }) => (code, desc),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("login should be refused"),
+    };
+
+    let (code, desc) = refused(Client::connect(&s.ws(), "not-a-token", "phone").await);
+    assert_eq!(code, codes::UNAUTHORIZED);
+    assert!(desc.contains("malformed"), "{desc}");
+
+    let real = s.token("mallory").await;
+    let tampered = format!("{}x", &real[..real.len() - 1]);
+    let (code, _) = refused(Client::connect(&s.ws(), &tampered, "phone").await);
+    assert_eq!(code, codes::UNAUTHORIZED);
+
+    let app = &s.app;
+    let expired = auth::issue(
+        &app.app_secret,
+        &Claims {
+            app_id: app.app_id,
+            uuid: 1,
+            account: "mallory".into(),
+            expires_ms: 1,
+        },
+    );
+    let (code, desc) = refused(Client::connect(&s.ws(), &expired, "phone").await);
+    assert_eq!(code, codes::UNAUTHORIZED);
+    assert!(desc.contains("expired"), "{desc}");
+
+    // A token of another app (signed with that app's secret) names an unknown app here.
+    let foreign = auth::issue(
+        "someone else's secret",
+        &Claims {
+            app_id: app.app_id + 1,
+            uuid: 1,
+            account: "mallory".into(),
+            expires_ms: u64::MAX,
+        },
+    );
+    let (code, _) = refused(Client::connect(&s.ws(), &foreign, "phone").await);
+    assert_eq!(code, codes::UNAUTHORIZED);
+    // And one claiming this app but signed with another secret.
+    let forged = auth::issue(
+        "someone else's secret",
+        &Claims {
+            app_id: app.app_id,
+            uuid: 1,
+            account: "mallory".into(),
+            expires_ms: u64::MAX,
+        },
+    );
+    let (code, desc) = refused(Client::connect(&s.ws(), &forged, "phone").await);
+    assert_eq!(code, codes::UNAUTHORIZED);
+    assert!(desc.contains("signature"), "{desc}");
+
+    let (code, _) = refused(Client::connect(&s.ws(), &real, "").await);
+    assert_eq!(code, codes::BAD_REQUEST);
+    still_serving(&s).await;
+}
+
+#[tokio::test]
+async fn invalid_sends_are_refused_with_their_packet_id() {
+    let s = TestServer::start().await;
+    let (mut c, _) = s.connect_synced("mallory", "phone").await;
+    c.send_frame(Kind::Send(pb::Send {
+        to_account: "bob".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(next_error(&mut c).await.code, codes::BAD_REQUEST);
+    c.send_frame(Kind::Send(pb::Send {
+        packet_id: "nowhere".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let e = next_error(&mut c).await;
+    assert_eq!(
+        (e.code, e.packet_id.as_str()),
+        (codes::BAD_REQUEST, "nowhere")
+    );
+    // A server-to-client frame from a client.
+    c.send_frame(Kind::Deliver(pb::Deliver::default()))
+        .await
+        .unwrap();
+    assert_eq!(next_error(&mut c).await.code, codes::BAD_REQUEST);
+    // Nothing in between was an ack.
+    c.writer.ping(9).await.unwrap();
+    let ev = wait_for(&mut c, |e| match e {
+        Event::Pong(_) | Event::ServerAck(_) => Some(e),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(ev, Event::Pong(_)));
+}
+
+#[tokio::test]
+async fn frame_rate_limit_answers_with_an_error() {
+    let s = TestServer::start_with(|c| c.max_frames_per_sec = 5).await;
+    let (mut c, _) = s.connect_synced("mallory", "phone").await;
+    for i in 0..20 {
+        c.writer
+            .feed(Kind::Ping(pb::Ping { nonce: i }))
+            .await
+            .unwrap();
+    }
+    c.writer.flush().await.unwrap();
+    let e = next_error(&mut c).await;
+    assert_eq!(e.code, codes::RATE_LIMITED);
+    still_serving(&s).await;
+}

@@ -1,0 +1,194 @@
+//! Test harness: start a server in a temp dir, get tokens, connect clients, and wait
+//! for events (with a generous safety timeout so a bug fails instead of hanging).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use courier::client::{fetch_token, Client, Event};
+use courier::config::Config;
+use courier::pb;
+use courier::server::{self, RunningServer};
+use courier::store::App;
+
+/// Upper bound on any single wait; reaching it means the test failed.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub app: App,
+    pub config: Config,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn test_config(data_dir: PathBuf) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir,
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path().to_path_buf());
+        tweak(&mut config);
+        let server = server::start(config.clone()).await.unwrap();
+        let app = server
+            .created_app
+            .clone()
+            .expect("fresh data dir creates an app");
+        TestServer {
+            server: Some(server),
+            app,
+            config,
+            _dir: Some(dir),
+        }
+    }
+
+    fn running(&self) -> &RunningServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn http(&self) -> String {
+        self.running().http_url()
+    }
+
+    pub fn ws(&self) -> String {
+        self.running().ws_url()
+    }
+
+    /// Shuts down gracefully and starts again on the same data dir (new port).
+    pub async fn restart(&mut self) {
+        self.server.take().unwrap().shutdown().await.unwrap();
+        let server = server::start(self.config.clone()).await.unwrap();
+        assert!(server.created_app.is_none(), "restart keeps the apps");
+        self.server = Some(server);
+    }
+
+    pub async fn token(&self, account: &str) -> String {
+        fetch_token(
+            &self.http(),
+            self.app.app_id,
+            &self.app.app_key,
+            &self.app.app_secret,
+            account,
+        )
+        .await
+        .unwrap()
+        .token
+    }
+
+    /// Connects and logs in; the backlog has not been read yet.
+    pub async fn connect(&self, account: &str, resource: &str) -> Client {
+        let token = self.token(account).await;
+        Client::connect(&self.ws(), &token, resource).await.unwrap()
+    }
+
+    /// Connects, logs in and reads the backlog up to SyncDone.
+    pub async fn connect_synced(
+        &self,
+        account: &str,
+        resource: &str,
+    ) -> (Client, Vec<pb::Deliver>) {
+        let mut client = self.connect(account, resource).await;
+        let backlog = read_backlog(&mut client).await;
+        (client, backlog)
+    }
+}
+
+/// The next event, failing the test if none comes within [`WAIT`].
+pub async fn next(client: &mut Client) -> Option<Event> {
+    tokio::time::timeout(WAIT, client.next_event())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("client error")
+}
+
+/// Reads events until `pick` returns Some; other events are skipped.
+pub async fn wait_for<T>(client: &mut Client, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+    loop {
+        match next(client).await {
+            Some(event) => {
+                if let Some(v) = pick(event) {
+                    return v;
+                }
+            }
+            None => panic!("connection closed while waiting"),
+        }
+    }
+}
+
+/// Deliveries up to SyncDone.
+pub async fn read_backlog(client: &mut Client) -> Vec<pb::Deliver> {
+    let mut out = Vec::new();
+    loop {
+        match next(client).await {
+            Some(Event::Deliver(d)) => out.push(d),
+            Some(Event::SyncDone(_)) => return out,
+            Some(_) => {}
+            None => panic!("closed during backlog"),
+        }
+    }
+}
+
+pub async fn next_deliver(client: &mut Client) -> pb::Deliver {
+    wait_for(client, |e| match e {
+        Event::Deliver(d) => Some(d),
+        _ => None,
+    })
+    .await
+}
+
+pub async fn next_ack(client: &mut Client) -> pb::ServerAck {
+    wait_for(client, |e| match e {
+        Event::ServerAck(a) => Some(a),
+        _ => None,
+    })
+    .await
+}
+
+pub async fn next_error(client: &mut Client) -> pb::Error {
+    wait_for(client, |e| match e {
+        Event::Error(err) => Some(err),
+        _ => None,
+    })
+    .await
+}
+
+/// Reads until the server closes; returns the Kick if one came.
+pub async fn until_closed(client: &mut Client) -> Option<pb::Kick> {
+    let mut kick = None;
+    loop {
+        match tokio::time::timeout(WAIT, client.next_event())
+            .await
+            .expect("timed out waiting for close")
+        {
+            Ok(Some(Event::Kick(k))) => kick = Some(k),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return kick,
+        }
+    }
+}
+
+/// Sends a text message and returns its ack.
+pub async fn send_acked(
+    client: &mut Client,
+    packet_id: &str,
+    to: &str,
+    text: &str,
+) -> pb::ServerAck {
+    client.send_text(packet_id, to, text).await.unwrap();
+    let ack = next_ack(client).await;
+    assert_eq!(ack.packet_id, packet_id);
+    assert_eq!(ack.code, 200, "ack: {ack:?}");
+    ack
+}
+
+pub fn text(d: &pb::Deliver) -> String {
+    String::from_utf8(d.payload.to_vec()).unwrap()
+}

@@ -1,0 +1,10 @@
+//! Black-box tests: a real server on 127.0.0.1:0 driven over real sockets with the
+//! Rust client. One test binary (modules below) keeps CI link time down.
+
+mod bad_input;
+mod common;
+mod crash;
+mod dedup;
+mod p2p;
+mod sessions;
+mod token_api;
