@@ -254,15 +254,15 @@ mod tests {
     fn file_then_flags_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nbacklog_limit = 50\n").unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nbacklog_limit = 500\n").unwrap();
         let args = ServeArgs {
             config: Some(path),
-            backlog_limit: Some(60),
+            backlog_limit: Some(600),
             ..ServeArgs::default()
         };
         let c = args.resolve().unwrap();
         assert_eq!(c.listen.port(), 9000);
-        assert_eq!(c.backlog_limit, 60);
+        assert_eq!(c.backlog_limit, 600);
         assert_eq!(c.max_payload_bytes, 15 * 1024);
     }
 
