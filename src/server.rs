@@ -131,6 +131,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    // Frames are small and latency-sensitive: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let app = crate::api::router(state.clone());
     let serve_state = state.clone();
     let task = tokio::spawn(async move {

@@ -1,1 +1,428 @@
-fn main() {}
+//! Load generator for Courier.
+//!
+//! By default it starts its own `courier serve` (the release binary) on a free
+//! 127.0.0.1 port with a temporary data dir, so the server's memory can be read from
+//! /proc; `--server` targets a running gateway instead. Every run is bounded by
+//! `--secs` and stops by itself.
+//!
+//! - `p2p`: K sender→receiver pairs; durable sends with a window of in-flight
+//!   messages, optionally paced to a target rate; reports acked msgs/s, end-to-end
+//!   latency percentiles (sender's send time → receiver's delivery) and server RSS.
+//! - `connections`: N logged-in idle connections; reports server RSS per connection.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::{Parser, Subcommand};
+use courier::client::{fetch_token, Client, Event};
+use courier::pb::{self, frame::Kind};
+use hdrhistogram::Histogram;
+use tokio::sync::Semaphore;
+
+#[derive(Parser)]
+#[command(about = "Courier load generator")]
+struct Cli {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// Gateway to load (default: start one from --courier-bin).
+    #[arg(long, global = true)]
+    server: Option<String>,
+    #[arg(long, global = true, requires = "server")]
+    app_id: Option<u64>,
+    #[arg(long, global = true, requires = "server")]
+    app_key: Option<String>,
+    #[arg(long, global = true, requires = "server")]
+    app_secret: Option<String>,
+    /// The courier binary to start when --server is not given.
+    #[arg(long, global = true, default_value = "target/release/courier")]
+    courier_bin: PathBuf,
+    /// Extra flags for the started server, e.g. "--commit-batch-max 4096".
+    #[arg(long, global = true, default_value = "")]
+    server_args: String,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Sender→receiver pairs, durable acknowledged sends.
+    P2p {
+        /// Sender/receiver pairs.
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Unacknowledged sends allowed per sender.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Total target rate in msgs/s (0 = as fast as acks allow).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Payload bytes (at least 8: the send timestamp).
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
+    /// Idle logged-in connections; reports server memory per connection.
+    Connections {
+        #[arg(long, default_value_t = 5000)]
+        count: usize,
+    },
+}
+
+/// A gateway under test and how to reach it.
+struct Gateway {
+    http: String,
+    ws: String,
+    app_id: u64,
+    app_key: String,
+    app_secret: String,
+    child: Option<Child>,
+    _dir: Option<TempDir>,
+}
+
+/// A temp dir removed on drop (no extra crate needed for this one use).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Gateway {
+    fn start(t: &Target) -> anyhow::Result<Gateway> {
+        if let Some(server) = &t.server {
+            let ws = format!(
+                "{}/ws",
+                server.trim_end_matches('/').replacen("http", "ws", 1)
+            );
+            return Ok(Gateway {
+                http: server.clone(),
+                ws,
+                app_id: t.app_id.context("--app-id")?,
+                app_key: t.app_key.clone().context("--app-key")?,
+                app_secret: t.app_secret.clone().context("--app-secret")?,
+                child: None,
+                _dir: None,
+            });
+        }
+        let dir = std::env::temp_dir().join(format!("courier-loadtest-{}", std::process::id()));
+        let dir = TempDir(dir);
+        let out = Command::new(&t.courier_bin)
+            .args([
+                "app",
+                "create",
+                "--name",
+                "loadtest",
+                "--json",
+                "--data-dir",
+            ])
+            .arg(&dir.0)
+            .output()
+            .with_context(|| {
+                format!(
+                    "running {} (build it with cargo build --release)",
+                    t.courier_bin.display()
+                )
+            })?;
+        if !out.status.success() {
+            bail!(
+                "app create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let app: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let mut child = Command::new(&t.courier_bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir.0)
+            .args(t.server_args.split_whitespace())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let http = loop {
+            let line = lines.next().context("courier exited")??;
+            if let Some(url) = line.strip_prefix("courier listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Gateway {
+            ws: format!("{}/ws", http.replacen("http", "ws", 1)),
+            http,
+            app_id: app["appId"].as_u64().context("appId")?,
+            app_key: app["appKey"].as_str().context("appKey")?.to_owned(),
+            app_secret: app["appSecret"].as_str().context("appSecret")?.to_owned(),
+            child: Some(child),
+            _dir: Some(dir),
+        })
+    }
+
+    /// Server resident memory in KiB (only for a server this tool started).
+    fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    async fn connect(&self, account: &str, resource: &str) -> anyhow::Result<Client> {
+        let token = fetch_token(
+            &self.http,
+            self.app_id,
+            &self.app_key,
+            &self.app_secret,
+            account,
+        )
+        .await?
+        .token;
+        let mut client = Client::connect(&self.ws, &token, resource).await?;
+        // Skip the backlog.
+        loop {
+            match client.next_event().await? {
+                Some(Event::SyncDone(_)) => return Ok(client),
+                Some(_) => {}
+                None => bail!("closed during login"),
+            }
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let gw = Gateway::start(&cli.target)?;
+        match cli.mode {
+            Mode::P2p {
+                pairs,
+                secs,
+                window,
+                rate,
+                payload,
+            } => p2p(&gw, pairs, secs, window, rate, payload.max(8)).await,
+            Mode::Connections { count } => connections(&gw, count).await,
+        }
+    })
+}
+
+fn micros_since(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+async fn p2p(
+    gw: &Gateway,
+    pairs: usize,
+    secs: u64,
+    window: usize,
+    rate: u64,
+    payload_len: usize,
+) -> anyhow::Result<()> {
+    let run = format!("{:x}", std::process::id());
+    let rss_before = gw.rss_kib();
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    for i in 0..pairs {
+        let rx = gw.connect(&format!("rx-{run}-{i}"), "load").await?;
+        receivers.push(rx);
+        senders.push(gw.connect(&format!("tx-{run}-{i}"), "load").await?);
+    }
+    let rss_connected = gw.rss_kib();
+    eprintln!("{pairs} pairs connected; sending for {secs}s");
+
+    let mut rx_tasks = Vec::new();
+    for mut rx in receivers {
+        let delivered = delivered.clone();
+        rx_tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let mut since_ack = 0;
+            while let Ok(Ok(Some(ev))) =
+                tokio::time::timeout(Duration::from_secs(5), rx.next_event()).await
+            {
+                if let Event::Deliver(d) = ev {
+                    let sent = u64::from_le_bytes(d.payload[..8].try_into().unwrap_or([0; 8]));
+                    let _ = hist.record(micros_since(epoch).saturating_sub(sent).max(1));
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    since_ack += 1;
+                    if since_ack >= 64 {
+                        since_ack = 0;
+                        if rx.ack(d.sequence).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            hist
+        }));
+    }
+
+    let per_sender_rate = if rate == 0 {
+        0.0
+    } else {
+        rate as f64 / pairs as f64
+    };
+    let mut tx_tasks = Vec::new();
+    for (i, tx) in senders.into_iter().enumerate() {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        let to = format!("rx-{run}-{i}");
+        tx_tasks.push(tokio::spawn(async move {
+            let (mut writer, mut reader) = tx.split();
+            let permits = Arc::new(Semaphore::new(window));
+            let reader_permits = permits.clone();
+            let reader_acked = acked.clone();
+            let reader_task = tokio::spawn(async move {
+                while let Ok(Some(ev)) = reader.next_event().await {
+                    match ev {
+                        Event::ServerAck(a) if a.code == 200 => {
+                            reader_acked.fetch_add(1, Ordering::Relaxed);
+                            reader_permits.add_permits(1);
+                        }
+                        Event::ServerAck(a) => eprintln!("ack error: {a:?}"),
+                        Event::Kick(k) => {
+                            eprintln!("sender kicked: {k:?}");
+                            break;
+                        }
+                        Event::Error(e) => eprintln!("error: {e:?}"),
+                        _ => {}
+                    }
+                }
+            });
+            let mut n: u64 = 0;
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if per_sender_rate > 0.0 {
+                    let due = Duration::from_secs_f64(n as f64 / per_sender_rate);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                permit.forget();
+                let mut buf = BytesMut::with_capacity(payload_len);
+                buf.put_u64_le(micros_since(epoch));
+                buf.resize(payload_len, b'x');
+                let send = Kind::Send(pb::Send {
+                    packet_id: format!("{i}-{n}"),
+                    to_account: to.clone(),
+                    payload: Bytes::from(buf),
+                    ..Default::default()
+                });
+                n += 1;
+                if writer.send(send).await.is_err() {
+                    break;
+                }
+            }
+            // Let outstanding acks arrive.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), permits.acquire_many(window as u32))
+                    .await;
+            reader_task.abort();
+            n
+        }));
+    }
+
+    let started = Instant::now();
+    let mut last = 0;
+    for s in 1..=secs {
+        tokio::time::sleep_until((started + Duration::from_secs(s)).into()).await;
+        let now = acked.load(Ordering::Relaxed);
+        eprintln!("  t={s:>3}s acked/s {:>8}", now - last);
+        last = now;
+    }
+    let acked_in_window = acked.load(Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let rss_peak = gw.rss_kib();
+    let mut sent = 0;
+    for t in tx_tasks {
+        sent += t.await?;
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in rx_tasks {
+        hist.add(t.await?)?;
+    }
+    let throughput = acked_in_window as f64 / elapsed;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "p2p pairs={pairs} window={window} rate={} payload={payload_len}B: acked {:.0} msgs/s; sent {sent}, acked {}, delivered {}; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}; server RSS KiB before {} connected {} end {}",
+        if rate == 0 { "max".to_string() } else { rate.to_string() },
+        throughput,
+        acked.load(Ordering::Relaxed),
+        delivered.load(Ordering::Relaxed),
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        hist.max() as f64 / 1000.0,
+        opt(rss_before),
+        opt(rss_connected),
+        opt(rss_peak),
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "mode": "p2p", "pairs": pairs, "window": window, "rate": rate, "payload": payload_len,
+            "acked_per_sec": throughput.round(), "delivered": delivered.load(Ordering::Relaxed),
+            "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
+            "rss_kib_connected": rss_connected, "rss_kib_end": rss_peak,
+        })
+    );
+    Ok(())
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("n/a".into(), |v| v.to_string())
+}
+
+async fn connections(gw: &Gateway, count: usize) -> anyhow::Result<()> {
+    let before = gw.rss_kib();
+    let mut clients = Vec::with_capacity(count);
+    let run = format!("{:x}", std::process::id());
+    for i in 0..count {
+        clients.push(gw.connect(&format!("idle-{run}-{i}"), "load").await?);
+        if (i + 1) % 1000 == 0 {
+            eprintln!("  {} connected", i + 1);
+        }
+    }
+    let after = gw.rss_kib();
+    let per_conn = match (before, after) {
+        (Some(b), Some(a)) => format!("{:.1}", (a.saturating_sub(b)) as f64 / count as f64),
+        _ => "n/a".into(),
+    };
+    println!(
+        "connections count={count}: server RSS KiB before {} after {} => {per_conn} KiB per logged-in connection",
+        opt(before),
+        opt(after)
+    );
+    drop(clients);
+    Ok(())
+}

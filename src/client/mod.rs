@@ -128,6 +128,7 @@ impl Client {
             HeaderValue::from_static(WS_SUBPROTOCOL),
         );
         let config = WebSocketConfig::default()
+            .read_buffer_size(16 * 1024)
             .max_message_size(Some(64 << 20))
             .max_frame_size(Some(64 << 20));
         let (ws, _) =

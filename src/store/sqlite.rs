@@ -113,6 +113,7 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = OFF;
+         PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -32768;",
     )?;
     Ok(conn)

@@ -13,6 +13,9 @@ use super::{connection, Inbound};
 use crate::protocol::WS_SUBPROTOCOL;
 use crate::server::AppState;
 
+/// Per-connection read buffer; larger frames grow it as needed.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// Upgrades the request and runs the session.
 pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
     // Let oversize messages through to the codec (up to 2x) so the client gets an
@@ -20,6 +23,9 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -
     let max = state.config.max_frame_bytes.saturating_mul(2);
     let tracker = state.connections.clone();
     ws.protocols([WS_SUBPROTOCOL])
+        // tungstenite zero-fills up to this much per socket read and keeps it per
+        // connection: the 128 KiB default costs CPU and memory for small frames.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
