@@ -155,7 +155,10 @@ impl Gateway {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&dir.0)
             .args(t.server_args.split_whitespace())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .spawn()?;
         let stdout = child.stdout.take().context("stdout")?;

@@ -2,18 +2,24 @@
 //!
 //! Sessions and the push API hand [`Submission`]s to the [`Router`] through a bounded
 //! queue. One commit loop takes everything queued (up to `commit_batch_max`), assigns
-//! sequences, answers retries from the dedup cache, writes the batch to the store in
-//! one transaction, and only after the commit acks each sender and queues the
-//! delivery frame — encoded once — on every online device concerned. Because one loop
-//! does this in commit order, every device's queue receives its timeline in sequence
-//! order, and an ack never precedes durability.
+//! sequences, answers retries from the dedup cache and hands the batch to the store,
+//! which commits it (with whatever else is queued) in one transaction. Up to
+//! [`MAX_BATCHES_IN_FLIGHT`] batches are handed over before the oldest commits;
+//! their results are taken strictly in order, and only then is each sender acked and
+//! the delivery frame — encoded once — queued on every online device concerned.
+//! Sequences are assigned in that same order, so every device's queue receives its
+//! timeline in sequence order, and an ack never precedes durability.
 
 pub mod sequence;
 
+use std::collections::HashSet;
+use std::future::Future;
 use std::num::NonZeroUsize;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -95,6 +101,7 @@ impl Router {
                 NonZeroUsize::new(config.dedup_cache.max(1)).unwrap_or(NonZeroUsize::MIN),
             ),
             batch_max: config.commit_batch_max.max(1),
+            failed_seqs: HashSet::new(),
         };
         let task = tokio::spawn(commit.run(rx, stop));
         Ok((Router { tx }, task))
@@ -113,7 +120,27 @@ struct CommitLoop {
     /// (sender uuid, packetId) → (sequence, timestamp) of recent sends.
     dedup: LruCache<(u64, String), (u64, u64)>,
     batch_max: usize,
+    /// Sequences of batches whose commit failed while later batches were in flight,
+    /// so retries planned against them are not acked as stored.
+    failed_seqs: HashSet<u64>,
 }
+
+/// A batch whose append is under way, with its plans.
+type InFlight = Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    Vec<Planned>,
+                    Result<Vec<AppendOutcome>, crate::store::StoreError>,
+                ),
+            > + Send,
+    >,
+>;
+
+/// Batches handed to the store before the oldest has committed. Lets the next batch
+/// wait in the writer's queue while the current one commits, instead of being formed
+/// only after it.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
 /// A submission with its fate decided before the commit.
 enum Planned {
@@ -132,29 +159,51 @@ enum Planned {
 impl CommitLoop {
     async fn run(mut self, mut rx: mpsc::Receiver<Submission>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(self.batch_max);
+        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut stopping = false;
+        let mut drained = false;
         loop {
-            let n = if stopping {
-                rx.recv_many(&mut batch, self.batch_max).await
-            } else {
-                tokio::select! {
-                    n = rx.recv_many(&mut batch, self.batch_max) => n,
-                    _ = stop.cancelled() => {
-                        // Refuse new work, finish what is queued.
-                        rx.close();
-                        stopping = true;
-                        continue;
+            tokio::select! {
+                biased;
+                Some((plans, outcomes)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.finish(plans, outcomes);
+                    if in_flight.is_empty() {
+                        self.failed_seqs.clear();
                     }
                 }
-            };
-            if n == 0 {
+                n = rx.recv_many(&mut batch, self.batch_max),
+                    if !drained && in_flight.len() < MAX_BATCHES_IN_FLIGHT =>
+                {
+                    if n == 0 {
+                        drained = true;
+                        continue;
+                    }
+                    let (plans, to_store) = self.plan(&mut batch);
+                    let store = self.store.clone();
+                    in_flight.push_back(Box::pin(async move {
+                        let outcomes = if to_store.is_empty() {
+                            Ok(Vec::new())
+                        } else {
+                            store.append(to_store).await
+                        };
+                        (plans, outcomes)
+                    }));
+                }
+                _ = stop.cancelled(), if !stopping => {
+                    // Refuse new work, finish what is queued.
+                    rx.close();
+                    stopping = true;
+                }
+                else => break,
+            }
+            if drained && in_flight.is_empty() {
                 break;
             }
-            self.commit(&mut batch).await;
         }
     }
 
-    async fn commit(&mut self, batch: &mut Vec<Submission>) {
+    /// Decides each submission's fate and assigns sequences, before the commit.
+    fn plan(&mut self, batch: &mut Vec<Submission>) -> (Vec<Planned>, Vec<NewMessage>) {
         let now = now_ms();
         let mut plans = Vec::with_capacity(batch.len());
         let mut to_store = Vec::new();
@@ -194,39 +243,39 @@ impl CommitLoop {
                 append_index,
             });
         }
+        (plans, to_store)
+    }
 
-        let outcomes = if to_store.is_empty() {
-            Ok(Vec::new())
-        } else {
-            self.store.append(to_store).await
-        };
-        let failed: Option<(String, Vec<u64>)> = match &outcomes {
+    /// After the commit (in commit order): ack every sender and deliver.
+    fn finish(
+        &mut self,
+        plans: Vec<Planned>,
+        outcomes: Result<Vec<AppendOutcome>, crate::store::StoreError>,
+    ) {
+        let failure = match &outcomes {
             Ok(_) => None,
             Err(e) => {
                 tracing::error!(error = %e, "router: append failed; senders get an error ack");
-                let seqs = plans
-                    .iter()
-                    .filter_map(|p| match p {
-                        Planned::New {
-                            seq,
-                            append_index: Some(_),
-                            ..
-                        } => Some(*seq),
-                        _ => None,
-                    })
-                    .collect();
-                Some((e.to_string(), seqs))
+                for plan in &plans {
+                    if let Planned::New {
+                        seq,
+                        append_index: Some(_),
+                        ..
+                    } = plan
+                    {
+                        self.failed_seqs.insert(*seq);
+                    }
+                }
+                Some(e.to_string())
             }
         };
 
         for plan in plans {
             match plan {
                 Planned::Retry { sub, seq, ts } => {
-                    if let Some((desc, seqs)) = &failed {
-                        if seqs.contains(&seq) {
-                            self.fail(sub, desc);
-                            continue;
-                        }
+                    if self.failed_seqs.contains(&seq) {
+                        self.fail(sub, "the original send failed; retry");
+                        continue;
                     }
                     ack(sub.ack, &sub.packet_id, seq, ts, true);
                 }
@@ -240,11 +289,11 @@ impl CommitLoop {
                     let outcome = match (&outcomes, append_index) {
                         (Ok(out), Some(i)) => out.get(i).copied(),
                         (Ok(_), None) => None,
-                        (Err(_), _) => {
-                            let desc = failed.as_ref().map_or("", |f| f.0.as_str()).to_owned();
-                            self.fail(sub, &desc);
+                        (Err(_), Some(_)) => {
+                            self.fail(sub, failure.as_deref().unwrap_or("store error"));
                             continue;
                         }
+                        (Err(_), None) => None,
                     };
                     match outcome {
                         Some(AppendOutcome::Duplicate { seq, ts }) => {
