@@ -249,8 +249,20 @@ async fn listen(
 ) -> anyhow::Result<()> {
     let mut client = conn.connect(account, resource).await?;
     let mut seen = 0u64;
+    // Keep the connection alive through the server's idle timeout.
+    let mut keepalive = tokio::time::interval(Duration::from_secs(30));
+    keepalive.tick().await;
+    let mut nonce = 0;
     loop {
-        let Some(event) = client.next_event().await? else {
+        let event = tokio::select! {
+            event = client.next_event() => event?,
+            _ = keepalive.tick() => {
+                nonce += 1;
+                client.writer.ping(nonce).await?;
+                continue;
+            }
+        };
+        let Some(event) = event else {
             bail!("connection closed by the server");
         };
         match event {

@@ -46,6 +46,6 @@ pub mod codes {
     pub const KICK_LOGIN_TIMEOUT: u32 = 4;
     /// Kick: the server is shutting down.
     pub const KICK_SHUTDOWN: u32 = 5;
-    /// Kick: a protocol violation the session cannot go on after.
-    pub const KICK_PROTOCOL: u32 = 6;
+    /// Kick: the server could not read the store during login; reconnect later.
+    pub const KICK_STORE_UNAVAILABLE: u32 = 6;
 }

@@ -117,8 +117,8 @@ struct CommitLoop {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     sequencer: Sequencer,
-    /// (sender uuid, packetId) → (sequence, timestamp) of recent sends.
-    dedup: LruCache<(u64, String), (u64, u64)>,
+    /// (sender uuid, packetId) → (sequence, timestamp, delivered) of recent sends.
+    dedup: LruCache<(u64, String), (u64, u64, bool)>,
     batch_max: usize,
     /// Sequences of batches whose commit failed while later batches were in flight,
     /// so retries planned against them are not acked as stored.
@@ -153,7 +153,12 @@ enum Planned {
         append_index: Option<usize>,
     },
     /// A retry of a recent send.
-    Retry { sub: Submission, seq: u64, ts: u64 },
+    Retry {
+        sub: Submission,
+        seq: u64,
+        ts: u64,
+        delivered: bool,
+    },
 }
 
 impl CommitLoop {
@@ -209,12 +214,17 @@ impl CommitLoop {
         let mut to_store = Vec::new();
         for sub in batch.drain(..) {
             let key = (sub.from_uuid, sub.packet_id.clone());
-            if let Some(&(seq, ts)) = self.dedup.get(&key) {
-                plans.push(Planned::Retry { sub, seq, ts });
+            if let Some(&(seq, ts, delivered)) = self.dedup.get(&key) {
+                plans.push(Planned::Retry {
+                    sub,
+                    seq,
+                    ts,
+                    delivered,
+                });
                 continue;
             }
             let seq = self.sequencer.next(now);
-            self.dedup.put(key, (seq, now));
+            self.dedup.put(key, (seq, now, true));
             let frame = deliver_frame(&sub, seq, now);
             let append_index = if sub.persist {
                 to_store.push(NewMessage {
@@ -272,12 +282,17 @@ impl CommitLoop {
 
         for plan in plans {
             match plan {
-                Planned::Retry { sub, seq, ts } => {
+                Planned::Retry {
+                    sub,
+                    seq,
+                    ts,
+                    delivered,
+                } => {
                     if self.failed_seqs.contains(&seq) {
                         self.fail(sub, "the original send failed; retry");
                         continue;
                     }
-                    ack(sub.ack, &sub.packet_id, seq, ts, true);
+                    ack(sub.ack, &sub.packet_id, seq, ts, delivered);
                 }
                 Planned::New {
                     sub,
@@ -299,12 +314,20 @@ impl CommitLoop {
                         Some(AppendOutcome::Duplicate { seq, ts }) => {
                             // Retried after a restart: the store had it.
                             self.dedup
-                                .put((sub.from_uuid, sub.packet_id.clone()), (seq, ts));
+                                .put((sub.from_uuid, sub.packet_id.clone()), (seq, ts, true));
                             ack(sub.ack, &sub.packet_id, seq, ts, true);
                         }
                         Some(AppendOutcome::Stored) | None => {
                             let delivered = self.deliver(&sub, seq, frame);
                             let delivered = sub.persist || delivered > 0;
+                            if !delivered {
+                                // A retry of this online-only send reports the same.
+                                if let Some(entry) =
+                                    self.dedup.get_mut(&(sub.from_uuid, sub.packet_id.clone()))
+                                {
+                                    entry.2 = false;
+                                }
+                            }
                             ack(sub.ack, &sub.packet_id, seq, ts, delivered);
                         }
                     }

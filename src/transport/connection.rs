@@ -231,7 +231,10 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             Err(e) => {
                 tracing::error!(conn = self.conn_id, error = %e, "login backlog failed");
                 let _ = self
-                    .write_one(codec::kick_frame(codes::INTERNAL, "store unavailable"))
+                    .write_one(codec::kick_frame(
+                        codes::KICK_STORE_UNAVAILABLE,
+                        "store unavailable",
+                    ))
                     .await;
                 Flow::Close
             }
@@ -264,7 +267,11 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             return Ok(pending);
         }
         let max = store.max_cursor(id.uuid).await?;
-        Ok(max.max(cursors.pending_max(id.uuid).unwrap_or(0)))
+        let start = max.max(cursors.pending_max(id.uuid).unwrap_or(0));
+        // Remember where this new device starts, so that if it leaves before acking,
+        // its next login resumes here rather than at another device's later cursor.
+        cursors.advance(id.uuid, &id.resource, start);
+        Ok(start)
     }
 
     /// LoginResult, then stored messages after the cursor in batches, then SyncDone.

@@ -72,3 +72,22 @@ async fn burst_of_retries_is_one_message() {
     let (_b, backlog) = s.connect_synced("bob", "phone").await;
     assert_eq!(backlog.len(), 1);
 }
+
+/// A retried online-only send that reached nobody says so again.
+#[tokio::test]
+async fn retried_online_only_send_reports_the_original_outcome() {
+    use courier::pb::{self, frame::Kind};
+    let s = TestServer::start().await;
+    let (mut a, _) = s.connect_synced("alice", "phone").await;
+    for _ in 0..2 {
+        a.send_frame(Kind::Send(pb::Send {
+            packet_id: "typing".into(),
+            to_account: "bob".into(),
+            online_only: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        assert!(!next_ack(&mut a).await.delivered);
+    }
+}

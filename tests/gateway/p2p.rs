@@ -238,3 +238,27 @@ async fn note_to_self_reaches_other_devices() {
     let ack = send_acked(&mut a1, "self", "alice", "note").await;
     assert_eq!(next_deliver(&mut a2).await.sequence, ack.sequence);
 }
+
+/// A new device that leaves before acking resumes where it started, even if another
+/// device of the user acked further meanwhile: nothing is skipped for it.
+#[tokio::test]
+async fn new_device_that_never_acked_resumes_where_it_started() {
+    let s = TestServer::start().await;
+    let (mut tablet, _) = s.connect_synced("bob", "tablet").await;
+    tablet.writer.logout().await.unwrap();
+    until_closed(&mut tablet).await;
+
+    let (mut a, _) = s.connect_synced("alice", "phone").await;
+    let ack = send_acked(&mut a, "while-away", "bob", "did you see this?").await;
+    let (mut phone, backlog) = s.connect_synced("bob", "phone").await;
+    assert_eq!(backlog[0].sequence, ack.sequence);
+    phone.ack(ack.sequence).await.unwrap();
+    phone.writer.ping(1).await.unwrap();
+    wait_for(&mut phone, |e| matches!(e, Event::Pong(_)).then_some(())).await;
+
+    let (_tablet, backlog) = s.connect_synced("bob", "tablet").await;
+    assert_eq!(
+        backlog.iter().map(|d| d.sequence).collect::<Vec<_>>(),
+        vec![ack.sequence]
+    );
+}
