@@ -122,8 +122,15 @@ pub trait Store: Send + Sync + 'static {
         range: TimelineRange,
         resource: &str,
     ) -> StoreResult<Vec<StoredMessage>>;
-    /// Counts timeline entries after `after`, stopping at `cap`.
-    async fn count_after(&self, uuid: u64, after: u64, cap: usize) -> StoreResult<usize>;
+    /// Counts the timeline entries after `after` that device `resource` would read,
+    /// stopping at `cap`.
+    async fn count_after(
+        &self,
+        uuid: u64,
+        resource: &str,
+        after: u64,
+        cap: usize,
+    ) -> StoreResult<usize>;
     /// The cursor of one device, if it was ever seen.
     async fn cursor(&self, uuid: u64, resource: &str) -> StoreResult<Option<u64>>;
     /// The highest cursor of any device of the user (0 if none).

@@ -358,6 +358,11 @@ fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
     })
 }
 
+/// Timeline filter for one device (`?1` = uuid, `?4` = resource): a message addressed
+/// to one resource of this user is seen only by that device; messages this user sent
+/// to others are seen by all its devices.
+const VISIBLE_TO_DEVICE: &str = "(m.to_resource = '' OR m.to_uuid != ?1 OR m.to_resource = ?4)";
+
 const MESSAGE_COLUMNS: &str = "m.seq, m.ts, m.packet_id, m.from_uuid, m.from_account, \
      m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload";
 
@@ -519,9 +524,7 @@ impl Store for SqliteStore {
             };
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM timeline t JOIN messages m ON m.seq = t.seq \
-                 WHERE t.uuid = ?1 AND t.seq > ?2 AND t.seq < ?3 \
-                 AND (m.to_resource = '' OR m.to_uuid != ?1 OR m.to_resource = ?4 \
-                      OR m.from_uuid = ?1) \
+                 WHERE t.uuid = ?1 AND t.seq > ?2 AND t.seq < ?3 AND {VISIBLE_TO_DEVICE} \
                  ORDER BY t.seq {order} LIMIT ?5"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
@@ -540,14 +543,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn count_after(&self, uuid: u64, after: u64, cap: usize) -> StoreResult<usize> {
+    async fn count_after(
+        &self,
+        uuid: u64,
+        resource: &str,
+        after: u64,
+        cap: usize,
+    ) -> StoreResult<usize> {
+        let resource = resource.to_owned();
         self.read(move |conn| {
-            let n: i64 = conn
-                .prepare_cached(
-                    "SELECT count(*) FROM (SELECT 1 FROM timeline WHERE uuid = ?1 AND seq > ?2 \
-                     LIMIT ?3)",
-                )?
-                .query_row(params![uuid as i64, after as i64, cap as i64], |r| r.get(0))?;
+            let sql = format!(
+                "SELECT count(*) FROM (SELECT 1 FROM timeline t JOIN messages m ON m.seq = t.seq \
+                 WHERE t.uuid = ?1 AND t.seq > ?2 AND {VISIBLE_TO_DEVICE} LIMIT ?3)"
+            );
+            let n: i64 = conn.prepare_cached(&sql)?.query_row(
+                params![uuid as i64, after as i64, cap as i64, resource],
+                |r| r.get(0),
+            )?;
             Ok(n as usize)
         })
         .await
@@ -663,7 +675,8 @@ mod tests {
             seqs(store.timeline(range(1, 10), "x").await.unwrap()),
             vec![11]
         );
-        assert_eq!(store.count_after(2, 0, 1).await.unwrap(), 1);
+        assert_eq!(store.count_after(2, "x", 0, 1).await.unwrap(), 1);
+        assert_eq!(store.count_after(2, "x", 0, 10).await.unwrap(), 2);
         assert_eq!(store.max_sequence().await.unwrap(), 11);
     }
 

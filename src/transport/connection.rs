@@ -105,8 +105,9 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         let mut burst: Vec<Outbound> = Vec::with_capacity(QUEUE_BURST);
         loop {
             let logged_in = self.device.is_some();
+            // Unbiased: a device flooded with deliveries still gets its own frames
+            // (acks, pings, sends) read.
             tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => {
                     self.kick(codes::KICK_SHUTDOWN, "server shutting down").await;
                     return;
@@ -284,8 +285,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         );
         let cursor = self.start_cursor(id).await?;
         let now = now_ms();
-        let floor = sequence::floor_at(now.saturating_sub(ttl_ms));
-        let after = cursor.max(floor.saturating_sub(1));
+        let after = sequence::backlog_after(cursor, now, ttl_ms);
         let result = codec::encode(Kind::LoginResult(pb::LoginResult {
             code: codes::OK,
             desc: "ok".into(),
@@ -301,7 +301,9 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         }
 
         let store = self.state.store.clone();
-        let pending = store.count_after(id.uuid, after, limit + 1).await?;
+        let pending = store
+            .count_after(id.uuid, &id.resource, after, limit + 1)
+            .await?;
         let mut sent = 0u64;
         let mut last = after;
         let range = |after, order| TimelineRange {
