@@ -344,10 +344,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     let server = courier::server::start(config.clone()).await?;
     println!("courier listening on {}", server.http_url());
-    println!(
-        "  HTTP API:  {}/api/account/token  (and the manual's other paths)",
-        server.http_url()
-    );
+    println!("  token API: {}/api/account/token", server.http_url());
     println!("  WebSocket: {}  (subprotocol courier.v1)", server.ws_url());
     println!("  data dir:  {}", config.data_dir.display());
     match &server.created_app {

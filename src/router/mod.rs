@@ -292,6 +292,12 @@ impl CommitLoop {
                         self.fail(sub, "the original send failed; retry");
                         continue;
                     }
+                    // The original was finished before this retry (same or earlier
+                    // batch): its outcome is now in the cache.
+                    let delivered = self
+                        .dedup
+                        .peek(&(sub.from_uuid, sub.packet_id.clone()))
+                        .map_or(delivered, |entry| entry.2);
                     ack(sub.ack, &sub.packet_id, seq, ts, delivered);
                 }
                 Planned::New {

@@ -79,15 +79,27 @@ async fn retried_online_only_send_reports_the_original_outcome() {
     use courier::pb::{self, frame::Kind};
     let s = TestServer::start().await;
     let (mut a, _) = s.connect_synced("alice", "phone").await;
-    for _ in 0..2 {
-        a.send_frame(Kind::Send(pb::Send {
-            packet_id: "typing".into(),
-            to_account: "bob".into(),
-            online_only: true,
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-        assert!(!next_ack(&mut a).await.delivered);
-    }
+    let typing = Kind::Send(pb::Send {
+        packet_id: "typing".into(),
+        to_account: "bob".into(),
+        online_only: true,
+        ..Default::default()
+    });
+    a.send_frame(typing.clone()).await.unwrap();
+    assert!(!next_ack(&mut a).await.delivered);
+    a.send_frame(typing.clone()).await.unwrap();
+    assert!(!next_ack(&mut a).await.delivered);
+    // Back to back, likely in one batch with the original's retry.
+    let again = Kind::Send(pb::Send {
+        packet_id: "typing-2".into(),
+        ..match typing {
+            Kind::Send(s) => s,
+            _ => unreachable!(),
+        }
+    });
+    a.writer.feed(again.clone()).await.unwrap();
+    a.writer.feed(again).await.unwrap();
+    a.writer.flush().await.unwrap();
+    assert!(!next_ack(&mut a).await.delivered);
+    assert!(!next_ack(&mut a).await.delivered);
 }
