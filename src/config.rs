@@ -68,6 +68,8 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Read connections of the embedded store.
     pub store_readers: usize,
+    /// Members a topic may have, unless the app sets its own limit.
+    pub topic_member_limit: usize,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             router_queue: 16_384,
             shutdown_grace_secs: 10,
             store_readers: 4,
+            topic_member_limit: 500,
         }
     }
 }
@@ -122,6 +125,9 @@ impl Config {
         }
         if self.backlog_batch == 0 || self.backlog_limit < self.backlog_batch {
             return bad("backlog_batch must be >= 1 and <= backlog_limit");
+        }
+        if self.topic_member_limit == 0 {
+            return bad("topic_member_limit must be >= 1");
         }
         if self.commit_batch_max == 0 || self.router_queue == 0 || self.store_readers == 0 {
             return bad("commit_batch_max, router_queue and store_readers must be >= 1");
@@ -207,6 +213,9 @@ pub struct ServeArgs {
     /// Read connections of the embedded store [default: 4].
     #[arg(long, env = "COURIER_STORE_READERS")]
     pub store_readers: Option<usize>,
+    /// Members per topic unless the app sets its own limit [default: 500].
+    #[arg(long, env = "COURIER_TOPIC_MEMBER_LIMIT")]
+    pub topic_member_limit: Option<usize>,
 }
 
 impl ServeArgs {
@@ -239,7 +248,8 @@ impl ServeArgs {
             commit_batch_max,
             router_queue,
             shutdown_grace_secs,
-            store_readers
+            store_readers,
+            topic_member_limit
         );
         c.validate()?;
         Ok(c)

@@ -1,21 +1,45 @@
-//! In-memory directory of apps and accounts in front of the store.
+//! In-memory directory of apps, accounts and topics in front of the store.
 //!
 //! Token checks and sends look up an app's secret and an account's uuid on every
 //! request; this caches both. Apps are few and cached whole; accounts are cached as
-//! they are used (one entry per active account). Entries never change once created,
-//! so the cache needs no invalidation.
+//! they are used (one entry per active account). Apps and accounts never change once
+//! created, so their cache needs no invalidation.
+//!
+//! Topics are cached as immutable [`TopicView`] snapshots that the router reads
+//! without waiting: whoever changes a topic in the store calls
+//! [`Directory::refresh_topic`], which installs the newer snapshot (by version).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::store::{App, Store, StoreResult};
+use crate::store::{App, Store, StoreResult, Topic};
+
+/// A topic as the router sees it: the record plus a member set for O(1) checks.
+#[derive(Debug)]
+pub struct TopicView {
+    pub topic: Topic,
+    pub member_set: HashSet<u64>,
+}
+
+impl TopicView {
+    fn new(topic: Topic) -> Self {
+        let member_set = topic.members.iter().map(|m| m.uuid).collect();
+        TopicView { topic, member_set }
+    }
+
+    pub fn is_member(&self, uuid: u64) -> bool {
+        self.member_set.contains(&uuid)
+    }
+}
 
 /// Apps and account uuids, cached.
 pub struct Directory {
     store: Arc<dyn Store>,
     apps: DashMap<u64, App>,
     accounts: DashMap<(u64, String), u64>,
+    topics: DashMap<u64, Arc<TopicView>>,
 }
 
 impl Directory {
@@ -24,7 +48,34 @@ impl Directory {
             store,
             apps: DashMap::new(),
             accounts: DashMap::new(),
+            topics: DashMap::new(),
         }
+    }
+
+    /// The cached topic, without touching the store.
+    pub fn cached_topic(&self, topic_id: u64) -> Option<Arc<TopicView>> {
+        self.topics.get(&topic_id).map(|t| t.clone())
+    }
+
+    /// The topic, loading it into the cache on a miss.
+    pub async fn topic(&self, topic_id: u64) -> StoreResult<Option<Arc<TopicView>>> {
+        if let Some(t) = self.cached_topic(topic_id) {
+            return Ok(Some(t));
+        }
+        self.refresh_topic(topic_id).await
+    }
+
+    /// Re-reads the topic after a change and installs it unless a newer one is there.
+    pub async fn refresh_topic(&self, topic_id: u64) -> StoreResult<Option<Arc<TopicView>>> {
+        let Some(topic) = self.store.topic(topic_id).await? else {
+            return Ok(None);
+        };
+        let fresh = Arc::new(TopicView::new(topic));
+        let mut entry = self.topics.entry(topic_id).or_insert_with(|| fresh.clone());
+        if entry.topic.version < fresh.topic.version {
+            *entry = fresh;
+        }
+        Ok(Some(entry.clone()))
     }
 
     /// The app with this id, from cache or store.

@@ -27,7 +27,7 @@ use crate::store::{App, SqliteStore, Store};
 pub struct AppState {
     pub config: Config,
     pub store: Arc<dyn Store>,
-    pub directory: Directory,
+    pub directory: Arc<Directory>,
     pub hub: Arc<Hub>,
     pub router: Router,
     pub cursors: Arc<CursorBuffer>,
@@ -97,6 +97,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let router_stop = CancellationToken::new();
     let hub = Arc::new(Hub::new());
+    let directory = Arc::new(Directory::new(store.clone()));
     let (router, router_task) = Router::start(
         RouterConfig {
             node_id: config.node_id,
@@ -106,6 +107,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         },
         store.clone(),
         hub.clone(),
+        directory.clone(),
         router_stop.clone(),
     )
     .await?;
@@ -118,7 +120,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     ));
 
     let state = Arc::new(AppState {
-        directory: Directory::new(store.clone()),
+        directory,
         config: config.clone(),
         store: store.clone(),
         hub,

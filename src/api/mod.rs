@@ -6,7 +6,10 @@
 //! the request's content type. Paths answer with and without a trailing slash, since
 //! the manual writes both.
 
+pub mod caller;
+pub mod push;
 pub mod token;
+pub mod topic;
 
 use std::sync::Arc;
 
@@ -115,6 +118,30 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     let r = axum::Router::new()
         .route("/ws", get(crate::transport::ws::upgrade))
         .route("/healthz", get(healthz));
-    let r = both(r, "/api/account/token", axum::routing::post(token::issue));
+    use axum::routing::{delete, post};
+    let r = both(r, "/api/account/token", post(token::issue));
+    let r = both(r, "/api/topic/{app_id}", post(topic::create));
+    let r = both(r, "/api/topic/{app_id}/account", get(topic::mine));
+    let r = both(
+        r,
+        "/api/topic/{app_id}/{topic_id}",
+        get(topic::get_one)
+            .put(topic::update)
+            .delete(topic::dismiss),
+    );
+    let r = both(
+        r,
+        "/api/topic/{app_id}/{topic_id}/accounts",
+        post(topic::invite).delete(topic::kick),
+    );
+    let r = both(
+        r,
+        "/api/topic/{app_id}/{topic_id}/account",
+        delete(topic::quit),
+    );
+    let r = both(r, "/api/push/p2p", post(push::p2p));
+    let r = both(r, "/api/push/p2p/more", post(push::p2p_more));
+    let r = both(r, "/api/push/p2t", post(push::p2t));
+    let r = both(r, "/api/push/p2t/more", post(push::p2t_more));
     r.fallback(not_found).with_state(state)
 }

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
+use super::caller::app_from_credentials;
 use super::{de_id, parse_json, success, ApiError};
 use crate::auth::{self, Claims};
 use crate::server::AppState;
@@ -48,17 +49,7 @@ pub async fn issue(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Re
     if req.app_account.len() > 128 {
         return Err(ApiError::bad_request("appAccount is longer than 128 bytes"));
     }
-    let app = state
-        .directory
-        .app(req.app_id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(404, format!("unknown appId {}", req.app_id)))?;
-    if app.app_key != req.app_key || app.app_secret != req.app_secret {
-        return Err(ApiError::unauthorized(
-            "appKey or appSecret is wrong for this appId",
-        ));
-    }
+    let app = app_from_credentials(&state, req.app_id, &req.app_key, &req.app_secret).await?;
     let uuid = state
         .directory
         .uuid(app.app_id, &req.app_account)

@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,6 +25,7 @@ use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::directory::{Directory, TopicView};
 use crate::hub::{Audience, DeviceHandle, Hub, Outbound};
 use crate::pb::{self, frame::Kind};
 use crate::protocol::{codec, codes};
@@ -50,10 +52,14 @@ pub struct Submission {
     /// The sending connection, which gets the ack instead of a delivery (0: none).
     pub from_conn: u64,
     pub packet_id: String,
+    /// The recipient (p2p); 0 for a topic message.
     pub to_uuid: u64,
     pub to_account: String,
     /// Empty: every device of the recipient.
     pub to_resource: String,
+    /// The topic (0 for p2p). The sender must be a member; every member's devices
+    /// get it. The caller makes sure the topic is in the directory's cache.
+    pub topic_id: u64,
     pub biz_type: String,
     pub payload: Bytes,
     /// Store it (offline delivery, history); false: online devices only.
@@ -81,6 +87,7 @@ pub struct RouterConfig {
 #[derive(Clone)]
 pub struct Router {
     tx: mpsc::Sender<Submission>,
+    last_seq: Arc<AtomicU64>,
 }
 
 impl Router {
@@ -89,14 +96,21 @@ impl Router {
         config: RouterConfig,
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
+        directory: Arc<Directory>,
         stop: CancellationToken,
     ) -> Result<(Router, tokio::task::JoinHandle<()>), crate::store::StoreError> {
-        let last = store.max_sequence().await?;
+        let last = store
+            .max_sequence()
+            .await?
+            .max(sequence::floor_at(now_ms()));
+        let last_seq = Arc::new(AtomicU64::new(last));
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let commit = CommitLoop {
             store,
             hub,
-            sequencer: Sequencer::new(config.node_id, last.max(sequence::floor_at(now_ms()))),
+            directory,
+            last_seq: last_seq.clone(),
+            sequencer: Sequencer::new(config.node_id, last),
             dedup: LruCache::new(
                 NonZeroUsize::new(config.dedup_cache.max(1)).unwrap_or(NonZeroUsize::MIN),
             ),
@@ -104,7 +118,13 @@ impl Router {
             failed_seqs: HashSet::new(),
         };
         let task = tokio::spawn(commit.run(rx, stop));
-        Ok((Router { tx }, task))
+        Ok((Router { tx, last_seq }, task))
+    }
+
+    /// The highest sequence assigned so far. A membership change made now takes
+    /// effect for sequences after it.
+    pub fn last_sequence(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
     }
 
     /// Queues a message; waits while the queue is full (backpressure).
@@ -116,6 +136,9 @@ impl Router {
 struct CommitLoop {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
+    directory: Arc<Directory>,
+    /// Published copy of the sequencer's last value.
+    last_seq: Arc<AtomicU64>,
     sequencer: Sequencer,
     /// (sender uuid, packetId) → (sequence, timestamp, delivered) of recent sends.
     dedup: LruCache<(u64, String), (u64, u64, bool)>,
@@ -151,6 +174,8 @@ enum Planned {
         ts: u64,
         frame: Bytes,
         append_index: Option<usize>,
+        /// The topic's members when it was sent (topic messages only).
+        topic: Option<Arc<TopicView>>,
     },
     /// A retry of a recent send.
     Retry {
@@ -223,7 +248,19 @@ impl CommitLoop {
                 });
                 continue;
             }
+            let topic = if sub.topic_id == 0 {
+                None
+            } else {
+                match self.check_topic(&sub) {
+                    Ok(view) => Some(view),
+                    Err((code, desc)) => {
+                        refuse(sub, code, desc);
+                        continue;
+                    }
+                }
+            };
             let seq = self.sequencer.next(now);
+            self.last_seq.store(seq, Ordering::Release);
             self.dedup.put(key, (seq, now, true));
             let frame = deliver_frame(&sub, seq, now);
             let append_index = if sub.persist {
@@ -238,6 +275,7 @@ impl CommitLoop {
                     to_uuid: sub.to_uuid,
                     to_account: sub.to_account.clone(),
                     to_resource: sub.to_resource.clone(),
+                    topic_id: sub.topic_id,
                     biz_type: sub.biz_type.clone(),
                     payload: sub.payload.clone(),
                 });
@@ -251,6 +289,7 @@ impl CommitLoop {
                 ts: now,
                 frame,
                 append_index,
+                topic,
             });
         }
         (plans, to_store)
@@ -306,6 +345,7 @@ impl CommitLoop {
                     ts,
                     frame,
                     append_index,
+                    topic,
                 } => {
                     let outcome = match (&outcomes, append_index) {
                         (Ok(out), Some(i)) => out.get(i).copied(),
@@ -324,7 +364,10 @@ impl CommitLoop {
                             ack(sub.ack, &sub.packet_id, seq, ts, true);
                         }
                         Some(AppendOutcome::Stored) | None => {
-                            let delivered = self.deliver(&sub, seq, frame);
+                            let delivered = match &topic {
+                                Some(view) => self.deliver_to_topic(&sub, seq, frame, view),
+                                None => self.deliver(&sub, seq, frame),
+                            };
                             let delivered = sub.persist || delivered > 0;
                             if !delivered {
                                 // A retry of this online-only send reports the same.
@@ -340,6 +383,58 @@ impl CommitLoop {
                 }
             }
         }
+    }
+
+    /// The topic of a topic message, if the sender may send there.
+    fn check_topic(&self, sub: &Submission) -> Result<Arc<TopicView>, (u32, String)> {
+        let view = self
+            .directory
+            .cached_topic(sub.topic_id)
+            .ok_or_else(|| (codes::NOT_FOUND, format!("unknown topic {}", sub.topic_id)))?;
+        if view.topic.app_id != sub.app_id {
+            return Err((codes::NOT_FOUND, format!("unknown topic {}", sub.topic_id)));
+        }
+        if view.topic.dismissed {
+            return Err((
+                codes::NOT_FOUND,
+                format!("topic {} was dismissed", sub.topic_id),
+            ));
+        }
+        if !view.is_member(sub.from_uuid) {
+            return Err((
+                codes::FORBIDDEN,
+                format!("not a member of topic {}", sub.topic_id),
+            ));
+        }
+        Ok(view)
+    }
+
+    /// Queues a topic message on every member's devices but the sending one.
+    fn deliver_to_topic(
+        &self,
+        sub: &Submission,
+        seq: u64,
+        frame: Bytes,
+        view: &TopicView,
+    ) -> usize {
+        let out = Outbound {
+            seq: if sub.persist { seq } else { 0 },
+            frame,
+        };
+        let mut n = 0;
+        for member in &view.topic.members {
+            let except_conn =
+                (member.uuid == sub.from_uuid && sub.from_conn != 0).then_some(sub.from_conn);
+            let audience = Audience {
+                except_conn,
+                only_resource: None,
+            };
+            let got = self.hub.deliver(member.uuid, audience, &out);
+            if member.uuid != sub.from_uuid {
+                n += got;
+            }
+        }
+        n
     }
 
     /// Queues the delivery on the recipient's devices and the sender's other devices.
@@ -382,6 +477,7 @@ impl CommitLoop {
         n
     }
 
+    /// Answers a send that cannot go through and is not remembered for dedup.
     fn fail(&mut self, sub: Submission, desc: &str) {
         // Forget it so a retry is attempted for real.
         self.dedup.pop(&(sub.from_uuid, sub.packet_id.clone()));
@@ -397,6 +493,21 @@ impl CommitLoop {
     }
 }
 
+/// Answers a refused send (not a member, unknown topic) with an error ack.
+fn refuse(sub: Submission, code: u32, desc: String) {
+    send_ack(
+        sub.ack,
+        pb::ServerAck {
+            packet_id: sub.packet_id,
+            sequence: 0,
+            timestamp: now_ms(),
+            code,
+            desc,
+            delivered: false,
+        },
+    );
+}
+
 fn deliver_frame(sub: &Submission, seq: u64, ts: u64) -> Bytes {
     codec::encode(Kind::Deliver(pb::Deliver {
         sequence: seq,
@@ -406,7 +517,7 @@ fn deliver_frame(sub: &Submission, seq: u64, ts: u64) -> Bytes {
         from_account: sub.from_account.to_string(),
         from_resource: sub.from_resource.to_string(),
         to_account: sub.to_account.clone(),
-        topic_id: 0,
+        topic_id: sub.topic_id,
         payload: sub.payload.clone(),
         biz_type: sub.biz_type.clone(),
         transient: !sub.persist,
@@ -453,7 +564,7 @@ pub fn stored_to_deliver(m: crate::store::StoredMessage) -> pb::Deliver {
         from_account: m.from_account,
         from_resource: m.from_resource,
         to_account: m.to_account,
-        topic_id: 0,
+        topic_id: m.topic_id,
         payload: m.payload,
         biz_type: m.biz_type,
         transient: false,

@@ -59,6 +59,8 @@ pub struct NewMessage {
     pub to_account: String,
     /// Empty: every device of the recipient.
     pub to_resource: String,
+    /// Non-zero for a topic message (then `to_uuid` is 0 and `to_account` empty).
+    pub topic_id: u64,
     pub biz_type: String,
     pub payload: Bytes,
 }
@@ -84,8 +86,49 @@ pub struct StoredMessage {
     pub to_uuid: u64,
     pub to_account: String,
     pub to_resource: String,
+    pub topic_id: u64,
     pub biz_type: String,
     pub payload: Bytes,
+}
+
+/// A topic (group) and its members, oldest member first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    pub topic_id: u64,
+    pub app_id: u64,
+    pub owner_uuid: u64,
+    pub owner_account: String,
+    pub name: String,
+    pub bulletin: String,
+    pub dismissed: bool,
+    /// Bumped by every change, so a cache keeps only the newest read.
+    pub version: u64,
+    pub members: Vec<Member>,
+}
+
+/// One member of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub uuid: u64,
+    pub account: String,
+}
+
+/// A topic without its members (for "topics I belong to").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSummary {
+    pub topic_id: u64,
+    pub owner_uuid: u64,
+    pub owner_account: String,
+    pub name: String,
+    pub bulletin: String,
+}
+
+/// A change to a topic's fields (owner only); `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicUpdate {
+    pub owner_uuid: Option<u64>,
+    pub name: Option<String>,
+    pub bulletin: Option<String>,
 }
 
 /// Which end of a timeline range to read.
@@ -141,4 +184,42 @@ pub trait Store: Send + Sync + 'static {
     async fn max_sequence(&self) -> StoreResult<u64>;
     /// Waits until every write queued so far is committed.
     async fn flush(&self) -> StoreResult<()>;
+    /// An app's topic member limit, if it overrides the server default.
+    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()>;
+    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>>;
+
+    /// Creates a topic owned by `owner` with `members` (owner first; duplicates
+    /// ignored). Membership starts after sequence `boundary`. Fails with
+    /// [`StoreError::Invalid`] above `limit` members.
+    async fn create_topic(
+        &self,
+        app_id: u64,
+        owner: u64,
+        name: &str,
+        members: Vec<u64>,
+        limit: usize,
+        boundary: u64,
+    ) -> StoreResult<Topic>;
+    /// A topic with its members (dismissed topics included).
+    async fn topic(&self, topic_id: u64) -> StoreResult<Option<Topic>>;
+    /// The live topics a user belongs to.
+    async fn topics_of(&self, uuid: u64) -> StoreResult<Vec<TopicSummary>>;
+    /// Adds members (existing ones are skipped) from after sequence `boundary`.
+    async fn add_members(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
+        limit: usize,
+        boundary: u64,
+    ) -> StoreResult<()>;
+    /// Removes members; they see nothing after sequence `boundary`.
+    async fn remove_members(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
+        boundary: u64,
+    ) -> StoreResult<()>;
+    async fn update_topic(&self, topic_id: u64, update: TopicUpdate) -> StoreResult<()>;
+    /// Marks the topic dismissed and ends every membership at `boundary`.
+    async fn dismiss_topic(&self, topic_id: u64, boundary: u64) -> StoreResult<()>;
 }

@@ -356,14 +356,17 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         let (Some(id), Some((_, device))) = (self.session.identity(), &self.device) else {
             return Flow::Continue;
         };
-        if send.topic_id != 0 {
-            let err = codec::error_frame(codes::NOT_FOUND, "unknown topic", send.packet_id);
-            return self.write_one(err).await;
-        }
-        let to_uuid = match self.state.directory.uuid(id.app_id, &send.to_account).await {
+        let directory = &self.state.directory;
+        let lookup = if send.topic_id != 0 {
+            // Load it into the directory cache; the router checks membership.
+            directory.topic(send.topic_id).await.map(|_| 0)
+        } else {
+            directory.uuid(id.app_id, &send.to_account).await
+        };
+        let to_uuid = match lookup {
             Ok(uuid) => uuid,
             Err(e) => {
-                tracing::error!(error = %e, "account lookup failed");
+                tracing::error!(error = %e, "account or topic lookup failed");
                 let err = codec::error_frame(codes::INTERNAL, "store unavailable", send.packet_id);
                 return self.write_one(err).await;
             }
@@ -379,6 +382,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             to_uuid,
             to_account: send.to_account,
             to_resource: send.to_resource,
+            topic_id: send.topic_id,
             biz_type: send.biz_type,
             payload: send.payload,
             persist,

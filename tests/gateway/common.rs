@@ -192,3 +192,52 @@ pub async fn send_acked(
 pub fn text(d: &pb::Deliver) -> String {
     String::from_utf8(d.payload.to_vec()).unwrap()
 }
+
+/// How a REST call authenticates (the manual's two modes).
+#[derive(Clone)]
+pub enum Auth {
+    /// `token` header.
+    Token(String),
+    /// `appKey` + `appSecret` + `appAccount` headers.
+    App(String),
+    /// Both: the token must win.
+    Both {
+        token: String,
+        account: String,
+    },
+    None,
+}
+
+impl TestServer {
+    /// Calls the REST API; returns the HTTP status and the JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        auth: &Auth,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{}", self.http(), path))
+            .header("Content-Type", "application/json");
+        let app_headers = |req: reqwest::RequestBuilder, account: &str| {
+            req.header("appKey", &self.app.app_key)
+                .header("appSecret", &self.app.app_secret)
+                .header("appAccount", account)
+        };
+        req = match auth {
+            Auth::Token(t) => req.header("token", t),
+            Auth::App(account) => app_headers(req, account),
+            Auth::Both { token, account } => app_headers(req.header("token", token), account),
+            Auth::None => req,
+        };
+        if let Some(body) = body {
+            req = req.body(body.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        (status, json)
+    }
+}

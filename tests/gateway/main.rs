@@ -8,3 +8,4 @@ mod dedup;
 mod p2p;
 mod sessions;
 mod token_api;
+mod topics;

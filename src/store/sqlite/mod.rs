@@ -20,9 +20,11 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
     App, AppendOutcome, NewMessage, Order, Store, StoreError, StoreResult, StoredMessage,
-    TimelineRange,
+    TimelineRange, Topic, TopicSummary, TopicUpdate,
 };
 use crate::time::now_ms;
+
+mod topics;
 
 /// Completes a write operation once its transaction's commit result is known.
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -30,7 +32,8 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type WriteOp = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
 /// Ordered schema migrations; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE apps (
     app_id     INTEGER PRIMARY KEY,
     name       TEXT    NOT NULL,
@@ -71,7 +74,45 @@ CREATE TABLE cursors (
     seq      INTEGER NOT NULL,
     PRIMARY KEY (uuid, resource)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+ALTER TABLE messages ADD COLUMN topic_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE apps ADD COLUMN topic_member_limit INTEGER;
+CREATE TABLE topics (
+    topic_id   INTEGER PRIMARY KEY,
+    app_id     INTEGER NOT NULL,
+    owner_uuid INTEGER NOT NULL,
+    name       TEXT    NOT NULL,
+    bulletin   TEXT    NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL,
+    dismissed  INTEGER NOT NULL DEFAULT 0,
+    version    INTEGER NOT NULL DEFAULT 0
+);
+-- Current members, in the order they joined.
+CREATE TABLE topic_members (
+    topic_id INTEGER NOT NULL,
+    uuid     INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, uuid)
+) WITHOUT ROWID;
+CREATE INDEX topic_members_by_user ON topic_members (uuid);
+-- Membership history as sequence intervals (from_seq, to_seq): a member reads the
+-- topic log entries sent while it belonged. to_seq is i64::MAX while it belongs.
+CREATE TABLE topic_membership (
+    uuid     INTEGER NOT NULL,
+    topic_id INTEGER NOT NULL,
+    from_seq INTEGER NOT NULL,
+    to_seq   INTEGER NOT NULL
+);
+CREATE INDEX topic_membership_by_user ON topic_membership (uuid, topic_id);
+-- A topic's messages, stored once (the rows live in messages).
+CREATE TABLE topic_log (
+    topic_id INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, seq)
+) WITHOUT ROWID;
+"#,
+];
 
 /// Tuning of the embedded store.
 #[derive(Debug, Clone, Copy)]
@@ -358,13 +399,34 @@ fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
     })
 }
 
+/// Reads what a user sees, as two ordered, limited arms merged: its p2p timeline,
+/// and the log of every topic it belonged to, within each membership interval.
+/// Parameters: `?1` uuid, `?2` < seq < `?3`, `?4` resource, `?5` limit; `{order}`
+/// ASC or DESC. Each arm reads at most `limit` rows in index order, so a large
+/// backlog is never sorted whole.
+fn user_messages_sql(order: &str) -> String {
+    format!(
+        "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM timeline t \
+           JOIN messages m ON m.seq = t.seq \
+           WHERE t.uuid = ?1 AND t.seq > ?2 AND t.seq < ?3 AND {VISIBLE_TO_DEVICE} \
+           ORDER BY t.seq {order} LIMIT ?5) \
+         UNION ALL \
+         SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM topic_membership ms \
+           JOIN topic_log l ON l.topic_id = ms.topic_id \
+             AND l.seq > max(ms.from_seq, ?2) AND l.seq < min(ms.to_seq, ?3) \
+           JOIN messages m ON m.seq = l.seq \
+           WHERE ms.uuid = ?1 ORDER BY l.seq {order} LIMIT ?5) \
+         ORDER BY 1 {order} LIMIT ?5"
+    )
+}
+
 /// Timeline filter for one device (`?1` = uuid, `?4` = resource): a message addressed
 /// to one resource of this user is seen only by that device; messages this user sent
 /// to others are seen by all its devices.
 const VISIBLE_TO_DEVICE: &str = "(m.to_resource = '' OR m.to_uuid != ?1 OR m.to_resource = ?4)";
 
 const MESSAGE_COLUMNS: &str = "m.seq, m.ts, m.packet_id, m.from_uuid, m.from_account, \
-     m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload";
+     m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload, m.topic_id";
 
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
@@ -379,20 +441,23 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         to_resource: r.get(8)?,
         biz_type: r.get(9)?,
         payload: r.get::<_, Vec<u8>>(10)?.into(),
+        topic_id: r.get::<_, i64>(11)? as u64,
     })
 }
 
 fn append_in(conn: &Connection, messages: &[NewMessage]) -> StoreResult<Vec<AppendOutcome>> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO messages (seq, ts, app_id, from_uuid, from_account, from_resource, \
-         packet_id, to_uuid, to_account, to_resource, biz_type, payload) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+         packet_id, to_uuid, to_account, to_resource, biz_type, payload, topic_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
          ON CONFLICT (from_uuid, packet_id) DO NOTHING",
     )?;
     let mut existing = conn
         .prepare_cached("SELECT seq, ts FROM messages WHERE from_uuid = ?1 AND packet_id = ?2")?;
     let mut timeline =
         conn.prepare_cached("INSERT OR IGNORE INTO timeline (uuid, seq) VALUES (?1, ?2)")?;
+    let mut topic_log =
+        conn.prepare_cached("INSERT OR IGNORE INTO topic_log (topic_id, seq) VALUES (?1, ?2)")?;
     let mut outcomes = Vec::with_capacity(messages.len());
     for m in messages {
         let inserted = insert.execute(params![
@@ -408,12 +473,19 @@ fn append_in(conn: &Connection, messages: &[NewMessage]) -> StoreResult<Vec<Appe
             m.to_resource,
             m.biz_type,
             m.payload.as_ref(),
+            m.topic_id as i64,
         ])?;
         if inserted == 0 {
             let (seq, ts) = existing.query_row(params![m.from_uuid as i64, m.packet_id], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
             })?;
             outcomes.push(AppendOutcome::Duplicate { seq, ts });
+            continue;
+        }
+        if m.topic_id != 0 {
+            // Stored once, in the topic's log, whatever the topic's size.
+            topic_log.execute(params![m.topic_id as i64, m.seq as i64])?;
+            outcomes.push(AppendOutcome::Stored);
             continue;
         }
         timeline.execute(params![m.to_uuid as i64, m.seq as i64])?;
@@ -522,11 +594,7 @@ impl Store for SqliteStore {
             } else {
                 range.before as i64
             };
-            let sql = format!(
-                "SELECT {MESSAGE_COLUMNS} FROM timeline t JOIN messages m ON m.seq = t.seq \
-                 WHERE t.uuid = ?1 AND t.seq > ?2 AND t.seq < ?3 AND {VISIBLE_TO_DEVICE} \
-                 ORDER BY t.seq {order} LIMIT ?5"
-            );
+            let sql = user_messages_sql(order);
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(
                 params![
@@ -552,12 +620,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<usize> {
         let resource = resource.to_owned();
         self.read(move |conn| {
-            let sql = format!(
-                "SELECT count(*) FROM (SELECT 1 FROM timeline t JOIN messages m ON m.seq = t.seq \
-                 WHERE t.uuid = ?1 AND t.seq > ?2 AND {VISIBLE_TO_DEVICE} LIMIT ?3)"
-            );
+            let sql = format!("SELECT count(*) FROM ({})", user_messages_sql("ASC"));
             let n: i64 = conn.prepare_cached(&sql)?.query_row(
-                params![uuid as i64, after as i64, cap as i64, resource],
+                params![uuid as i64, after as i64, i64::MAX, resource, cap as i64],
                 |r| r.get(0),
             )?;
             Ok(n as usize)
@@ -613,6 +678,86 @@ impl Store for SqliteStore {
     async fn flush(&self) -> StoreResult<()> {
         self.write(|_| Ok(())).await
     }
+
+    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()> {
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE apps SET topic_member_limit = ?2 WHERE app_id = ?1")?
+                .execute(params![app_id as i64, limit.map(i64::from)])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("app {app_id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>> {
+        self.read(move |conn| {
+            let v: Option<Option<i64>> = conn
+                .prepare_cached("SELECT topic_member_limit FROM apps WHERE app_id = ?1")?
+                .query_row([app_id as i64], |r| r.get(0))
+                .optional()?;
+            Ok(v.flatten().map(|n| n as u32))
+        })
+        .await
+    }
+
+    async fn create_topic(
+        &self,
+        app_id: u64,
+        owner: u64,
+        name: &str,
+        members: Vec<u64>,
+        limit: usize,
+        boundary: u64,
+    ) -> StoreResult<Topic> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            let id = topics::create(conn, app_id, owner, &name, &members, limit, boundary)?;
+            topics::get(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("topic {id}")))
+        })
+        .await
+    }
+
+    async fn topic(&self, topic_id: u64) -> StoreResult<Option<Topic>> {
+        self.read(move |conn| topics::get(conn, topic_id)).await
+    }
+
+    async fn topics_of(&self, uuid: u64) -> StoreResult<Vec<TopicSummary>> {
+        self.read(move |conn| topics::topics_of(conn, uuid)).await
+    }
+
+    async fn add_members(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
+        limit: usize,
+        boundary: u64,
+    ) -> StoreResult<()> {
+        self.write(move |conn| topics::add_members(conn, topic_id, &uuids, limit, boundary))
+            .await
+    }
+
+    async fn remove_members(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
+        boundary: u64,
+    ) -> StoreResult<()> {
+        self.write(move |conn| topics::remove_members(conn, topic_id, &uuids, boundary))
+            .await
+    }
+
+    async fn update_topic(&self, topic_id: u64, update: TopicUpdate) -> StoreResult<()> {
+        self.write(move |conn| topics::update(conn, topic_id, &update))
+            .await
+    }
+
+    async fn dismiss_topic(&self, topic_id: u64, boundary: u64) -> StoreResult<()> {
+        self.write(move |conn| topics::dismiss(conn, topic_id, boundary))
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -631,6 +776,7 @@ mod tests {
             to_uuid: to,
             to_account: format!("u{to}"),
             to_resource: String::new(),
+            topic_id: 0,
             biz_type: "TEXT".into(),
             payload: bytes::Bytes::from(format!("m{seq}")),
         }

@@ -1,0 +1,274 @@
+//! Server push API, the manual's 推送消息 section: an app server sends p2p or topic
+//! messages as `fromAccount` from `fromResource`. A pushed message goes through the
+//! router exactly like one that account sent from a device: same checks (topic
+//! membership), same storage, same delivery (to every device of the sender too).
+//! The answer comes after the commit, with the server-assigned `packetId`s.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes as Body;
+use axum::extract::State;
+use axum::response::Response;
+use base64::Engine;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::caller::{app_from_credentials, check_account};
+use super::{de_id, parse_json, success, ApiError};
+use crate::protocol::codes;
+use crate::router::{AckSink, Submission};
+use crate::server::AppState;
+use crate::store::App;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PushBody {
+    #[serde(deserialize_with = "de_id")]
+    app_id: u64,
+    app_key: String,
+    app_secret: String,
+    from_account: String,
+    #[serde(default)]
+    from_resource: String,
+    to_account: Option<String>,
+    to_accounts: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "de_opt_id")]
+    topic_id: Option<u64>,
+    topic_ids: Option<Vec<serde_json::Value>>,
+    msg: String,
+    #[serde(default)]
+    msg_type: String,
+}
+
+fn de_opt_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_id(d).map(Some)
+}
+
+fn id_of(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A checked push request: who sends what.
+struct Push {
+    app: App,
+    from_uuid: u64,
+    from_account: Arc<str>,
+    from_resource: Arc<str>,
+    payload: Bytes,
+}
+
+static PACKET_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn new_packet_id() -> String {
+    format!(
+        "push-{:012x}-{}",
+        rand::random::<u64>() & 0xffff_ffff_ffff,
+        PACKET_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn check(state: &AppState, body: &[u8]) -> Result<(Push, PushBody), ApiError> {
+    let req: PushBody = parse_json(body)?;
+    let app = app_from_credentials(state, req.app_id, &req.app_key, &req.app_secret).await?;
+    check_account(&req.from_account)?;
+    if req.from_resource.len() > 128 {
+        return Err(ApiError::bad_request(
+            "fromResource is longer than 128 bytes",
+        ));
+    }
+    let payload = match req.msg_type.as_str() {
+        "base64" => base64::engine::general_purpose::STANDARD
+            .decode(req.msg.trim())
+            .map_err(|e| ApiError::bad_request(format!("msg is not valid base64: {e}")))?,
+        "" => req.msg.as_bytes().to_vec(),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "msgType must be \"base64\" or \"\", got {other:?}"
+            )))
+        }
+    };
+    let limit = state.config.max_payload_bytes;
+    if payload.len() > limit {
+        return Err(ApiError::new(
+            413,
+            format!("msg is {} bytes, over the limit of {limit}", payload.len()),
+        ));
+    }
+    let from_uuid = state
+        .directory
+        .uuid(app.app_id, &req.from_account)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((
+        Push {
+            app,
+            from_uuid,
+            from_account: req.from_account.as_str().into(),
+            from_resource: req.from_resource.as_str().into(),
+            payload: payload.into(),
+        },
+        req,
+    ))
+}
+
+/// One message of a push, ready for the router.
+struct Target {
+    to_uuid: u64,
+    to_account: String,
+    topic_id: u64,
+}
+
+/// Submits every message, then waits for every ack; answers with their packet ids.
+async fn send_all(
+    state: &AppState,
+    push: &Push,
+    targets: Vec<Target>,
+) -> Result<Vec<String>, ApiError> {
+    let mut pending = Vec::with_capacity(targets.len());
+    for t in targets {
+        let (tx, rx) = oneshot::channel();
+        let packet_id = new_packet_id();
+        let sub = Submission {
+            app_id: push.app.app_id,
+            from_uuid: push.from_uuid,
+            from_account: push.from_account.clone(),
+            from_resource: push.from_resource.clone(),
+            from_conn: 0,
+            packet_id: packet_id.clone(),
+            to_uuid: t.to_uuid,
+            to_account: t.to_account,
+            to_resource: String::new(),
+            topic_id: t.topic_id,
+            biz_type: String::new(),
+            payload: push.payload.clone(),
+            persist: true,
+            ack: AckSink::Caller(tx),
+        };
+        state
+            .router
+            .submit(sub)
+            .await
+            .map_err(|_| ApiError::new(503, "server shutting down"))?;
+        pending.push((packet_id, rx));
+    }
+    let mut ids = Vec::with_capacity(pending.len());
+    for (packet_id, rx) in pending {
+        let ack = rx
+            .await
+            .map_err(|_| ApiError::new(503, "server shutting down"))?;
+        if ack.code != codes::OK {
+            let code = u16::try_from(ack.code).unwrap_or(500);
+            return Err(ApiError::new(code, ack.desc));
+        }
+        ids.push(packet_id);
+    }
+    Ok(ids)
+}
+
+async fn p2p_target(state: &AppState, app_id: u64, account: &str) -> Result<Target, ApiError> {
+    check_account(account)?;
+    let to_uuid = state
+        .directory
+        .uuid(app_id, account)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Target {
+        to_uuid,
+        to_account: account.to_owned(),
+        topic_id: 0,
+    })
+}
+
+/// Checks the topic exists, is live and has the sender as a member.
+async fn topic_target(state: &AppState, push: &Push, topic_id: u64) -> Result<Target, ApiError> {
+    let view = state
+        .directory
+        .topic(topic_id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|v| v.topic.app_id == push.app.app_id && !v.topic.dismissed)
+        .ok_or_else(|| ApiError::new(404, format!("unknown topic {topic_id}")))?;
+    if !view.is_member(push.from_uuid) {
+        return Err(ApiError::new(
+            403,
+            format!("{} is not a member of topic {topic_id}", push.from_account),
+        ));
+    }
+    Ok(Target {
+        to_uuid: 0,
+        to_account: String::new(),
+        topic_id,
+    })
+}
+
+/// `POST /api/push/p2p/`
+pub async fn p2p(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let (push, req) = check(&state, &body).await?;
+    let to = req
+        .to_account
+        .ok_or_else(|| ApiError::bad_request("toAccount is required"))?;
+    let target = p2p_target(&state, push.app.app_id, to.trim()).await?;
+    let ids = send_all(&state, &push, vec![target]).await?;
+    Ok(success(json!({"packetId": ids[0]})))
+}
+
+/// `POST /api/push/p2p/more`
+pub async fn p2p_more(
+    State(state): State<Arc<AppState>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (push, req) = check(&state, &body).await?;
+    let to = req
+        .to_accounts
+        .ok_or_else(|| ApiError::bad_request("toAccounts is required"))?;
+    if to.is_empty() {
+        return Err(ApiError::bad_request("toAccounts is empty"));
+    }
+    let mut targets = Vec::with_capacity(to.len());
+    for account in &to {
+        targets.push(p2p_target(&state, push.app.app_id, account.trim()).await?);
+    }
+    let ids = send_all(&state, &push, targets).await?;
+    Ok(success(json!({"packetIds": ids})))
+}
+
+/// `POST /api/push/p2t/`
+pub async fn p2t(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let (push, req) = check(&state, &body).await?;
+    let topic_id = req
+        .topic_id
+        .ok_or_else(|| ApiError::bad_request("topicId is required"))?;
+    let target = topic_target(&state, &push, topic_id).await?;
+    let ids = send_all(&state, &push, vec![target]).await?;
+    Ok(success(json!({"packetId": ids[0]})))
+}
+
+/// `POST /api/push/p2t/more`
+pub async fn p2t_more(
+    State(state): State<Arc<AppState>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (push, req) = check(&state, &body).await?;
+    let raw = req
+        .topic_ids
+        .ok_or_else(|| ApiError::bad_request("topicIds is required"))?;
+    if raw.is_empty() {
+        return Err(ApiError::bad_request("topicIds is empty"));
+    }
+    // Check every topic before sending anything: all or nothing.
+    let mut targets = Vec::with_capacity(raw.len());
+    for v in &raw {
+        let id = id_of(v)
+            .ok_or_else(|| ApiError::bad_request(format!("topicIds holds a non-numeric id {v}")))?;
+        targets.push(topic_target(&state, &push, id).await?);
+    }
+    let ids = send_all(&state, &push, targets).await?;
+    Ok(success(json!({"packetIds": ids})))
+}

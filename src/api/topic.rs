@@ -1,0 +1,454 @@
+//! Topic (group) REST API, the manual's 群聊消息 section: create, get one, list mine,
+//! invite, quit, kick, update, dismiss. Every call authenticates the user (see
+//! `caller`); owner-only calls check ownership; every change is one store
+//! transaction, after which the router's cached view of the topic is refreshed, so a
+//! membership change applies to every message sent after the call returns.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::caller::{authenticate, check_account, Caller};
+use super::{parse_json, success, ApiError};
+use crate::directory::TopicView;
+use crate::server::AppState;
+use crate::store::{StoreError, Topic, TopicSummary, TopicUpdate};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TopicInfo {
+    topic_id: u64,
+    owner_uuid: u64,
+    owner_account: String,
+    topic_name: String,
+    bulletin: String,
+}
+
+#[derive(Serialize)]
+struct MemberJson {
+    uuid: u64,
+    account: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TopicWithMembers {
+    topic_info: TopicInfo,
+    members: Vec<MemberJson>,
+}
+
+fn info(t: &Topic) -> TopicInfo {
+    TopicInfo {
+        topic_id: t.topic_id,
+        owner_uuid: t.owner_uuid,
+        owner_account: t.owner_account.clone(),
+        topic_name: t.name.clone(),
+        bulletin: t.bulletin.clone(),
+    }
+}
+
+fn summary(t: TopicSummary) -> TopicInfo {
+    TopicInfo {
+        topic_id: t.topic_id,
+        owner_uuid: t.owner_uuid,
+        owner_account: t.owner_account,
+        topic_name: t.name,
+        bulletin: t.bulletin,
+    }
+}
+
+fn with_members(t: &Topic) -> Response {
+    success(TopicWithMembers {
+        topic_info: info(t),
+        members: t
+            .members
+            .iter()
+            .map(|m| MemberJson {
+                uuid: m.uuid,
+                account: m.account.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// `"a,b,c"` as the manual writes it, or a JSON list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Accounts {
+    Csv(String),
+    List(Vec<String>),
+}
+
+impl Accounts {
+    fn names(self) -> Result<Vec<String>, ApiError> {
+        let names: Vec<String> = match self {
+            Accounts::Csv(s) => s.split(',').map(|a| a.trim().to_owned()).collect(),
+            Accounts::List(v) => v.into_iter().map(|a| a.trim().to_owned()).collect(),
+        };
+        let names: Vec<String> = names.into_iter().filter(|a| !a.is_empty()).collect();
+        for a in &names {
+            check_account(a)?;
+        }
+        Ok(names)
+    }
+}
+
+fn parse_id(raw: &str, what: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request(format!("{what} must be a number, got {raw:?}")))
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Invalid(msg) => ApiError::bad_request(msg),
+        StoreError::NotFound(msg) => ApiError::new(404, format!("not found: {msg}")),
+        other => ApiError::internal(other),
+    }
+}
+
+async fn uuids(state: &AppState, app_id: u64, names: &[String]) -> Result<Vec<u64>, ApiError> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        out.push(
+            state
+                .directory
+                .uuid(app_id, name)
+                .await
+                .map_err(ApiError::internal)?,
+        );
+    }
+    Ok(out)
+}
+
+async fn member_limit(state: &AppState, app_id: u64) -> Result<usize, ApiError> {
+    let custom = state
+        .store
+        .topic_member_limit(app_id)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(custom.map_or(state.config.topic_member_limit, |n| n as usize))
+}
+
+/// The live topic `topic_id` of the caller's app.
+async fn live_topic(
+    state: &AppState,
+    caller: &Caller,
+    topic_id: u64,
+) -> Result<Arc<TopicView>, ApiError> {
+    let view = state
+        .directory
+        .topic(topic_id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|v| v.topic.app_id == caller.app.app_id)
+        .ok_or_else(|| ApiError::new(404, format!("unknown topic {topic_id}")))?;
+    if view.topic.dismissed {
+        return Err(ApiError::new(
+            404,
+            format!("topic {topic_id} was dismissed"),
+        ));
+    }
+    Ok(view)
+}
+
+fn require_member(view: &TopicView, caller: &Caller) -> Result<(), ApiError> {
+    if view.is_member(caller.uuid) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            403,
+            format!(
+                "{} is not a member of topic {}",
+                caller.account, view.topic.topic_id
+            ),
+        ))
+    }
+}
+
+fn require_owner(view: &TopicView, caller: &Caller) -> Result<(), ApiError> {
+    if view.topic.owner_uuid == caller.uuid {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            403,
+            format!(
+                "only the owner of topic {} may do this",
+                view.topic.topic_id
+            ),
+        ))
+    }
+}
+
+/// Re-reads the topic after a change, for the router and the answer.
+async fn refreshed(state: &AppState, topic_id: u64) -> Result<Arc<TopicView>, ApiError> {
+    state
+        .directory
+        .refresh_topic(topic_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(404, format!("unknown topic {topic_id}")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateBody {
+    topic_name: String,
+    #[serde(default)]
+    accounts: Option<Accounts>,
+}
+
+/// `POST /api/topic/{appId}`
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let app_id = parse_id(&app_id, "appId")?;
+    let caller = authenticate(&state, app_id, &headers).await?;
+    let req: CreateBody = parse_json(&body)?;
+    let names = match req.accounts {
+        Some(a) => a.names()?,
+        None => Vec::new(),
+    };
+    let members = uuids(&state, app_id, &names).await?;
+    let limit = member_limit(&state, app_id).await?;
+    let boundary = state.router.last_sequence();
+    let topic = state
+        .store
+        .create_topic(
+            app_id,
+            caller.uuid,
+            &req.topic_name,
+            members,
+            limit,
+            boundary,
+        )
+        .await
+        .map_err(store_error)?;
+    let view = refreshed(&state, topic.topic_id).await?;
+    Ok(with_members(&view.topic))
+}
+
+/// `GET /api/topic/{appId}/{topicId}`
+pub async fn get_one(
+    State(state): State<Arc<AppState>>,
+    Path((app_id, topic_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let app_id = parse_id(&app_id, "appId")?;
+    let topic_id = parse_id(&topic_id, "topicId")?;
+    let caller = authenticate(&state, app_id, &headers).await?;
+    let view = live_topic(&state, &caller, topic_id).await?;
+    require_member(&view, &caller)?;
+    Ok(with_members(&view.topic))
+}
+
+/// `GET /api/topic/{appId}/account`
+pub async fn mine(
+    State(state): State<Arc<AppState>>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let app_id = parse_id(&app_id, "appId")?;
+    let caller = authenticate(&state, app_id, &headers).await?;
+    let topics = state
+        .store
+        .topics_of(caller.uuid)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(success(topics.into_iter().map(summary).collect::<Vec<_>>()))
+}
+
+#[derive(Deserialize)]
+struct AccountsBody {
+    accounts: Accounts,
+}
+
+/// `POST /api/topic/{appId}/{topicId}/accounts` — a member invites accounts.
+pub async fn invite(
+    State(state): State<Arc<AppState>>,
+    Path((app_id, topic_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let app_id = parse_id(&app_id, "appId")?;
+    let topic_id = parse_id(&topic_id, "topicId")?;
+    let caller = authenticate(&state, app_id, &headers).await?;
+    let req: AccountsBody = parse_json(&body)?;
+    let names = req.accounts.names()?;
+    if names.is_empty() {
+        return Err(ApiError::bad_request("accounts is empty"));
+    }
+    let view = live_topic(&state, &caller, topic_id).await?;
+    require_member(&view, &caller)?;
+    let members = uuids(&state, app_id, &names).await?;
+    let limit = member_limit(&state, app_id).await?;
+    let boundary = state.router.last_sequence();
+    state
+        .store
+        .add_members(topic_id, members, limit, boundary)
+        .await
+        .map_err(store_error)?;
+    Ok(with_members(&refreshed(&state, topic_id).await?.topic))
+}
+
+/// `DELETE /api/topic/{appId}/{topicId}/account` — a non-owner member leaves.
+pub async fn quit(
+    State(state): State<Arc<AppState>>,
+    Path((app_id, topic_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let app_id = parse_id(&app_id, "appId")?;
+    let topic_id = parse_id(&topic_id, "topicId")?;
+    let caller = authenticate(&state, app_id, &headers).await?;
+    let view = live_topic(&state, &caller, topic_id).await?;
+    require_member(&view, &caller)?;
+    if view.topic.owner_uuid == caller.uuid {
+        // The manual's answer for an owner trying to quit.
+        return Ok((
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"code": 500, "message": "quit topic fail", "data": null})),
+        )
+            .into_response());
+    }
+    let boundary = state.router.last_sequence().saturating_add(1);
+    state
+        .store
+        .remove_members(topic_id, vec![caller.uuid], boundary)
+        .await
+        .map_err(store_error)?;
+    refreshed(&state, topic_id).await?;
+    Ok(success(serde_json::Value::Null))
+}
+
+#[derive(Deserialize)]
+pub struct KickQuery {
+    accounts: Option<String>,
+}
+
+/// `DELETE /api/topic/{appId}/{topicId}/accounts?accounts=a,b` — the owner kicks.
+pub async fn kick(
+    State(state): State<Arc<AppState>>,
+    Path((app_id, topic_id)): Path<(String, String)>,
+    Query(query): Query<KickQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let app_id = parse_id(&app_id, "appId")?;
+    let topic_id = parse_id(&topic_id, "topicId")?;
+    let caller = authenticate(&state, app_id, &headers).await?;
+    let names = Accounts::Csv(query.accounts.unwrap_or_default()).names()?;
+    if names.is_empty() {
+        return Err(ApiError::bad_request(
+            "accounts query parameter is missing or empty",
+        ));
+    }
+    let view = live_topic(&state, &caller, topic_id).await?;
+    require_owner(&view, &caller)?;
+    let mut kicked = Vec::new();
+    let mut strangers = Vec::new();
+    for name in &names {
+        match view.topic.members.iter().find(|m| &m.account == name) {
+            Some(m) if m.uuid == caller.uuid => {
+                return Err(ApiError::bad_request("the owner cannot kick itself"))
+            }
+            Some(m) => kicked.push(m.uuid),
+            None => strangers.push(name.as_str()),
+        }
+    }
+    if !strangers.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "not members of topic {topic_id}: {}",
+            strangers.join(",")
+        )));
+    }
+    let boundary = state.router.last_sequence().saturating_add(1);
+    state
+        .store
+        .remove_members(topic_id, kicked, boundary)
+        .await
+        .map_err(store_error)?;
+    Ok(with_members(&refreshed(&state, topic_id).await?.topic))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateBody {
+    owner_account: Option<String>,
+    topic_name: Option<String>,
+    bulletin: Option<String>,
+}
+
+/// `PUT /api/topic/{appId}/{topicId}` — the owner changes owner, name or bulletin.
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Path((app_id, topic_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let app_id = parse_id(&app_id, "appId")?;
+    let topic_id = parse_id(&topic_id, "topicId")?;
+    let caller = authenticate(&state, app_id, &headers).await?;
+    let req: UpdateBody = parse_json(&body)?;
+    if req.owner_account.is_none() && req.topic_name.is_none() && req.bulletin.is_none() {
+        return Err(ApiError::bad_request(
+            "nothing to update: give ownerAccount, topicName and/or bulletin",
+        ));
+    }
+    let view = live_topic(&state, &caller, topic_id).await?;
+    require_owner(&view, &caller)?;
+    let owner_uuid = match &req.owner_account {
+        Some(name) => Some(
+            view.topic
+                .members
+                .iter()
+                .find(|m| &m.account == name)
+                .map(|m| m.uuid)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "new owner {name:?} is not a member of topic {topic_id}"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let change = TopicUpdate {
+        owner_uuid,
+        name: req.topic_name,
+        bulletin: req.bulletin,
+    };
+    state
+        .store
+        .update_topic(topic_id, change)
+        .await
+        .map_err(store_error)?;
+    Ok(with_members(&refreshed(&state, topic_id).await?.topic))
+}
+
+/// `DELETE /api/topic/{appId}/{topicId}` — the owner dismisses the topic.
+pub async fn dismiss(
+    State(state): State<Arc<AppState>>,
+    Path((app_id, topic_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let app_id = parse_id(&app_id, "appId")?;
+    let topic_id = parse_id(&topic_id, "topicId")?;
+    let caller = authenticate(&state, app_id, &headers).await?;
+    let view = live_topic(&state, &caller, topic_id).await?;
+    require_owner(&view, &caller)?;
+    let boundary = state.router.last_sequence().saturating_add(1);
+    state
+        .store
+        .dismiss_topic(topic_id, boundary)
+        .await
+        .map_err(store_error)?;
+    refreshed(&state, topic_id).await?;
+    // The manual's exact answer, full-width exclamation mark included.
+    Ok(Json(json!({"code": 200, "message": "success！", "data": null})).into_response())
+}
