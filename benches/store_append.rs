@@ -24,6 +24,7 @@ fn batch(next: &AtomicU64, n: usize, users: u64) -> Vec<NewMessage> {
                 to_uuid: (from + 1) % users,
                 to_account: format!("user-{}", (from + 1) % users),
                 to_resource: String::new(),
+                topic_id: 0,
                 biz_type: "TEXT".into(),
                 payload: Bytes::from(vec![b'x'; 100]),
             }
