@@ -206,6 +206,9 @@ async fn every_call_in_both_auth_modes() {
     }
 }
 
+/// A request and the error code and words its answer must carry.
+type Case = (Method, String, Auth, Option<Value>, u16, &'static str);
+
 #[tokio::test]
 async fn permission_and_input_failures_change_nothing() {
     let s = TestServer::start_with(|c| c.topic_member_limit = 4).await;
@@ -216,7 +219,7 @@ async fn permission_and_input_failures_change_nothing() {
     let topic_id = create(&s, &owner, "t", "member").await;
     let path = format!("/api/topic/{app}/{topic_id}");
 
-    let cases: Vec<(Method, String, Auth, Option<Value>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Method::GET,
             path.clone(),
