@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod dedup;
 mod p2p;
+mod push;
 mod sessions;
 mod token_api;
 mod topics;
