@@ -125,7 +125,7 @@ async fn batch_pushes_reach_every_recipient_and_topic() {
     assert_eq!(got, vec![t1, t2]);
     let (_ben, backlog) = s.connect_synced("ben", "phone").await;
     assert_eq!(
-        backlog.iter().map(|d| text(d)).collect::<Vec<_>>(),
+        backlog.iter().map(text).collect::<Vec<_>>(),
         ["to t1", "to both"]
     );
 }
