@@ -72,6 +72,24 @@ enum Mode {
         #[arg(long, default_value_t = 100)]
         payload: usize,
     },
+    /// One topic with every member online; senders post to it at a fixed rate.
+    Fanout {
+        /// Topic members, each online on one connection.
+        #[arg(long, default_value_t = 500)]
+        members: usize,
+        /// Sending connections (members' second devices).
+        #[arg(long, default_value_t = 2)]
+        senders: usize,
+        /// Total topic messages per second (each is delivered to every member).
+        #[arg(long, default_value_t = 600)]
+        rate: u64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Payload bytes (at least 8: the send timestamp).
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
     /// Idle logged-in connections; reports server memory per connection.
     Connections {
         #[arg(long, default_value_t = 5000)]
@@ -228,6 +246,23 @@ fn main() -> anyhow::Result<()> {
                 rate,
                 payload,
             } => p2p(&gw, pairs, secs, window, rate, payload.max(8)).await,
+            Mode::Fanout {
+                members,
+                senders,
+                rate,
+                secs,
+                payload,
+            } => {
+                fanout(
+                    &gw,
+                    members,
+                    senders.max(1),
+                    rate.max(1),
+                    secs,
+                    payload.max(8),
+                )
+                .await
+            }
             Mode::Connections { count } => connections(&gw, count).await,
         }
     })
@@ -261,31 +296,10 @@ async fn p2p(
     let rss_connected = gw.rss_kib();
     eprintln!("{pairs} pairs connected; sending for {secs}s");
 
-    let mut rx_tasks = Vec::new();
-    for mut rx in receivers {
-        let delivered = delivered.clone();
-        rx_tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-            let mut since_ack = 0;
-            while let Ok(Ok(Some(ev))) =
-                tokio::time::timeout(Duration::from_secs(5), rx.next_event()).await
-            {
-                if let Event::Deliver(d) = ev {
-                    let sent = u64::from_le_bytes(d.payload[..8].try_into().unwrap_or([0; 8]));
-                    let _ = hist.record(micros_since(epoch).saturating_sub(sent).max(1));
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                    since_ack += 1;
-                    if since_ack >= 64 {
-                        since_ack = 0;
-                        if rx.ack(d.sequence).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            hist
-        }));
-    }
+    let rx_tasks: Vec<_> = receivers
+        .into_iter()
+        .map(|rx| tokio::spawn(receive(rx, epoch, delivered.clone())))
+        .collect();
 
     let per_sender_rate = if rate == 0 {
         0.0
@@ -331,13 +345,10 @@ async fn p2p(
                     break;
                 };
                 permit.forget();
-                let mut buf = BytesMut::with_capacity(payload_len);
-                buf.put_u64_le(micros_since(epoch));
-                buf.resize(payload_len, b'x');
                 let send = Kind::Send(pb::Send {
                     packet_id: format!("{i}-{n}"),
                     to_account: to.clone(),
-                    payload: Bytes::from(buf),
+                    payload: stamped_payload(epoch, payload_len),
                     ..Default::default()
                 });
                 n += 1;
@@ -400,6 +411,157 @@ async fn p2p(
         })
     );
     Ok(())
+}
+
+/// Payload carrying the sender's clock reading, padded to `len`.
+fn stamped_payload(epoch: Instant, len: usize) -> Bytes {
+    let mut buf = BytesMut::with_capacity(len);
+    buf.put_u64_le(micros_since(epoch));
+    buf.resize(len, b'x');
+    buf.freeze()
+}
+
+/// Receives deliveries until the connection goes quiet; returns the latency histogram.
+async fn receive(mut rx: Client, epoch: Instant, delivered: Arc<AtomicU64>) -> Histogram<u64> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut since_ack = 0;
+    while let Ok(Ok(Some(ev))) = tokio::time::timeout(Duration::from_secs(5), rx.next_event()).await
+    {
+        if let Event::Deliver(d) = ev {
+            let sent = u64::from_le_bytes(d.payload[..8].try_into().unwrap_or([0; 8]));
+            let _ = hist.record(micros_since(epoch).saturating_sub(sent).max(1));
+            delivered.fetch_add(1, Ordering::Relaxed);
+            since_ack += 1;
+            if since_ack >= 64 {
+                since_ack = 0;
+                if rx.ack(d.sequence).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    hist
+}
+
+async fn fanout(
+    gw: &Gateway,
+    members: usize,
+    senders: usize,
+    rate: u64,
+    secs: u64,
+    payload_len: usize,
+) -> anyhow::Result<()> {
+    let run = format!("{:x}", std::process::id());
+    let names: Vec<String> = (0..members).map(|i| format!("m-{run}-{i}")).collect();
+    // The topic, created by member 0 with everyone in it.
+    let resp: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/topic/{}", gw.http, gw.app_id))
+        .header("appKey", &gw.app_key)
+        .header("appSecret", &gw.app_secret)
+        .header("appAccount", &names[0])
+        .json(&serde_json::json!({"topicName": "fanout", "accounts": names[1..].join(",")}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let topic_id = resp["data"]["topicInfo"]["topicId"]
+        .as_u64()
+        .with_context(|| format!("topic create failed: {resp}"))?;
+    let epoch = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut rx_tasks = Vec::with_capacity(members);
+    for name in &names {
+        let client = gw.connect(name, "load").await?;
+        rx_tasks.push(tokio::spawn(receive(client, epoch, delivered.clone())));
+    }
+    let rss_connected = gw.rss_kib();
+    eprintln!("{members} members online in topic {topic_id}; {senders} senders at {rate} msgs/s for {secs}s");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tx_tasks = Vec::new();
+    for i in 0..senders {
+        let mut tx = gw.connect(&names[i % members], "sender").await?;
+        let stop = stop.clone();
+        let per_sender = rate as f64 / senders as f64;
+        tx_tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let mut n: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let due = Duration::from_secs_f64(n as f64 / per_sender);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+                let send = Kind::Send(pb::Send {
+                    packet_id: format!("f{i}-{n}"),
+                    topic_id,
+                    payload: stamped_payload(epoch, payload_len),
+                    ..Default::default()
+                });
+                n += 1;
+                if tx.send_frame(send).await.is_err() {
+                    break;
+                }
+                // Drain acks without waiting.
+                while let Some(Ok(Some(_))) = futures_now(tx.next_event()) {}
+            }
+            n
+        }));
+    }
+    let started = Instant::now();
+    let mut last = 0;
+    for s in 1..=secs {
+        tokio::time::sleep_until((started + Duration::from_secs(s)).into()).await;
+        let now = delivered.load(Ordering::Relaxed);
+        eprintln!("  t={s:>3}s deliveries/s {:>9}", now - last);
+        last = now;
+    }
+    let in_window = delivered.load(Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let rss_end = gw.rss_kib();
+    let mut sent = 0;
+    for t in tx_tasks {
+        sent += t.await?;
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in rx_tasks {
+        hist.add(t.await?)?;
+    }
+    let per_sec = in_window as f64 / elapsed;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "fanout members={members} senders={senders} rate={rate} payload={payload_len}B: {per_sec:.0} deliveries/s; sent {sent}, delivered {} (expected {}); latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}; server RSS KiB connected {} end {}",
+        delivered.load(Ordering::Relaxed),
+        sent * members as u64,
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        hist.max() as f64 / 1000.0,
+        opt(rss_connected),
+        opt(rss_end),
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "mode": "fanout", "members": members, "senders": senders, "rate": rate,
+            "deliveries_per_sec": per_sec.round(), "sent": sent,
+            "delivered": delivered.load(Ordering::Relaxed),
+            "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
+            "rss_kib_connected": rss_connected, "rss_kib_end": rss_end,
+        })
+    );
+    Ok(())
+}
+
+/// Polls a future once: its output if ready now.
+fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
 }
 
 fn opt(v: Option<u64>) -> String {
