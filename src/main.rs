@@ -103,6 +103,16 @@ enum AppCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change an app's settings (takes effect at once, also on a running server).
+    Set {
+        #[arg(long)]
+        app_id: u64,
+        /// Members a topic of this app may have; 0 = the server's default.
+        #[arg(long)]
+        topic_member_limit: Option<u32>,
+        #[arg(long, env = "COURIER_DATA_DIR", default_value = "courier-data")]
+        data_dir: PathBuf,
+    },
     /// List apps with their credentials.
     List {
         #[arg(long, env = "COURIER_DATA_DIR", default_value = "courier-data")]
@@ -328,6 +338,29 @@ async fn app(command: AppCommand) -> anyhow::Result<()> {
             let app = store.create_app(&name).await?;
             store.close();
             print(&app, json);
+        }
+        AppCommand::Set {
+            app_id,
+            topic_member_limit,
+            data_dir,
+        } => {
+            let store = SqliteStore::open(&data_dir, SqliteOptions::default())?;
+            if let Some(limit) = topic_member_limit {
+                store
+                    .set_topic_member_limit(app_id, (limit > 0).then_some(limit))
+                    .await?;
+                println!(
+                    "app {app_id}: topic member limit {}",
+                    if limit > 0 {
+                        limit.to_string()
+                    } else {
+                        "server default".into()
+                    }
+                );
+            } else {
+                bail!("nothing to set: give --topic-member-limit");
+            }
+            store.close();
         }
         AppCommand::List { data_dir, json } => {
             let store = SqliteStore::open(&data_dir, SqliteOptions::default())?;

@@ -572,3 +572,35 @@ async fn invited_member_reads_from_the_invitation_on() {
         vec![welcome.sequence]
     );
 }
+
+/// An app's own member limit (`courier app set --topic-member-limit`) overrides the
+/// server's default at once.
+#[tokio::test]
+async fn per_app_member_limit_applies_at_once() {
+    let s = TestServer::start().await;
+    let app = s.app.app_id;
+    let owner = Auth::App("ann".into());
+    let topic_id = create(&s, &owner, "t", "ben").await;
+    let store = s.server.as_ref().unwrap().state.store.clone();
+    store.set_topic_member_limit(app, Some(3)).await.unwrap();
+    let path = format!("/api/topic/{app}/{topic_id}/accounts");
+    let (status, v) = s
+        .call(
+            Method::POST,
+            &path,
+            &owner,
+            Some(json!({"accounts": "cat,dan"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("limit is 3"));
+    let (status, _) = s
+        .call(
+            Method::POST,
+            &path,
+            &owner,
+            Some(json!({"accounts": "cat"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
