@@ -4,7 +4,7 @@
 //! 2. `appKey` + `appSecret` + `appAccount` headers (used by app servers).
 //!
 //! When both are present the token wins, as the manual says. The app is the one in
-//! the path (or the `appId` header); a token of another app is refused.
+//! the path; a token of another app is refused.
 
 use axum::http::HeaderMap;
 

@@ -109,6 +109,10 @@ async fn not_found() -> ApiError {
     ApiError::new(404, "no such path")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(405, "method not allowed on this path")
+}
+
 async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
@@ -143,5 +147,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     let r = both(r, "/api/push/p2p/more", post(push::p2p_more));
     let r = both(r, "/api/push/p2t", post(push::p2t));
     let r = both(r, "/api/push/p2t/more", post(push::p2t_more));
-    r.fallback(not_found).with_state(state)
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
 }

@@ -193,8 +193,14 @@ async fn topic_target(state: &AppState, push: &Push, topic_id: u64) -> Result<Ta
         .topic(topic_id)
         .await
         .map_err(ApiError::internal)?
-        .filter(|v| v.topic.app_id == push.app.app_id && !v.topic.dismissed)
+        .filter(|v| v.topic.app_id == push.app.app_id)
         .ok_or_else(|| ApiError::new(404, format!("unknown topic {topic_id}")))?;
+    if view.topic.dismissed {
+        return Err(ApiError::new(
+            404,
+            format!("topic {topic_id} was dismissed"),
+        ));
+    }
     if !view.is_member(push.from_uuid) {
         return Err(ApiError::new(
             403,

@@ -185,6 +185,25 @@ fn require_owner(view: &TopicView, caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
+/// New members read the topic from here on. Called after the router's view includes
+/// them: every message sent before the view changed is either before this boundary
+/// (not theirs) or was delivered to them live; none falls between.
+async fn start_after_refresh(
+    state: &AppState,
+    topic_id: u64,
+    added: Vec<u64>,
+) -> Result<(), ApiError> {
+    if added.is_empty() {
+        return Ok(());
+    }
+    let boundary = state.router.last_sequence();
+    state
+        .store
+        .start_memberships(topic_id, added, boundary)
+        .await
+        .map_err(store_error)
+}
+
 /// Re-reads the topic after a change, for the router and the answer.
 async fn refreshed(state: &AppState, topic_id: u64) -> Result<Arc<TopicView>, ApiError> {
     state
@@ -233,6 +252,8 @@ pub async fn create(
         .await
         .map_err(store_error)?;
     let view = refreshed(&state, topic.topic_id).await?;
+    let everyone = topic.members.iter().map(|m| m.uuid).collect();
+    start_after_refresh(&state, topic.topic_id, everyone).await?;
     Ok(with_members(&view.topic))
 }
 
@@ -291,12 +312,14 @@ pub async fn invite(
     let members = uuids(&state, app_id, &names).await?;
     let limit = member_limit(&state, app_id).await?;
     let boundary = state.router.last_sequence();
-    state
+    let added = state
         .store
         .add_members(topic_id, members, limit, boundary)
         .await
         .map_err(store_error)?;
-    Ok(with_members(&refreshed(&state, topic_id).await?.topic))
+    let view = refreshed(&state, topic_id).await?;
+    start_after_refresh(&state, topic_id, added).await?;
+    Ok(with_members(&view.topic))
 }
 
 /// `DELETE /api/topic/{appId}/{topicId}/account` — a non-owner member leaves.

@@ -297,6 +297,9 @@ fn validate_send(send: &pb::Send) -> Result<(), &'static str> {
     match (send.to_account.is_empty(), send.topic_id) {
         (true, 0) => Err("one of to_account or topic_id is required"),
         (false, t) if t != 0 => Err("to_account and topic_id are exclusive"),
+        (true, _) if !send.to_resource.is_empty() => {
+            Err("to_resource is for p2p sends; a topic message goes to every member")
+        }
         _ => Ok(()),
     }
 }

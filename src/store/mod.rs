@@ -204,12 +204,20 @@ pub trait Store: Send + Sync + 'static {
     async fn topic(&self, topic_id: u64) -> StoreResult<Option<Topic>>;
     /// The live topics a user belongs to.
     async fn topics_of(&self, uuid: u64) -> StoreResult<Vec<TopicSummary>>;
-    /// Adds members (existing ones are skipped) from after sequence `boundary`.
+    /// Adds members (existing ones are skipped) from after sequence `boundary`;
+    /// returns the uuids actually added.
     async fn add_members(
         &self,
         topic_id: u64,
         uuids: Vec<u64>,
         limit: usize,
+        boundary: u64,
+    ) -> StoreResult<Vec<u64>>;
+    /// Moves the start of the current membership of `uuids` to after `boundary`.
+    async fn start_memberships(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
         boundary: u64,
     ) -> StoreResult<()>;
     /// Removes members; they see nothing after sequence `boundary`.

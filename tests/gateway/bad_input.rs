@@ -243,3 +243,37 @@ async fn frame_rate_limit_answers_with_an_error() {
     assert_eq!(e.code, codes::RATE_LIMITED);
     still_serving(&s).await;
 }
+
+#[tokio::test]
+async fn topic_send_with_to_resource_is_refused() {
+    let s = TestServer::start().await;
+    let (mut c, _) = s.connect_synced("mallory", "phone").await;
+    c.send_frame(Kind::Send(pb::Send {
+        packet_id: "tr".into(),
+        topic_id: 5,
+        to_resource: "watch".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let e = next_error(&mut c).await;
+    assert_eq!((e.code, e.packet_id.as_str()), (codes::BAD_REQUEST, "tr"));
+}
+
+#[tokio::test]
+async fn wrong_method_and_unknown_path_get_the_envelope() {
+    let s = TestServer::start().await;
+    let (status, v) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/account/token",
+            &Auth::None,
+            None,
+        )
+        .await;
+    assert_eq!((status, v["code"].as_u64()), (405, Some(405)));
+    let (status, v) = s
+        .call(reqwest::Method::GET, "/api/nothing/here", &Auth::None, None)
+        .await;
+    assert_eq!((status, v["code"].as_u64()), (404, Some(404)));
+}

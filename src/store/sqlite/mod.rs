@@ -734,8 +734,18 @@ impl Store for SqliteStore {
         uuids: Vec<u64>,
         limit: usize,
         boundary: u64,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<u64>> {
         self.write(move |conn| topics::add_members(conn, topic_id, &uuids, limit, boundary))
+            .await
+    }
+
+    async fn start_memberships(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
+        boundary: u64,
+    ) -> StoreResult<()> {
+        self.write(move |conn| topics::start_memberships(conn, topic_id, &uuids, boundary))
             .await
     }
 
@@ -912,5 +922,68 @@ mod tests {
             .map(|m| m.seq)
             .collect();
         assert_eq!(got, vec![5, 4]);
+    }
+
+    #[tokio::test]
+    async fn topic_messages_are_read_within_membership_intervals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let topic = store
+            .create_topic(1, 1, "t", vec![2, 3], 10, 5)
+            .await
+            .unwrap();
+        assert_eq!(
+            topic.members.iter().map(|m| m.uuid).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        let in_topic = |seq: u64| NewMessage {
+            topic_id: topic.topic_id,
+            to_uuid: 0,
+            to_account: String::new(),
+            ..msg(seq, 1, 0, &format!("t{seq}"))
+        };
+        // Stored once: no timeline rows, one topic-log row each.
+        store.append(vec![in_topic(4), in_topic(10)]).await.unwrap();
+        store
+            .remove_members(topic.topic_id, vec![2], 11)
+            .await
+            .unwrap();
+        store.append(vec![in_topic(12)]).await.unwrap();
+        let added = store
+            .add_members(topic.topic_id, vec![2, 3], 10, 13)
+            .await
+            .unwrap();
+        assert_eq!(added, vec![2], "3 was already a member");
+        store
+            .append(vec![in_topic(14), msg(15, 9, 2, "p2p")])
+            .await
+            .unwrap();
+        let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+        // 4 predates the topic; 12 was sent while 2 was out; p2p 15 merges in order.
+        assert_eq!(
+            seqs(store.timeline(range(2, 0), "x").await.unwrap()),
+            vec![10, 14, 15]
+        );
+        assert_eq!(
+            seqs(store.timeline(range(3, 0), "x").await.unwrap()),
+            vec![10, 12, 14]
+        );
+        assert_eq!(store.count_after(2, "x", 0, 100).await.unwrap(), 3);
+        let newest = TimelineRange {
+            limit: 2,
+            order: Order::NewestFirst,
+            ..range(2, 0)
+        };
+        assert_eq!(
+            seqs(store.timeline(newest, "x").await.unwrap()),
+            vec![15, 14]
+        );
+        store.dismiss_topic(topic.topic_id, 16).await.unwrap();
+        store.append(vec![in_topic(17)]).await.unwrap();
+        assert_eq!(
+            seqs(store.timeline(range(3, 14), "x").await.unwrap()),
+            Vec::<u64>::new()
+        );
+        assert!(store.topics_of(3).await.unwrap().is_empty());
     }
 }

@@ -24,14 +24,15 @@ fn bump(conn: &Connection, topic_id: u64) -> StoreResult<()> {
     Ok(())
 }
 
-/// Adds the members not already in the topic, checking the limit first.
+/// Adds the members not already in the topic, checking the limit first; returns
+/// the uuids added.
 pub(super) fn add_members(
     conn: &Connection,
     topic_id: u64,
     uuids: &[u64],
     limit: usize,
     boundary: u64,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<u64>> {
     let mut is_member =
         conn.prepare_cached("SELECT 1 FROM topic_members WHERE topic_id = ?1 AND uuid = ?2")?;
     let mut new = Vec::new();
@@ -72,7 +73,24 @@ pub(super) fn add_members(
             OPEN
         ])?;
     }
-    bump(conn, topic_id)
+    bump(conn, topic_id)?;
+    Ok(new)
+}
+
+pub(super) fn start_memberships(
+    conn: &Connection,
+    topic_id: u64,
+    uuids: &[u64],
+    boundary: u64,
+) -> StoreResult<()> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE topic_membership SET from_seq = ?3 \
+         WHERE uuid = ?1 AND topic_id = ?2 AND to_seq = ?4",
+    )?;
+    for &uuid in uuids {
+        stmt.execute(params![uuid as i64, topic_id as i64, boundary as i64, OPEN])?;
+    }
+    Ok(())
 }
 
 pub(super) fn create(
