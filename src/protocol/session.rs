@@ -501,4 +501,48 @@ mod tests {
         let ev = s.on_frame(&frame(Kind::Pong(pb::Pong::default())), 1);
         assert_eq!(error_code(&ev), codes::BAD_REQUEST);
     }
+
+    /// Arbitrary bytes, and mutations of valid frames (flipped and truncated), never
+    /// panic the session, logged in or not.
+    #[test]
+    fn random_and_mutated_frames_never_panic() {
+        let mut rng_state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            rng_state ^= rng_state << 13;
+            rng_state ^= rng_state >> 7;
+            rng_state ^= rng_state << 17;
+            rng_state
+        };
+        let valid = [
+            frame(send()),
+            frame(login()),
+            frame(Kind::Ping(pb::Ping { nonce: 3 })),
+        ];
+        let cfg = SessionConfig {
+            max_frames_per_sec: 0,
+            ..SessionConfig::default()
+        };
+        for round in 0..20_000u64 {
+            let mut s = Session::new(cfg, 0);
+            if round % 2 == 0 {
+                s.login_succeeded(identity());
+            }
+            let buf: Vec<u8> = if round % 3 == 0 {
+                let len = (next() % 64) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut b = valid[(next() % 3) as usize].clone();
+                let flips = 1 + next() % 4;
+                for _ in 0..flips {
+                    let i = (next() as usize) % b.len();
+                    b[i] = next() as u8;
+                }
+                if next() % 4 == 0 {
+                    b.truncate((next() as usize) % b.len());
+                }
+                b
+            };
+            let _ = s.on_frame(&buf, round);
+        }
+    }
 }
