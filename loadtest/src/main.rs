@@ -365,26 +365,14 @@ async fn p2p(
         }));
     }
 
-    let started = Instant::now();
-    let mut last = 0;
-    for s in 1..=secs {
-        tokio::time::sleep_until((started + Duration::from_secs(s)).into()).await;
-        let now = acked.load(Ordering::Relaxed);
-        eprintln!("  t={s:>3}s acked/s {:>8}", now - last);
-        last = now;
-    }
-    let acked_in_window = acked.load(Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
+    let (acked_in_window, elapsed) = report_each_second(secs, &acked, "acked").await;
     stop.store(true, Ordering::Relaxed);
     let rss_peak = gw.rss_kib();
     let mut sent = 0;
     for t in tx_tasks {
         sent += t.await?;
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    for t in rx_tasks {
-        hist.add(t.await?)?;
-    }
+    let hist = merge_histograms(rx_tasks).await?;
     let throughput = acked_in_window as f64 / elapsed;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
@@ -507,26 +495,14 @@ async fn fanout(
             n
         }));
     }
-    let started = Instant::now();
-    let mut last = 0;
-    for s in 1..=secs {
-        tokio::time::sleep_until((started + Duration::from_secs(s)).into()).await;
-        let now = delivered.load(Ordering::Relaxed);
-        eprintln!("  t={s:>3}s deliveries/s {:>9}", now - last);
-        last = now;
-    }
-    let in_window = delivered.load(Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
+    let (in_window, elapsed) = report_each_second(secs, &delivered, "deliveries").await;
     stop.store(true, Ordering::Relaxed);
     let rss_end = gw.rss_kib();
     let mut sent = 0;
     for t in tx_tasks {
         sent += t.await?;
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    for t in rx_tasks {
-        hist.add(t.await?)?;
-    }
+    let hist = merge_histograms(rx_tasks).await?;
     let per_sec = in_window as f64 / elapsed;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
@@ -551,6 +527,34 @@ async fn fanout(
         })
     );
     Ok(())
+}
+
+/// Prints how much `counter` grew in each of `secs` seconds; returns its value at
+/// the end and the seconds elapsed.
+async fn report_each_second(secs: u64, counter: &AtomicU64, what: &str) -> (u64, f64) {
+    let started = Instant::now();
+    let mut last = 0;
+    for s in 1..=secs {
+        tokio::time::sleep_until((started + Duration::from_secs(s)).into()).await;
+        let now = counter.load(Ordering::Relaxed);
+        eprintln!("  t={s:>3}s {what}/s {:>9}", now - last);
+        last = now;
+    }
+    (
+        counter.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+/// Waits for the receivers and merges their latency histograms.
+async fn merge_histograms(
+    tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in tasks {
+        hist.add(t.await?)?;
+    }
+    Ok(hist)
 }
 
 /// Polls a future once: its output if ready now.

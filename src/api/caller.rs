@@ -36,12 +36,7 @@ pub async fn authenticate(
     app_id: u64,
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
-    let app = state
-        .directory
-        .app(app_id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(404, format!("unknown appId {app_id}")))?;
+    let app = known_app(state, app_id).await?;
     if let Some(token) = header(headers, "token") {
         let unverified =
             auth::parse(token).map_err(|e| ApiError::unauthorized(format!("token: {e}")))?;
@@ -104,16 +99,25 @@ pub async fn app_from_credentials(
     app_key: &str,
     app_secret: &str,
 ) -> Result<App, ApiError> {
-    let app = state
+    let app = known_app(state, app_id).await?;
+    check_secret(&app, app_key, app_secret)?;
+    Ok(app)
+}
+
+async fn known_app(state: &AppState, app_id: u64) -> Result<App, ApiError> {
+    state
         .directory
         .app(app_id)
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(404, format!("unknown appId {app_id}")))?;
+        .ok_or_else(|| ApiError::new(404, format!("unknown appId {app_id}")))
+}
+
+fn check_secret(app: &App, app_key: &str, app_secret: &str) -> Result<(), ApiError> {
     if app.app_key != app_key || app.app_secret != app_secret {
         return Err(ApiError::unauthorized(
             "appKey or appSecret is wrong for this appId",
         ));
     }
-    Ok(app)
+    Ok(())
 }

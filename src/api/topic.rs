@@ -204,6 +204,20 @@ async fn start_after_refresh(
         .map_err(store_error)
 }
 
+/// The common start of every call on one topic: ids from the path, the caller, and
+/// the live topic of the caller's app.
+async fn topic_call(
+    state: &AppState,
+    (app_id, topic_id): (String, String),
+    headers: &HeaderMap,
+) -> Result<(Caller, Arc<TopicView>), ApiError> {
+    let app_id = parse_id(&app_id, "appId")?;
+    let topic_id = parse_id(&topic_id, "topicId")?;
+    let caller = authenticate(state, app_id, headers).await?;
+    let view = live_topic(state, &caller, topic_id).await?;
+    Ok((caller, view))
+}
+
 /// Re-reads the topic after a change, for the router and the answer.
 async fn refreshed(state: &AppState, topic_id: u64) -> Result<Arc<TopicView>, ApiError> {
     state
@@ -260,13 +274,10 @@ pub async fn create(
 /// `GET /api/topic/{appId}/{topicId}`
 pub async fn get_one(
     State(state): State<Arc<AppState>>,
-    Path((app_id, topic_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_id(&app_id, "appId")?;
-    let topic_id = parse_id(&topic_id, "topicId")?;
-    let caller = authenticate(&state, app_id, &headers).await?;
-    let view = live_topic(&state, &caller, topic_id).await?;
+    let (caller, view) = topic_call(&state, ids, &headers).await?;
     require_member(&view, &caller)?;
     Ok(with_members(&view.topic))
 }
@@ -295,19 +306,17 @@ struct AccountsBody {
 /// `POST /api/topic/{appId}/{topicId}/accounts` — a member invites accounts.
 pub async fn invite(
     State(state): State<Arc<AppState>>,
-    Path((app_id, topic_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_id(&app_id, "appId")?;
-    let topic_id = parse_id(&topic_id, "topicId")?;
-    let caller = authenticate(&state, app_id, &headers).await?;
+    let (caller, view) = topic_call(&state, ids, &headers).await?;
+    let (app_id, topic_id) = (caller.app.app_id, view.topic.topic_id);
     let req: AccountsBody = parse_json(&body)?;
     let names = req.accounts.names()?;
     if names.is_empty() {
         return Err(ApiError::bad_request("accounts is empty"));
     }
-    let view = live_topic(&state, &caller, topic_id).await?;
     require_member(&view, &caller)?;
     let members = uuids(&state, app_id, &names).await?;
     let limit = member_limit(&state, app_id).await?;
@@ -325,13 +334,11 @@ pub async fn invite(
 /// `DELETE /api/topic/{appId}/{topicId}/account` — a non-owner member leaves.
 pub async fn quit(
     State(state): State<Arc<AppState>>,
-    Path((app_id, topic_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_id(&app_id, "appId")?;
-    let topic_id = parse_id(&topic_id, "topicId")?;
-    let caller = authenticate(&state, app_id, &headers).await?;
-    let view = live_topic(&state, &caller, topic_id).await?;
+    let (caller, view) = topic_call(&state, ids, &headers).await?;
+    let topic_id = view.topic.topic_id;
     require_member(&view, &caller)?;
     if view.topic.owner_uuid == caller.uuid {
         // The manual's answer for an owner trying to quit.
@@ -359,20 +366,18 @@ pub struct KickQuery {
 /// `DELETE /api/topic/{appId}/{topicId}/accounts?accounts=a,b` — the owner kicks.
 pub async fn kick(
     State(state): State<Arc<AppState>>,
-    Path((app_id, topic_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     Query(query): Query<KickQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_id(&app_id, "appId")?;
-    let topic_id = parse_id(&topic_id, "topicId")?;
-    let caller = authenticate(&state, app_id, &headers).await?;
+    let (caller, view) = topic_call(&state, ids, &headers).await?;
+    let topic_id = view.topic.topic_id;
     let names = Accounts::Csv(query.accounts.unwrap_or_default()).names()?;
     if names.is_empty() {
         return Err(ApiError::bad_request(
             "accounts query parameter is missing or empty",
         ));
     }
-    let view = live_topic(&state, &caller, topic_id).await?;
     require_owner(&view, &caller)?;
     let mut kicked = Vec::new();
     let mut strangers = Vec::new();
@@ -411,20 +416,18 @@ struct UpdateBody {
 /// `PUT /api/topic/{appId}/{topicId}` — the owner changes owner, name or bulletin.
 pub async fn update(
     State(state): State<Arc<AppState>>,
-    Path((app_id, topic_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_id(&app_id, "appId")?;
-    let topic_id = parse_id(&topic_id, "topicId")?;
-    let caller = authenticate(&state, app_id, &headers).await?;
+    let (caller, view) = topic_call(&state, ids, &headers).await?;
+    let topic_id = view.topic.topic_id;
     let req: UpdateBody = parse_json(&body)?;
     if req.owner_account.is_none() && req.topic_name.is_none() && req.bulletin.is_none() {
         return Err(ApiError::bad_request(
             "nothing to update: give ownerAccount, topicName and/or bulletin",
         ));
     }
-    let view = live_topic(&state, &caller, topic_id).await?;
     require_owner(&view, &caller)?;
     let owner_uuid = match &req.owner_account {
         Some(name) => Some(
@@ -457,13 +460,11 @@ pub async fn update(
 /// `DELETE /api/topic/{appId}/{topicId}` — the owner dismisses the topic.
 pub async fn dismiss(
     State(state): State<Arc<AppState>>,
-    Path((app_id, topic_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_id(&app_id, "appId")?;
-    let topic_id = parse_id(&topic_id, "topicId")?;
-    let caller = authenticate(&state, app_id, &headers).await?;
-    let view = live_topic(&state, &caller, topic_id).await?;
+    let (caller, view) = topic_call(&state, ids, &headers).await?;
+    let topic_id = view.topic.topic_id;
     require_owner(&view, &caller)?;
     let boundary = state.router.last_sequence().saturating_add(1);
     state
