@@ -155,17 +155,25 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
 }
 
-fn open_connection(path: &Path) -> StoreResult<Connection> {
+/// Page cache of the writer connection, KiB. SQLite walks the writer's page cache
+/// at the end of every transaction (`pcache1TruncateUnsafe`): with a 32 MiB cache
+/// that walk was 9 % of the server's CPU at 25k msgs/s; 4 MiB measured best (p99 at
+/// 25k msgs/s over 50 pairs 15–16 ms vs 16–21 ms; 1 MiB was worse again).
+const WRITER_CACHE_KIB: i64 = 4 * 1024;
+/// Page cache of each read connection, KiB (backlog and history reads).
+const READER_CACHE_KIB: i64 = 32 * 1024;
+
+fn open_connection(path: &Path, cache_kib: i64) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA page_size = 2048;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = OFF;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -32768;",
-    )?;
+         PRAGMA cache_size = -{cache_kib};"
+    ))?;
     Ok(conn)
 }
 
@@ -192,12 +200,12 @@ impl SqliteStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("courier.db");
-        let mut write_conn = open_connection(&path)?;
+        let mut write_conn = open_connection(&path, WRITER_CACHE_KIB)?;
         migrate(&mut write_conn)?;
         // Checkpoints run on their own thread and connection (PASSIVE: they never block
         // the writer), so the group commit path does not pay for copying the WAL back.
         write_conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
-        let checkpoint_conn = open_connection(&path)?;
+        let checkpoint_conn = open_connection(&path, WRITER_CACHE_KIB)?;
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let checkpoint_thread = std::thread::Builder::new()
             .name("courier-store-checkpoint".into())
@@ -205,7 +213,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Database(format!("cannot start checkpoint thread: {e}")))?;
         let mut readers = Vec::with_capacity(options.readers);
         for _ in 0..options.readers.max(1) {
-            readers.push(open_connection(&path)?);
+            readers.push(open_connection(&path, READER_CACHE_KIB)?);
         }
         let (tx, rx) = mpsc::channel::<WriteOp>(options.write_queue.max(1));
         let max_ops = options.max_ops_per_commit.max(1);
