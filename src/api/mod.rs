@@ -67,14 +67,41 @@ pub fn success<T: Serialize>(data: T) -> Response {
 }
 
 /// Parses a JSON body into `T`, answering malformed input with a 400 envelope.
+///
+/// The manual's push examples separate two fields with a full-width comma (`，`);
+/// a body copied from there is accepted: when parsing fails, full-width commas
+/// outside strings are read as commas and the body is parsed once more.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "request body is empty; expected JSON",
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).or_else(|e| {
+        let invalid = || ApiError::bad_request(format!("invalid JSON body: {e}"));
+        let text = std::str::from_utf8(body).map_err(|_| invalid())?;
+        if !text.contains('，') {
+            return Err(invalid());
+        }
+        serde_json::from_str(&fullwidth_commas_outside_strings(text)).map_err(|_| invalid())
+    })
+}
+
+fn fullwidth_commas_outside_strings(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        match c {
+            '，' if !in_string => out.push(','),
+            '"' if !escaped => {
+                in_string = !in_string;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+        escaped = in_string && c == '\\' && !escaped;
+    }
+    out
 }
 
 /// Accepts an id written as a JSON number or a string of digits.
@@ -150,4 +177,18 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_manuals_fullwidth_comma_outside_strings_only() {
+        let v: serde_json::Value = parse_json(r#"{"a":1， "b":"x，y"}"#.as_bytes()).unwrap();
+        assert_eq!(v, json!({"a": 1, "b": "x，y"}));
+        let v: serde_json::Value = parse_json(r#"{"b":"q\"，"， "c":2}"#.as_bytes()).unwrap();
+        assert_eq!(v, json!({"b": "q\"，", "c": 2}));
+        assert!(parse_json::<serde_json::Value>(br#"{"a":1 "b":2}"#).is_err());
+    }
 }
