@@ -90,6 +90,18 @@ enum Mode {
         #[arg(long, default_value_t = 100)]
         payload: usize,
     },
+    /// Login backlog: users with stored messages all log in at once.
+    Backlog {
+        /// Users that log in.
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+        /// Stored messages waiting for each user.
+        #[arg(long, default_value_t = 200)]
+        per_user: usize,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
     /// Idle logged-in connections; reports server memory per connection.
     Connections {
         #[arg(long, default_value_t = 5000)]
@@ -263,6 +275,11 @@ fn main() -> anyhow::Result<()> {
                 )
                 .await
             }
+            Mode::Backlog {
+                users,
+                per_user,
+                payload,
+            } => backlog(&gw, users, per_user, payload).await,
             Mode::Connections { count } => connections(&gw, count).await,
         }
     })
@@ -555,6 +572,115 @@ async fn merge_histograms(
         hist.add(t.await?)?;
     }
     Ok(hist)
+}
+
+async fn backlog(
+    gw: &Gateway,
+    users: usize,
+    per_user: usize,
+    payload: usize,
+) -> anyhow::Result<()> {
+    let run = format!("{:x}", std::process::id());
+    let names: Vec<String> = (0..users).map(|i| format!("b-{run}-{i}")).collect();
+    // Seed: 8 senders, each in windows of 200 paced to 8,000 sends/s (under the
+    // server's default per-connection frame limit; acks never pile up).
+    let total = users * per_user;
+    let seeding = Instant::now();
+    let body = Bytes::from(vec![b'x'; payload]);
+    let mut seeders = Vec::new();
+    for s in 0..8 {
+        let mut c = gw.connect(&format!("seed-{run}-{s}"), "seed").await?;
+        let names = names.clone();
+        let body = body.clone();
+        seeders.push(tokio::spawn(async move {
+            let mine: Vec<usize> = (s..total).step_by(8).collect();
+            let mut acked = 0;
+            let paced = Instant::now();
+            for (w, window) in mine.chunks(200).enumerate() {
+                let due = Duration::from_secs_f64(w as f64 * 200.0 / 8000.0);
+                if let Some(wait) = due.checked_sub(paced.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+                for &i in window {
+                    c.writer
+                        .feed(Kind::Send(pb::Send {
+                            packet_id: format!("s{i}"),
+                            to_account: names[i % users].clone(),
+                            payload: body.clone(),
+                            ..Default::default()
+                        }))
+                        .await?;
+                }
+                c.writer.flush().await?;
+                let mut n = 0;
+                while n < window.len() {
+                    match c.next_event().await? {
+                        Some(Event::ServerAck(a)) if a.code == 200 => n += 1,
+                        Some(Event::ServerAck(a)) => anyhow::bail!("seed send refused: {a:?}"),
+                        Some(Event::Kick(k)) => anyhow::bail!("seeder kicked: {k:?}"),
+                        Some(Event::Error(e)) => anyhow::bail!("seed send refused: {e:?}"),
+                        Some(_) => {}
+                        None => anyhow::bail!("seeder closed"),
+                    }
+                }
+                acked += n;
+            }
+            Ok::<_, anyhow::Error>(acked)
+        }));
+    }
+    let mut acked = 0;
+    for t in seeders {
+        acked += t.await??;
+    }
+    eprintln!(
+        "seeded {acked} messages in {:.1}s; {users} users log in at once",
+        seeding.elapsed().as_secs_f64()
+    );
+    // Tokens first, so the measured part is login + backlog only.
+    let mut tokens = Vec::with_capacity(users);
+    for name in &names {
+        tokens.push(
+            fetch_token(&gw.http, gw.app_id, &gw.app_key, &gw.app_secret, name)
+                .await?
+                .token,
+        );
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(users);
+    for token in tokens {
+        let ws = gw.ws.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(&ws, &token, "phone").await?;
+            let mut got = 0u64;
+            loop {
+                match c.next_event().await? {
+                    Some(Event::Deliver(_)) => got += 1,
+                    Some(Event::SyncDone(_)) => break,
+                    Some(_) => {}
+                    None => anyhow::bail!("closed during backlog"),
+                }
+            }
+            Ok::<_, anyhow::Error>((got, start.elapsed()))
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut delivered = 0;
+    for t in tasks {
+        let (got, took) = t.await??;
+        delivered += got;
+        let _ = hist.record(took.as_micros() as u64);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "backlog users={users} per_user={per_user}: {delivered} of {total} delivered in {elapsed:.2}s = {:.0} backlog msgs/s; time to SyncDone ms p50 {:.1} p99 {:.1} max {:.1}; server RSS KiB {}",
+        delivered as f64 / elapsed,
+        ms(0.5),
+        ms(0.99),
+        hist.max() as f64 / 1000.0,
+        opt(gw.rss_kib()),
+    );
+    Ok(())
 }
 
 /// Polls a future once: its output if ready now.

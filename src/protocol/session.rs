@@ -120,10 +120,28 @@ impl Session {
             return SessionEvent::None;
         }
         self.last_rx_ms = now_ms;
-        if let Some(event) = self.rate_limit(now_ms) {
-            return event;
+        let decoded = codec::decode(buf, &self.config.limits);
+        if let Some(first_in_window) = self.rate_limited(now_ms) {
+            let max = self.config.max_frames_per_sec;
+            return match decoded {
+                // Every refused Send is answered, so its sender knows to retry it.
+                Ok(Kind::Send(send)) if send.packet_id.len() <= self.config.limits.max_id_bytes => {
+                    SessionEvent::Reply(codec::error_frame(
+                        codes::RATE_LIMITED,
+                        format!("more than {max} frames per second; this send was not processed, retry it"),
+                        send.packet_id,
+                    ))
+                }
+                // Other frames: the first refused one of a window is answered.
+                _ if first_in_window => SessionEvent::Reply(codec::error_frame(
+                    codes::RATE_LIMITED,
+                    format!("more than {max} frames per second; frames dropped"),
+                    "",
+                )),
+                _ => SessionEvent::None,
+            };
         }
-        let kind = match codec::decode(buf, &self.config.limits) {
+        let kind = match decoded {
             Ok(kind) => kind,
             Err(err @ CodecError::FrameTooLarge { .. }) => {
                 self.state = State::Closed;
@@ -257,7 +275,9 @@ impl Session {
         Some(codec::kick_frame(code, reason))
     }
 
-    fn rate_limit(&mut self, now_ms: u64) -> Option<SessionEvent> {
+    /// Counts a frame against the per-second limit: `None` if it is within it,
+    /// otherwise whether it is the first refused frame of this one-second window.
+    fn rate_limited(&mut self, now_ms: u64) -> Option<bool> {
         let max = self.config.max_frames_per_sec;
         if max == 0 {
             return None;
@@ -270,15 +290,7 @@ impl Session {
         if self.frames_in_window <= max {
             return None;
         }
-        // Answer the first refused frame of a window; drop the rest silently.
-        if self.frames_in_window == max + 1 {
-            return Some(SessionEvent::Reply(codec::error_frame(
-                codes::RATE_LIMITED,
-                format!("more than {max} frames per second; frames dropped"),
-                "",
-            )));
-        }
-        Some(SessionEvent::None)
+        Some(self.frames_in_window == max + 1)
     }
 }
 
@@ -469,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_answers_once_then_drops() {
+    fn rate_limit_answers_every_send_and_the_first_other_frame() {
         let cfg = SessionConfig {
             max_frames_per_sec: 2,
             ..SessionConfig::default()
@@ -484,15 +496,27 @@ mod tests {
             s.on_frame(&frame(send()), 2),
             SessionEvent::Send(_)
         ));
-        assert_eq!(
-            error_code(&s.on_frame(&frame(send()), 3)),
-            codes::RATE_LIMITED
-        );
-        assert_eq!(s.on_frame(&frame(send()), 4), SessionEvent::None);
+        // Refused Sends each get an error with their packet id.
+        for now in [3, 4] {
+            match decode_reply(&s.on_frame(&frame(send()), now)) {
+                Kind::Error(e) => {
+                    assert_eq!((e.code, e.packet_id.as_str()), (codes::RATE_LIMITED, "p"))
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Other frames beyond the first refused one are dropped silently.
+        let ping = frame(Kind::Ping(pb::Ping { nonce: 1 }));
+        assert_eq!(s.on_frame(&ping, 5), SessionEvent::None);
         assert!(matches!(
             s.on_frame(&frame(send()), 1001),
             SessionEvent::Send(_)
         ));
+        let mut s = Session::new(cfg, 0);
+        s.on_frame(&ping, 1);
+        s.on_frame(&ping, 2);
+        assert_eq!(error_code(&s.on_frame(&ping, 3)), codes::RATE_LIMITED);
+        assert_eq!(s.on_frame(&ping, 4), SessionEvent::None);
     }
 
     #[test]
