@@ -5,6 +5,10 @@
 //! they are used (one entry per active account). Apps and accounts never change once
 //! created, so their cache needs no invalidation.
 //!
+//! The account cache holds at most [`MAX_CACHED_ACCOUNTS`] entries; past that it is
+//! emptied and refills from the store (a client addressing endless new accounts cannot
+//! grow it without bound).
+//!
 //! Topics are cached as immutable [`TopicView`] snapshots that the router reads
 //! without waiting: whoever changes a topic in the store calls
 //! [`Directory::refresh_topic`], which installs the newer snapshot (by version).
@@ -15,6 +19,9 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::store::{App, Store, StoreResult, Topic};
+
+/// Most account → uuid entries kept in memory.
+pub const MAX_CACHED_ACCOUNTS: usize = 1_000_000;
 
 /// A topic as the router sees it: the record plus a member set for O(1) checks.
 #[derive(Debug)]
@@ -100,6 +107,9 @@ impl Directory {
             .account(app_id, account, true)
             .await?
             .ok_or_else(|| crate::store::StoreError::NotFound(account.to_owned()))?;
+        if self.accounts.len() >= MAX_CACHED_ACCOUNTS {
+            self.accounts.clear();
+        }
         self.accounts.insert((app_id, account.to_owned()), uuid);
         Ok(uuid)
     }

@@ -233,6 +233,27 @@ impl Session {
         }
     }
 
+    /// Handles an inbound message the protocol does not accept at all (e.g. a
+    /// WebSocket text message): counted against the rate limit, answered with 400.
+    pub fn on_unsupported(&mut self, why: &str, now_ms: u64) -> SessionEvent {
+        if self.state == State::Closed {
+            return SessionEvent::None;
+        }
+        self.last_rx_ms = now_ms;
+        match self.rate_limited(now_ms) {
+            Some(false) => SessionEvent::None,
+            Some(true) => SessionEvent::Reply(codec::error_frame(
+                codes::RATE_LIMITED,
+                format!(
+                    "more than {} frames per second; frames dropped",
+                    self.config.max_frames_per_sec
+                ),
+                "",
+            )),
+            None => SessionEvent::Reply(codec::error_frame(codes::BAD_REQUEST, why, "")),
+        }
+    }
+
     /// The token was valid: the session is now active.
     pub fn login_succeeded(&mut self, identity: Identity) {
         self.state = State::Active(identity);

@@ -248,6 +248,11 @@ impl CommitLoop {
                 });
                 continue;
             }
+            // Publish the sequence before reading the topic's members: a membership
+            // change that reads `last_sequence` after this sees it, so a member added
+            // concurrently starts after it (or got it live), never in between.
+            let seq = self.sequencer.next(now);
+            self.last_seq.store(seq, Ordering::Release);
             let topic = if sub.topic_id == 0 {
                 None
             } else {
@@ -259,8 +264,6 @@ impl CommitLoop {
                     }
                 }
             };
-            let seq = self.sequencer.next(now);
-            self.last_seq.store(seq, Ordering::Release);
             self.dedup.put(key, (seq, now, true));
             let frame = deliver_frame(&sub, seq, now);
             let append_index = if sub.persist {
@@ -327,16 +330,18 @@ impl CommitLoop {
                     ts,
                     delivered,
                 } => {
-                    if self.failed_seqs.contains(&seq) {
-                        self.fail(sub, "the original send failed; retry");
-                        continue;
-                    }
                     // The original was finished before this retry (same or earlier
-                    // batch): its outcome is now in the cache.
-                    let delivered = self
+                    // batch): its final outcome is now in the cache (the store may
+                    // have answered with an older sequence).
+                    let (seq, ts, delivered) = self
                         .dedup
                         .peek(&(sub.from_uuid, sub.packet_id.clone()))
-                        .map_or(delivered, |entry| entry.2);
+                        .copied()
+                        .unwrap_or((seq, ts, delivered));
+                    if self.failed_seqs.contains(&seq) {
+                        self.fail(sub, seq, "the original send failed; retry");
+                        continue;
+                    }
                     ack(sub.ack, &sub.packet_id, seq, ts, delivered);
                 }
                 Planned::New {
@@ -351,7 +356,8 @@ impl CommitLoop {
                         (Ok(out), Some(i)) => out.get(i).copied(),
                         (Ok(_), None) => None,
                         (Err(_), Some(_)) => {
-                            self.fail(sub, failure.as_deref().unwrap_or("store error"));
+                            let desc = failure.as_deref().unwrap_or("store error").to_owned();
+                            self.fail(sub, seq, &desc);
                             continue;
                         }
                         (Err(_), None) => None,
@@ -478,9 +484,13 @@ impl CommitLoop {
     }
 
     /// Answers a send that cannot go through and is not remembered for dedup.
-    fn fail(&mut self, sub: Submission, desc: &str) {
-        // Forget it so a retry is attempted for real.
-        self.dedup.pop(&(sub.from_uuid, sub.packet_id.clone()));
+    fn fail(&mut self, sub: Submission, seq: u64, desc: &str) {
+        // Forget it so a retry is attempted for real — unless the cache already
+        // holds a newer attempt of the same packet.
+        let key = (sub.from_uuid, sub.packet_id.clone());
+        if self.dedup.peek(&key).is_some_and(|entry| entry.0 == seq) {
+            self.dedup.pop(&key);
+        }
         let frame = pb::ServerAck {
             packet_id: sub.packet_id,
             sequence: 0,

@@ -50,10 +50,15 @@ impl CursorBuffer {
             .max()
     }
 
-    /// Writes everything buffered. On failure the entries are put back.
+    /// Writes everything buffered. Entries stay readable here until their write
+    /// has committed (a login in between must still find them), and are removed
+    /// only if no newer ack came meanwhile. On failure they stay for the next flush.
     pub async fn flush(&self, store: &dyn Store) {
-        let batch: Vec<(DeviceKey, u64)> = std::mem::take(&mut *self.pending.lock())
-            .into_iter()
+        let batch: Vec<(DeviceKey, u64)> = self
+            .pending
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
             .collect();
         if batch.is_empty() {
             return;
@@ -62,11 +67,16 @@ impl CursorBuffer {
             .iter()
             .map(|((u, r), s)| (*u, r.to_string(), *s))
             .collect();
-        if let Err(e) = store.set_cursors(rows).await {
-            tracing::warn!(error = %e, "cursor flush failed; will retry");
-            for ((uuid, resource), seq) in batch {
-                self.advance(uuid, &resource, seq);
+        match store.set_cursors(rows).await {
+            Ok(()) => {
+                let mut pending = self.pending.lock();
+                for (key, seq) in batch {
+                    if pending.get(&key) == Some(&seq) {
+                        pending.remove(&key);
+                    }
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "cursor flush failed; will retry"),
         }
     }
 

@@ -129,7 +129,8 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                             Flow::Close
                         }
                         Some(Ok(Inbound::Unsupported(why))) => {
-                            self.write_one(codec::error_frame(codes::BAD_REQUEST, why, "")).await
+                            let event = self.session.on_unsupported(why, now_ms());
+                            self.handle(event).await
                         }
                         Some(Ok(Inbound::Frame(bytes))) => {
                             let event = self.session.on_frame(&bytes, now_ms());
@@ -167,6 +168,9 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             SessionEvent::Send(send) => self.send(send).await,
             SessionEvent::Ack(seq) => {
                 if let Some(id) = self.session.identity() {
+                    // No sequence above the newest assigned one exists yet: an ack
+                    // beyond it would make this device skip messages to come.
+                    let seq = seq.min(self.state.router.last_sequence());
                     self.state.cursors.advance(id.uuid, &id.resource, seq);
                 }
                 Flow::Continue
@@ -457,14 +461,22 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         self.write_all([frame]).await
     }
 
-    /// Writes frames and flushes once. A kick (e.g. slow consumer) interrupts a write
-    /// blocked on a peer that stopped reading.
+    /// Writes frames and flushes once. A write blocked on a peer that stopped
+    /// reading is abandoned on a kick (e.g. slow consumer), on shutdown, or after the
+    /// idle timeout — so no peer can hold a connection task forever.
     async fn write_all(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Flow {
         let kill = self.kill.clone();
+        let shutdown = self.state.shutdown.clone();
+        let limit = std::time::Duration::from_secs(self.state.config.idle_timeout_secs);
         tokio::select! {
             flow = self.write_frames(frames) => flow,
             (code, reason) = kill.killed() => {
                 tracing::debug!(conn = self.conn_id, code, reason, "write abandoned: connection kicked");
+                Flow::Close
+            }
+            _ = shutdown.cancelled() => Flow::Close,
+            _ = tokio::time::sleep(limit) => {
+                tracing::info!(conn = self.conn_id, "write abandoned: peer not reading");
                 Flow::Close
             }
         }

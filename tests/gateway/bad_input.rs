@@ -277,3 +277,26 @@ async fn wrong_method_and_unknown_path_get_the_envelope() {
         .await;
     assert_eq!((status, v["code"].as_u64()), (404, Some(404)));
 }
+
+/// Text messages count against the frame rate limit like any frame.
+#[tokio::test]
+async fn text_messages_are_rate_limited_too() {
+    let s = TestServer::start_with(|c| c.max_frames_per_sec = 3).await;
+    let mut c = courier::client::Client::open(&s.ws()).await.unwrap();
+    for _ in 0..10 {
+        c.writer.send_ws_text("hi").await.unwrap();
+    }
+    let mut codes_seen = Vec::new();
+    while codes_seen.len() < 4 {
+        codes_seen.push(next_error(&mut c).await.code);
+    }
+    assert_eq!(
+        codes_seen,
+        [
+            codes::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            codes::RATE_LIMITED
+        ]
+    );
+}

@@ -41,8 +41,13 @@ async fn retry_after_restart_is_deduplicated() {
     s.restart().await;
 
     let (mut a, _) = s.connect_synced("alice", "phone").await;
-    let again = send_acked(&mut a, "r-1", "bob", "hello").await;
+    // Two retries back to back, before the store has answered the first: both get
+    // the original sequence.
+    a.send_text("r-1", "bob", "hello").await.unwrap();
+    a.send_text("r-1", "bob", "hello").await.unwrap();
+    let again = next_ack(&mut a).await;
     assert_eq!(again.sequence, first.sequence);
+    assert_eq!(next_ack(&mut a).await.sequence, first.sequence);
     let fresh = send_acked(&mut a, "r-2", "bob", "new").await;
     assert!(
         fresh.sequence > first.sequence,

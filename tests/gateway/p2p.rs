@@ -262,3 +262,22 @@ async fn new_device_that_never_acked_resumes_where_it_started() {
         vec![ack.sequence]
     );
 }
+
+/// An ack beyond every sequence does not make the device skip what comes later.
+#[tokio::test]
+async fn ack_beyond_the_newest_sequence_skips_nothing() {
+    let s = TestServer::start().await;
+    let (mut b, _) = s.connect_synced("bob", "phone").await;
+    b.ack(u64::MAX).await.unwrap();
+    b.writer.ping(1).await.unwrap();
+    wait_for(&mut b, |e| matches!(e, Event::Pong(_)).then_some(())).await;
+    b.writer.logout().await.unwrap();
+    until_closed(&mut b).await;
+    let (mut a, _) = s.connect_synced("alice", "phone").await;
+    let ack = send_acked(&mut a, "later", "bob", "after the big ack").await;
+    let (_b, backlog) = s.connect_synced("bob", "phone").await;
+    assert_eq!(
+        backlog.iter().map(|d| d.sequence).collect::<Vec<_>>(),
+        vec![ack.sequence]
+    );
+}

@@ -29,7 +29,9 @@ mod topics;
 /// Completes a write operation once its transaction's commit result is known.
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A write operation, run by the writer thread inside the open transaction.
-type WriteOp = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+/// Given `None` (the transaction could not begin) it must not touch the database and
+/// only yields a completion to answer with the error.
+type WriteOp = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
 
 /// Ordered schema migrations; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -137,7 +139,7 @@ impl Default for SqliteOptions {
 
 struct ReaderPool {
     conns: Mutex<Vec<Connection>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
 }
 
 /// Commits between the writer's own checkpoint passes.
@@ -221,7 +223,7 @@ impl SqliteStore {
             .name("courier-store-writer".into())
             .spawn(move || writer_loop(write_conn, rx, max_ops))
             .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))?;
-        let permits = Semaphore::new(readers.len());
+        let permits = Arc::new(Semaphore::new(readers.len()));
         Ok(SqliteStore {
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(thread)),
@@ -257,7 +259,10 @@ impl SqliteStore {
     {
         let (tx, rx) = oneshot::channel();
         let op: WriteOp = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(StoreError::Database("transaction did not begin".into())),
+            };
             Box::new(move |committed| {
                 let _ = tx.send(committed.and(result));
             })
@@ -276,16 +281,19 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let pool = self.readers.clone();
-        let _permit = pool
+        // The permit moves into the blocking task: if this future is dropped (client
+        // gone), the connection is still in use until the task puts it back.
+        let permit = pool
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Closed)?;
         let conn = pool.conns.lock().pop().ok_or(StoreError::Closed)?;
-        let pool2 = pool.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let result = f(&conn);
-            pool2.conns.lock().push(conn);
+            pool.conns.lock().push(conn);
+            drop(permit);
             result
         })
         .await;
@@ -304,16 +312,15 @@ fn in_savepoint<T>(
     f: impl FnOnce(&Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
     conn.execute_batch("SAVEPOINT op")?;
-    match f(conn) {
-        Ok(v) => {
-            conn.execute_batch("RELEASE op")?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
-            Err(e)
-        }
+    let result = f(conn).and_then(|v| {
+        conn.execute_batch("RELEASE op")?;
+        Ok(v)
+    });
+    if result.is_err() {
+        // Undo this op's writes so they do not commit with the others.
+        let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
     }
+    result
 }
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, max_ops: usize) {
@@ -336,14 +343,15 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, max_ops: usize
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let err = StoreError::from(e);
             tracing::error!(error = %err, "store: cannot begin transaction");
-            // The op still runs (autocommit) so its caller gets an answer.
-            first(&conn)(Err(err));
+            // Answer without running: outside a transaction its writes would commit
+            // on their own while its caller is told it failed.
+            first(None)(Err(err));
             continue;
         }
-        completions.push(first(&conn));
+        completions.push(first(Some(&conn)));
         while completions.len() < max_ops {
             match rx.try_recv() {
-                Ok(op) => completions.push(op(&conn)),
+                Ok(op) => completions.push(op(Some(&conn))),
                 Err(_) => break,
             }
         }
