@@ -415,25 +415,71 @@ fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
     })
 }
 
-/// Reads what a user sees, as two ordered, limited arms merged: its p2p timeline,
-/// and the log of every topic it belonged to, within each membership interval.
-/// Parameters: `?1` uuid, `?2` < seq < `?3`, `?4` resource, `?5` limit; `{order}`
-/// ASC or DESC. Each arm reads at most `limit` rows in index order, so a large
-/// backlog is never sorted whole.
-fn user_messages_sql(order: &str) -> String {
-    format!(
-        "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM timeline t \
-           JOIN messages m ON m.seq = t.seq \
-           WHERE t.uuid = ?1 AND t.seq > ?2 AND t.seq < ?3 AND {VISIBLE_TO_DEVICE} \
-           ORDER BY t.seq {order} LIMIT ?5) \
-         UNION ALL \
-         SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM topic_membership ms \
-           JOIN topic_log l ON l.topic_id = ms.topic_id \
-             AND l.seq > max(ms.from_seq, ?2) AND l.seq < min(ms.to_seq, ?3) \
-           JOIN messages m ON m.seq = l.seq \
-           WHERE ms.uuid = ?1 ORDER BY l.seq {order} LIMIT ?5) \
-         ORDER BY 1 {order} LIMIT ?5"
-    )
+/// Reads what a user sees, oldest or newest first, at most `limit` messages with
+/// `after < seq < before`: its p2p timeline merged with the log of every topic it
+/// belonged to, within each membership interval. Every part is one index-ordered,
+/// limited range read (the timeline, then each overlapping membership's slice of its
+/// topic log), merged here; nothing is sorted whole, however large the backlog.
+fn user_messages(
+    conn: &Connection,
+    uuid: u64,
+    resource: &str,
+    after: u64,
+    before: u64,
+    limit: usize,
+    order: Order,
+) -> StoreResult<Vec<StoredMessage>> {
+    let dir = match order {
+        Order::OldestFirst => "ASC",
+        Order::NewestFirst => "DESC",
+    };
+    let before = if before == 0 { i64::MAX } else { before as i64 };
+    let timeline_sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM timeline t JOIN messages m ON m.seq = t.seq \
+         WHERE t.uuid = ?1 AND t.seq > ?2 AND t.seq < ?3 AND {VISIBLE_TO_DEVICE} \
+         ORDER BY t.seq {dir} LIMIT ?5"
+    );
+    let mut out = conn
+        .prepare_cached(&timeline_sql)?
+        .query_map(
+            params![uuid as i64, after as i64, before, resource, limit as i64],
+            row_to_message,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let memberships = conn
+        .prepare_cached(
+            "SELECT topic_id, max(from_seq, ?2), min(to_seq, ?3) FROM topic_membership \
+             WHERE uuid = ?1 AND to_seq > ?2 AND from_seq < ?3",
+        )?
+        .query_map(params![uuid as i64, after as i64, before], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    if memberships.is_empty() {
+        return Ok(out);
+    }
+    let log_sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM topic_log l JOIN messages m ON m.seq = l.seq \
+         WHERE l.topic_id = ?1 AND l.seq > ?2 AND l.seq < ?3 ORDER BY l.seq {dir} LIMIT ?4"
+    );
+    let mut log = conn.prepare_cached(&log_sql)?;
+    for (topic_id, from, to) in memberships {
+        let rows = log.query_map(params![topic_id, from, to, limit as i64], row_to_message)?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    match order {
+        Order::OldestFirst => out.sort_unstable_by_key(|m| m.seq),
+        Order::NewestFirst => out.sort_unstable_by_key(|m| std::cmp::Reverse(m.seq)),
+    }
+    out.dedup_by_key(|m| m.seq);
+    out.truncate(limit);
+    Ok(out)
 }
 
 /// Timeline filter for one device (`?1` = uuid, `?4` = resource): a message addressed
@@ -601,28 +647,15 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<StoredMessage>> {
         let resource = resource.to_owned();
         self.read(move |conn| {
-            let order = match range.order {
-                Order::OldestFirst => "ASC",
-                Order::NewestFirst => "DESC",
-            };
-            let before = if range.before == 0 {
-                i64::MAX
-            } else {
-                range.before as i64
-            };
-            let sql = user_messages_sql(order);
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![
-                    range.uuid as i64,
-                    range.after as i64,
-                    before,
-                    resource,
-                    range.limit as i64
-                ],
-                row_to_message,
-            )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            user_messages(
+                conn,
+                range.uuid,
+                &resource,
+                range.after,
+                range.before,
+                range.limit,
+                range.order,
+            )
         })
         .await
     }
@@ -636,12 +669,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<usize> {
         let resource = resource.to_owned();
         self.read(move |conn| {
-            let sql = format!("SELECT count(*) FROM ({})", user_messages_sql("ASC"));
-            let n: i64 = conn.prepare_cached(&sql)?.query_row(
-                params![uuid as i64, after as i64, i64::MAX, resource, cap as i64],
-                |r| r.get(0),
-            )?;
-            Ok(n as usize)
+            let found = user_messages(conn, uuid, &resource, after, 0, cap, Order::OldestFirst)?;
+            Ok(found.len())
         })
         .await
     }
