@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::caller::{app_from_credentials, check_account};
+use super::topic::live_topic;
 use super::{de_id, parse_json, success, ApiError};
 use crate::protocol::codes;
 use crate::router::{AckSink, Submission};
@@ -188,19 +189,7 @@ async fn p2p_target(state: &AppState, app_id: u64, account: &str) -> Result<Targ
 
 /// Checks the topic exists, is live and has the sender as a member.
 async fn topic_target(state: &AppState, push: &Push, topic_id: u64) -> Result<Target, ApiError> {
-    let view = state
-        .directory
-        .topic(topic_id)
-        .await
-        .map_err(ApiError::internal)?
-        .filter(|v| v.topic.app_id == push.app.app_id)
-        .ok_or_else(|| ApiError::new(404, format!("unknown topic {topic_id}")))?;
-    if view.topic.dismissed {
-        return Err(ApiError::new(
-            404,
-            format!("topic {topic_id} was dismissed"),
-        ));
-    }
+    let view = live_topic(state, push.app.app_id, topic_id).await?;
     if !view.is_member(push.from_uuid) {
         return Err(ApiError::new(
             403,

@@ -135,10 +135,10 @@ async fn member_limit(state: &AppState, app_id: u64) -> Result<usize, ApiError> 
     Ok(custom.map_or(state.config.topic_member_limit, |n| n as usize))
 }
 
-/// The live topic `topic_id` of the caller's app.
-async fn live_topic(
+/// The live (not dismissed) topic `topic_id` of app `app_id`.
+pub(super) async fn live_topic(
     state: &AppState,
-    caller: &Caller,
+    app_id: u64,
     topic_id: u64,
 ) -> Result<Arc<TopicView>, ApiError> {
     let view = state
@@ -146,7 +146,7 @@ async fn live_topic(
         .topic(topic_id)
         .await
         .map_err(ApiError::internal)?
-        .filter(|v| v.topic.app_id == caller.app.app_id)
+        .filter(|v| v.topic.app_id == app_id)
         .ok_or_else(|| ApiError::new(404, format!("unknown topic {topic_id}")))?;
     if view.topic.dismissed {
         return Err(ApiError::new(
@@ -214,7 +214,7 @@ async fn topic_call(
     let app_id = parse_id(&app_id, "appId")?;
     let topic_id = parse_id(&topic_id, "topicId")?;
     let caller = authenticate(state, app_id, headers).await?;
-    let view = live_topic(state, &caller, topic_id).await?;
+    let view = live_topic(state, caller.app.app_id, topic_id).await?;
     Ok((caller, view))
 }
 
