@@ -185,23 +185,21 @@ fn require_owner(view: &TopicView, caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-/// New members read the topic from here on. Called after the router's view includes
-/// them: every message sent before the view changed is either before this boundary
-/// (not theirs) or was delivered to them live; none falls between.
-async fn start_after_refresh(
-    state: &AppState,
-    topic_id: u64,
-    added: Vec<u64>,
-) -> Result<(), ApiError> {
-    if added.is_empty() {
-        return Ok(());
+/// After members were added in the store: refreshes the router's view, then starts
+/// the new members' reading after the newest sequence, and answers with the topic.
+/// Every message sent before the view changed is either before that boundary (not
+/// theirs) or was delivered to them live; none falls between.
+async fn admit(state: &AppState, topic_id: u64, added: Vec<u64>) -> Result<Response, ApiError> {
+    let view = refreshed(state, topic_id).await?;
+    if !added.is_empty() {
+        let boundary = state.router.last_sequence();
+        state
+            .store
+            .start_memberships(topic_id, added, boundary)
+            .await
+            .map_err(store_error)?;
     }
-    let boundary = state.router.last_sequence();
-    state
-        .store
-        .start_memberships(topic_id, added, boundary)
-        .await
-        .map_err(store_error)
+    Ok(with_members(&view.topic))
 }
 
 /// The common start of every call on one topic: ids from the path, the caller, and
@@ -265,10 +263,8 @@ pub async fn create(
         )
         .await
         .map_err(store_error)?;
-    let view = refreshed(&state, topic.topic_id).await?;
     let everyone = topic.members.iter().map(|m| m.uuid).collect();
-    start_after_refresh(&state, topic.topic_id, everyone).await?;
-    Ok(with_members(&view.topic))
+    admit(&state, topic.topic_id, everyone).await
 }
 
 /// `GET /api/topic/{appId}/{topicId}`
@@ -326,9 +322,7 @@ pub async fn invite(
         .add_members(topic_id, members, limit, boundary)
         .await
         .map_err(store_error)?;
-    let view = refreshed(&state, topic_id).await?;
-    start_after_refresh(&state, topic_id, added).await?;
-    Ok(with_members(&view.topic))
+    admit(&state, topic_id, added).await
 }
 
 /// `DELETE /api/topic/{appId}/{topicId}/account` — a non-owner member leaves.

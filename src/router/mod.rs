@@ -70,8 +70,9 @@ pub struct Submission {
 /// Why a submission was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
+    /// The submission of `packet_id` was not taken.
     #[error("router is shut down")]
-    Closed,
+    Closed { packet_id: String },
 }
 
 /// Commit-loop settings.
@@ -129,7 +130,9 @@ impl Router {
 
     /// Queues a message; waits while the queue is full (backpressure).
     pub async fn submit(&self, sub: Submission) -> Result<(), RouterError> {
-        self.tx.send(sub).await.map_err(|_| RouterError::Closed)
+        self.tx.send(sub).await.map_err(|e| RouterError::Closed {
+            packet_id: e.0.packet_id,
+        })
     }
 }
 

@@ -21,7 +21,7 @@ use crate::hub::{DeviceHandle, KillSwitch, Outbound};
 use crate::pb::{self, frame::Kind};
 use crate::protocol::session::{Identity, Session, SessionEvent};
 use crate::protocol::{codec, codes, PROTOCOL_VERSION};
-use crate::router::{self, sequence, AckSink, Submission};
+use crate::router::{self, sequence, AckSink, RouterError, Submission};
 use crate::server::AppState;
 use crate::store::{Order, StoreError, TimelineRange};
 use crate::time::now_ms;
@@ -392,8 +392,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             persist,
             ack: AckSink::Device(device.clone()),
         };
-        let packet_id = sub.packet_id.clone();
-        if self.state.router.submit(sub).await.is_err() {
+        if let Err(RouterError::Closed { packet_id }) = self.state.router.submit(sub).await {
             let err = codec::error_frame(codes::UNAVAILABLE, "server shutting down", packet_id);
             return self.write_one(err).await;
         }

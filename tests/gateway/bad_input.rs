@@ -86,13 +86,7 @@ async fn oversized_frame_closes_oversized_payload_does_not() {
 
     // Nothing of the refused sends was stored.
     let (_b, backlog) = s.connect_synced("bob", "phone").await;
-    assert_eq!(
-        backlog
-            .iter()
-            .map(|d| d.packet_id.as_str())
-            .collect::<Vec<_>>(),
-        ["fits"]
-    );
+    assert_eq!(packet_ids(&backlog), ["fits"]);
 }
 
 #[tokio::test]
@@ -119,13 +113,7 @@ async fn send_before_login_and_second_login_are_refused() {
 
     // Nothing sent before login was stored.
     let (_b, backlog) = s.connect_synced("bob", "phone").await;
-    assert_eq!(
-        backlog
-            .iter()
-            .map(|d| d.packet_id.as_str())
-            .collect::<Vec<_>>(),
-        ["later"]
-    );
+    assert_eq!(packet_ids(&backlog), ["later"]);
 }
 
 #[tokio::test]

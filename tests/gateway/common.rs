@@ -189,6 +189,16 @@ pub async fn send_acked(
     ack
 }
 
+/// The sequences of some deliveries, in order.
+pub fn sequences(deliveries: &[pb::Deliver]) -> Vec<u64> {
+    deliveries.iter().map(|d| d.sequence).collect()
+}
+
+/// The packet ids of some deliveries, in order.
+pub fn packet_ids(deliveries: &[pb::Deliver]) -> Vec<&str> {
+    deliveries.iter().map(|d| d.packet_id.as_str()).collect()
+}
+
 pub fn text(d: &pb::Deliver) -> String {
     String::from_utf8(d.payload.to_vec()).unwrap()
 }

@@ -55,7 +55,7 @@ async fn retry_after_restart_is_deduplicated() {
     );
 
     let (_b, backlog) = s.connect_synced("bob", "phone").await;
-    let seqs: Vec<u64> = backlog.iter().map(|d| d.sequence).collect();
+    let seqs = sequences(&backlog);
     assert_eq!(seqs, vec![first.sequence, fresh.sequence]);
 }
 

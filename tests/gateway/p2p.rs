@@ -75,17 +75,11 @@ async fn cursor_advances_with_acks_and_seeds_new_devices() {
 
     let second = send_acked(&mut a, "2", "bob", "two").await;
     let (_b, backlog) = s.connect_synced("bob", "phone").await;
-    assert_eq!(
-        backlog.iter().map(|d| d.sequence).collect::<Vec<_>>(),
-        vec![second.sequence]
-    );
+    assert_eq!(sequences(&backlog), vec![second.sequence]);
 
     // A device never seen before starts at bob's highest cursor: only "two".
     let (_b2, backlog) = s.connect_synced("bob", "new-tablet").await;
-    assert_eq!(
-        backlog.iter().map(|d| d.sequence).collect::<Vec<_>>(),
-        vec![second.sequence]
-    );
+    assert_eq!(sequences(&backlog), vec![second.sequence]);
 }
 
 /// Backlog arrives in sequence order across batches.
@@ -106,7 +100,7 @@ async fn backlog_is_ordered_and_batched() {
         );
     }
     let (_b, backlog) = s.connect_synced("bob", "phone").await;
-    assert_eq!(backlog.iter().map(|d| d.sequence).collect::<Vec<_>>(), seqs);
+    assert_eq!(sequences(&backlog), seqs);
     assert_eq!(text(&backlog[29]), "m29");
 }
 
@@ -135,10 +129,7 @@ async fn large_backlog_sends_newest_batch_and_pull_notice() {
     })
     .await;
     let newest = read_backlog(&mut b).await;
-    assert_eq!(
-        newest.iter().map(|d| d.sequence).collect::<Vec<_>>(),
-        seqs[18..].to_vec()
-    );
+    assert_eq!(sequences(&newest), seqs[18..].to_vec());
     assert_eq!(notice.before_sequence, seqs[18]);
 
     // Page the rest with Pull.
@@ -257,10 +248,7 @@ async fn new_device_that_never_acked_resumes_where_it_started() {
     wait_for(&mut phone, |e| matches!(e, Event::Pong(_)).then_some(())).await;
 
     let (_tablet, backlog) = s.connect_synced("bob", "tablet").await;
-    assert_eq!(
-        backlog.iter().map(|d| d.sequence).collect::<Vec<_>>(),
-        vec![ack.sequence]
-    );
+    assert_eq!(sequences(&backlog), vec![ack.sequence]);
 }
 
 /// An ack beyond every sequence does not make the device skip what comes later.
@@ -276,8 +264,5 @@ async fn ack_beyond_the_newest_sequence_skips_nothing() {
     let (mut a, _) = s.connect_synced("alice", "phone").await;
     let ack = send_acked(&mut a, "later", "bob", "after the big ack").await;
     let (_b, backlog) = s.connect_synced("bob", "phone").await;
-    assert_eq!(
-        backlog.iter().map(|d| d.sequence).collect::<Vec<_>>(),
-        vec![ack.sequence]
-    );
+    assert_eq!(sequences(&backlog), vec![ack.sequence]);
 }

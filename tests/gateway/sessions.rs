@@ -87,7 +87,7 @@ async fn slow_consumer_is_kicked_and_resyncs_without_loss() {
 
     // Resync: everything after the (never advanced) cursor, in order.
     let (_bob, backlog) = s.connect_synced("bob", "phone").await;
-    let seqs: Vec<u64> = backlog.iter().map(|d| d.sequence).collect();
+    let seqs = sequences(&backlog);
     assert_eq!(seqs, acked);
 }
 
@@ -159,8 +159,5 @@ async fn graceful_shutdown_kicks_and_keeps_messages() {
     let server = courier::server::start(s.config.clone()).await.unwrap();
     s.server = Some(server);
     let (_b, backlog) = s.connect_synced("bob", "phone").await;
-    assert_eq!(
-        backlog.iter().map(|d| d.sequence).collect::<Vec<_>>(),
-        vec![ack.sequence]
-    );
+    assert_eq!(sequences(&backlog), vec![ack.sequence]);
 }

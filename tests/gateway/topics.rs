@@ -464,7 +464,7 @@ async fn topic_messages_fan_out_online_and_offline() {
     // dan logs in later on two devices: both get the backlog in order.
     for r in ["phone", "laptop"] {
         let (_dan, backlog) = s.connect_synced("dan", r).await;
-        assert_eq!(backlog.iter().map(|d| d.sequence).collect::<Vec<_>>(), seqs);
+        assert_eq!(sequences(&backlog), seqs);
         assert!(backlog.iter().all(|d| d.topic_id == topic_id));
     }
     // p2p and topic messages interleave in one backlog, by sequence.
@@ -567,10 +567,7 @@ async fn invited_member_reads_from_the_invitation_on() {
     topic_send(&mut ann, "new", topic_id, "welcome").await;
     let welcome = next_ack(&mut ann).await;
     let (_zoe, backlog) = s.connect_synced("zoe", "phone").await;
-    assert_eq!(
-        backlog.iter().map(|d| d.sequence).collect::<Vec<_>>(),
-        vec![welcome.sequence]
-    );
+    assert_eq!(sequences(&backlog), vec![welcome.sequence]);
 }
 
 /// An app's own member limit (`courier app set --topic-member-limit`) overrides the
