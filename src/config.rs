@@ -70,6 +70,50 @@ pub struct Config {
     pub store_readers: usize,
     /// Members a topic may have, unless the app sets its own limit.
     pub topic_member_limit: usize,
+
+    // --- bounds on what peers control (docs/security.md) ---
+    /// Open TCP connections on the HTTP listener (HTTP and WebSocket together).
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request's headers; also how long a
+    /// kept-alive connection may wait idle for its next request.
+    pub http_header_timeout_secs: u64,
+    /// Seconds a request body may take to arrive completely.
+    pub http_body_timeout_secs: u64,
+    /// Most header fields in one request.
+    pub http_max_headers: usize,
+    /// Largest body of `POST /api/account/token`, bytes.
+    pub body_limit_token_bytes: usize,
+    /// Largest body of a topic call, bytes.
+    pub body_limit_topic_bytes: usize,
+    /// Largest body of a push call, bytes.
+    pub body_limit_push_bytes: usize,
+    /// Bytes a WebSocket may hold unsent (frames and control replies) before the
+    /// connection is closed.
+    pub ws_max_write_buffer_bytes: usize,
+    /// Seconds one write may stay blocked on a peer that does not read.
+    pub write_timeout_secs: u64,
+    /// Bytes queued for one device before it is kicked as a slow consumer.
+    pub device_queue_bytes: usize,
+    /// Devices (resources) of one user online at once; another login is refused.
+    pub max_devices_per_user: usize,
+    /// Sends of one connection waiting for their ServerAck; the connection reads
+    /// no further frame until one is answered.
+    pub max_inflight_sends: usize,
+    /// Longest topic name, bytes.
+    pub max_topic_name_bytes: usize,
+    /// Longest topic bulletin, bytes.
+    pub max_bulletin_bytes: usize,
+    /// Most account names (or topic ids) in one REST call.
+    pub max_names_per_call: usize,
+    /// State-changing topic calls per second of one account (burst: twice this).
+    pub rest_rate_per_account: u32,
+    /// Units of state-changing REST work per second of one app (a call costs one
+    /// unit per account or topic it names, at least one; burst: twice this).
+    pub rest_rate_per_app: u32,
+    /// Topics kept in the in-memory topic cache (least recently used evicted).
+    pub topic_cache: usize,
+    /// Account → uuid entries kept in memory.
+    pub account_cache: usize,
 }
 
 impl Default for Config {
@@ -94,6 +138,25 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             store_readers: 4,
             topic_member_limit: 500,
+            max_connections: 10_000,
+            http_header_timeout_secs: 10,
+            http_body_timeout_secs: 10,
+            http_max_headers: 64,
+            body_limit_token_bytes: 4 * 1024,
+            body_limit_topic_bytes: 128 * 1024,
+            body_limit_push_bytes: 128 * 1024,
+            ws_max_write_buffer_bytes: 1024 * 1024,
+            write_timeout_secs: 30,
+            device_queue_bytes: 4 * 1024 * 1024,
+            max_devices_per_user: 10,
+            max_inflight_sends: 128,
+            max_topic_name_bytes: 256,
+            max_bulletin_bytes: 4096,
+            max_names_per_call: 500,
+            rest_rate_per_account: 10,
+            rest_rate_per_app: 5000,
+            topic_cache: 100_000,
+            account_cache: 1_000_000,
         }
     }
 }
@@ -111,29 +174,134 @@ impl Config {
         })
     }
 
-    /// Rejects settings the server cannot run with.
+    /// Rejects settings the server cannot run with: every number is checked
+    /// against a range, so no later arithmetic on it can overflow.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
-        if self.node_id > 15 {
-            return bad("node_id must be 0..=15");
+        const DAY: u64 = 24 * 3600;
+        const KIB: usize = 1024;
+        const MIB: usize = 1024 * 1024;
+        fn within<T: PartialOrd + std::fmt::Display>(
+            key: &str,
+            value: T,
+            min: T,
+            max: T,
+        ) -> Result<(), ConfigError> {
+            if value < min || value > max {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} = {value} is outside {min}..={max}"
+                )));
+            }
+            Ok(())
         }
+        let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        within("node_id", self.node_id, 0, 15)?;
+        within("token_ttl_secs", self.token_ttl_secs, 1, 365 * DAY)?;
+        within("max_frame_bytes", self.max_frame_bytes, 2 * KIB, 16 * MIB)?;
+        within("max_payload_bytes", self.max_payload_bytes, 1, 15 * MIB)?;
+        within("max_frames_per_sec", self.max_frames_per_sec, 0, 1_000_000)?;
+        within("device_queue_frames", self.device_queue_frames, 16, 1 << 20)?;
+        within("idle_timeout_secs", self.idle_timeout_secs, 1, DAY)?;
+        within("login_timeout_secs", self.login_timeout_secs, 1, 3600)?;
+        within("offline_ttl_secs", self.offline_ttl_secs, 0, 10 * 365 * DAY)?;
+        within("backlog_limit", self.backlog_limit, 1, 1_000_000)?;
+        within("backlog_batch", self.backlog_batch, 1, 10_000)?;
+        within("dedup_cache", self.dedup_cache, 0, 100_000_000)?;
+        within("commit_batch_max", self.commit_batch_max, 1, 100_000)?;
+        within("router_queue", self.router_queue, 1, 10_000_000)?;
+        within("shutdown_grace_secs", self.shutdown_grace_secs, 0, 3600)?;
+        within("store_readers", self.store_readers, 1, 256)?;
+        within("topic_member_limit", self.topic_member_limit, 1, 1_000_000)?;
+        within("max_connections", self.max_connections, 1, 10_000_000)?;
+        within(
+            "http_header_timeout_secs",
+            self.http_header_timeout_secs,
+            1,
+            3600,
+        )?;
+        within(
+            "http_body_timeout_secs",
+            self.http_body_timeout_secs,
+            1,
+            3600,
+        )?;
+        within("http_max_headers", self.http_max_headers, 8, 1000)?;
+        within(
+            "body_limit_token_bytes",
+            self.body_limit_token_bytes,
+            256,
+            16 * MIB,
+        )?;
+        within(
+            "body_limit_topic_bytes",
+            self.body_limit_topic_bytes,
+            1024,
+            16 * MIB,
+        )?;
+        within(
+            "body_limit_push_bytes",
+            self.body_limit_push_bytes,
+            1024,
+            64 * MIB,
+        )?;
+        within(
+            "ws_max_write_buffer_bytes",
+            self.ws_max_write_buffer_bytes,
+            0,
+            1024 * MIB,
+        )?;
+        within("write_timeout_secs", self.write_timeout_secs, 1, 3600)?;
+        within(
+            "device_queue_bytes",
+            self.device_queue_bytes,
+            64 * KIB,
+            1024 * MIB,
+        )?;
+        within("max_devices_per_user", self.max_devices_per_user, 1, 10_000)?;
+        within("max_inflight_sends", self.max_inflight_sends, 1, 1 << 20)?;
+        within(
+            "max_topic_name_bytes",
+            self.max_topic_name_bytes,
+            1,
+            64 * KIB,
+        )?;
+        within("max_bulletin_bytes", self.max_bulletin_bytes, 1, MIB)?;
+        within("max_names_per_call", self.max_names_per_call, 1, 100_000)?;
+        within(
+            "rest_rate_per_account",
+            self.rest_rate_per_account,
+            0,
+            1_000_000,
+        )?;
+        within("rest_rate_per_app", self.rest_rate_per_app, 0, 100_000_000)?;
+        within("topic_cache", self.topic_cache, 16, 100_000_000)?;
+        within("account_cache", self.account_cache, 16, 100_000_000)?;
         if self.max_payload_bytes + 1024 > self.max_frame_bytes {
             return bad("max_frame_bytes must exceed max_payload_bytes by at least 1024");
         }
-        if self.device_queue_frames < 16 {
-            return bad("device_queue_frames must be at least 16");
+        if self.backlog_limit < self.backlog_batch {
+            return bad("backlog_batch must be <= backlog_limit");
         }
-        if self.backlog_batch == 0 || self.backlog_limit < self.backlog_batch {
-            return bad("backlog_batch must be >= 1 and <= backlog_limit");
+        // The largest frame the server writes: a backlog batch, or one message.
+        let biggest_out =
+            crate::transport::connection::MAX_BATCH_FRAME_BYTES.max(self.max_payload_bytes + 1024);
+        if self.ws_max_write_buffer_bytes
+            < crate::transport::ws::WRITE_BUFFER_BYTES + 2 * biggest_out
+        {
+            return bad(
+                "ws_max_write_buffer_bytes must be at least 128 KiB + 2 * max(256 KiB, max_payload_bytes + 1 KiB)",
+            );
         }
-        if self.topic_member_limit == 0 {
-            return bad("topic_member_limit must be >= 1");
+        // One connection's sends in flight must fit its own queue (their acks) and a
+        // reader's queue (their deliveries) twice over: a client within its limits
+        // is never kicked as a slow consumer while it reads.
+        if self.max_inflight_sends * 2 > self.device_queue_frames {
+            return bad("max_inflight_sends must be at most device_queue_frames / 2");
         }
-        if self.commit_batch_max == 0 || self.router_queue == 0 || self.store_readers == 0 {
-            return bad("commit_batch_max, router_queue and store_readers must be >= 1");
-        }
-        if self.token_ttl_secs == 0 || self.login_timeout_secs == 0 || self.idle_timeout_secs == 0 {
-            return bad("token_ttl_secs, login_timeout_secs and idle_timeout_secs must be >= 1");
+        let biggest_frame = self.max_payload_bytes + 1024;
+        if self.max_inflight_sends * biggest_frame * 2 > self.device_queue_bytes {
+            return bad(
+                "device_queue_bytes must hold max_inflight_sends messages of max_payload_bytes (+1 KiB) twice over",
+            );
         }
         Ok(())
     }
@@ -216,6 +384,63 @@ pub struct ServeArgs {
     /// Members per topic unless the app sets its own limit [default: 500].
     #[arg(long, env = "COURIER_TOPIC_MEMBER_LIMIT")]
     pub topic_member_limit: Option<usize>,
+    /// Open connections on the HTTP listener (HTTP + WebSocket) [default: 10000].
+    #[arg(long, env = "COURIER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds to receive request headers; also the keep-alive idle limit [default: 10].
+    #[arg(long, env = "COURIER_HTTP_HEADER_TIMEOUT_SECS")]
+    pub http_header_timeout_secs: Option<u64>,
+    /// Seconds to receive a request body [default: 10].
+    #[arg(long, env = "COURIER_HTTP_BODY_TIMEOUT_SECS")]
+    pub http_body_timeout_secs: Option<u64>,
+    /// Most header fields per request [default: 64].
+    #[arg(long, env = "COURIER_HTTP_MAX_HEADERS")]
+    pub http_max_headers: Option<usize>,
+    /// Largest token request body [default: 4096].
+    #[arg(long, env = "COURIER_BODY_LIMIT_TOKEN_BYTES")]
+    pub body_limit_token_bytes: Option<usize>,
+    /// Largest topic call body [default: 131072].
+    #[arg(long, env = "COURIER_BODY_LIMIT_TOPIC_BYTES")]
+    pub body_limit_topic_bytes: Option<usize>,
+    /// Largest push call body [default: 131072].
+    #[arg(long, env = "COURIER_BODY_LIMIT_PUSH_BYTES")]
+    pub body_limit_push_bytes: Option<usize>,
+    /// Unsent bytes a WebSocket may hold before it is closed [default: 1048576].
+    #[arg(long, env = "COURIER_WS_MAX_WRITE_BUFFER_BYTES")]
+    pub ws_max_write_buffer_bytes: Option<usize>,
+    /// Seconds a write may stay blocked on a peer that does not read [default: 30].
+    #[arg(long, env = "COURIER_WRITE_TIMEOUT_SECS")]
+    pub write_timeout_secs: Option<u64>,
+    /// Bytes queued per device before a slow-consumer kick [default: 4194304].
+    #[arg(long, env = "COURIER_DEVICE_QUEUE_BYTES")]
+    pub device_queue_bytes: Option<usize>,
+    /// Devices of one user online at once [default: 10].
+    #[arg(long, env = "COURIER_MAX_DEVICES_PER_USER")]
+    pub max_devices_per_user: Option<usize>,
+    /// Unacknowledged sends per connection [default: 128].
+    #[arg(long, env = "COURIER_MAX_INFLIGHT_SENDS")]
+    pub max_inflight_sends: Option<usize>,
+    /// Longest topic name in bytes [default: 256].
+    #[arg(long, env = "COURIER_MAX_TOPIC_NAME_BYTES")]
+    pub max_topic_name_bytes: Option<usize>,
+    /// Longest topic bulletin in bytes [default: 4096].
+    #[arg(long, env = "COURIER_MAX_BULLETIN_BYTES")]
+    pub max_bulletin_bytes: Option<usize>,
+    /// Most accounts or topic ids named in one REST call [default: 500].
+    #[arg(long, env = "COURIER_MAX_NAMES_PER_CALL")]
+    pub max_names_per_call: Option<usize>,
+    /// State-changing topic calls per second per account, 0 = unlimited [default: 10].
+    #[arg(long, env = "COURIER_REST_RATE_PER_ACCOUNT")]
+    pub rest_rate_per_account: Option<u32>,
+    /// REST work units per second per app, 0 = unlimited [default: 5000].
+    #[arg(long, env = "COURIER_REST_RATE_PER_APP")]
+    pub rest_rate_per_app: Option<u32>,
+    /// Topics kept in memory [default: 100000].
+    #[arg(long, env = "COURIER_TOPIC_CACHE")]
+    pub topic_cache: Option<usize>,
+    /// Account ids kept in memory [default: 1000000].
+    #[arg(long, env = "COURIER_ACCOUNT_CACHE")]
+    pub account_cache: Option<usize>,
 }
 
 impl ServeArgs {
@@ -226,7 +451,7 @@ impl ServeArgs {
             None => Config::default(),
         };
         macro_rules! overlay {
-            ($($field:ident),*) => {$(
+            ($($field:ident),* $(,)?) => {$(
                 if let Some(v) = self.$field.clone() { c.$field = v; }
             )*};
         }
@@ -249,7 +474,26 @@ impl ServeArgs {
             router_queue,
             shutdown_grace_secs,
             store_readers,
-            topic_member_limit
+            topic_member_limit,
+            max_connections,
+            http_header_timeout_secs,
+            http_body_timeout_secs,
+            http_max_headers,
+            body_limit_token_bytes,
+            body_limit_topic_bytes,
+            body_limit_push_bytes,
+            ws_max_write_buffer_bytes,
+            write_timeout_secs,
+            device_queue_bytes,
+            max_devices_per_user,
+            max_inflight_sends,
+            max_topic_name_bytes,
+            max_bulletin_bytes,
+            max_names_per_call,
+            rest_rate_per_account,
+            rest_rate_per_app,
+            topic_cache,
+            account_cache,
         );
         c.validate()?;
         Ok(c)

@@ -5,23 +5,28 @@
 //! they are used (one entry per active account). Apps and accounts never change once
 //! created, so their cache needs no invalidation.
 //!
-//! The account cache holds at most [`MAX_CACHED_ACCOUNTS`] entries; past that it is
-//! emptied and refills from the store (a client addressing endless new accounts cannot
-//! grow it without bound).
+//! The account cache holds at most `account_cache` entries; past that it is emptied
+//! and refills from the store (a client addressing endless new accounts cannot grow
+//! it without bound).
 //!
 //! Topics are cached as immutable [`TopicView`] snapshots that the router reads
 //! without waiting: whoever changes a topic in the store calls
 //! [`Directory::refresh_topic`], which installs the newer snapshot (by version).
+//! At most `topic_cache` topics are kept; the least recently used is evicted. A
+//! sender loads its topic before submitting and hands the snapshot to the router with
+//! the send (`Submission::topic`), so an eviction in between cannot make the router
+//! refuse it; a change to the topic re-installs it, and the router takes the newer of
+//! the two, so it never falls back to a snapshot older than one it could see.
 
 use std::collections::HashSet;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use lru::LruCache;
+use parking_lot::Mutex;
 
 use crate::store::{App, Store, StoreResult, Topic};
-
-/// Most account → uuid entries kept in memory.
-pub const MAX_CACHED_ACCOUNTS: usize = 1_000_000;
 
 /// A topic as the router sees it: the record plus a member set for O(1) checks.
 #[derive(Debug)]
@@ -46,22 +51,27 @@ pub struct Directory {
     store: Arc<dyn Store>,
     apps: DashMap<u64, App>,
     accounts: DashMap<(u64, String), u64>,
-    topics: DashMap<u64, Arc<TopicView>>,
+    max_accounts: usize,
+    topics: Mutex<LruCache<u64, Arc<TopicView>>>,
 }
 
 impl Directory {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    /// A directory caching at most `max_accounts` account ids and `max_topics` topics.
+    pub fn new(store: Arc<dyn Store>, max_accounts: usize, max_topics: usize) -> Self {
         Directory {
             store,
             apps: DashMap::new(),
             accounts: DashMap::new(),
-            topics: DashMap::new(),
+            max_accounts: max_accounts.max(1),
+            topics: Mutex::new(LruCache::new(
+                NonZeroUsize::new(max_topics).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
     /// The cached topic, without touching the store.
     pub fn cached_topic(&self, topic_id: u64) -> Option<Arc<TopicView>> {
-        self.topics.get(&topic_id).map(|t| t.clone())
+        self.topics.lock().get(&topic_id).cloned()
     }
 
     /// The topic, loading it into the cache on a miss.
@@ -78,7 +88,8 @@ impl Directory {
             return Ok(None);
         };
         let fresh = Arc::new(TopicView::new(topic));
-        let mut entry = self.topics.entry(topic_id).or_insert_with(|| fresh.clone());
+        let mut topics = self.topics.lock();
+        let entry = topics.get_or_insert_mut(topic_id, || fresh.clone());
         if entry.topic.version < fresh.topic.version {
             *entry = fresh;
         }
@@ -107,10 +118,43 @@ impl Directory {
             .account(app_id, account, true)
             .await?
             .ok_or_else(|| crate::store::StoreError::NotFound(account.to_owned()))?;
-        if self.accounts.len() >= MAX_CACHED_ACCOUNTS {
+        self.remember(app_id, account.to_owned(), uuid);
+        Ok(uuid)
+    }
+
+    /// The uuids of many accounts of one app, in order, created where missing: one
+    /// store call for all the names the cache does not know.
+    pub async fn uuids(&self, app_id: u64, names: Vec<String>) -> StoreResult<Vec<u64>> {
+        let mut out = Vec::with_capacity(names.len());
+        let mut missing = Vec::new();
+        let mut keys = Vec::with_capacity(names.len());
+        for name in names {
+            let key = (app_id, name);
+            match self.accounts.get(&key) {
+                Some(uuid) => out.push(*uuid),
+                None => {
+                    missing.push(out.len());
+                    out.push(0);
+                }
+            }
+            keys.push(key.1);
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let wanted: Vec<String> = missing.iter().map(|&i| keys[i].clone()).collect();
+        let found = self.store.accounts(app_id, wanted).await?;
+        for (&i, uuid) in missing.iter().zip(found) {
+            out[i] = uuid;
+            self.remember(app_id, std::mem::take(&mut keys[i]), uuid);
+        }
+        Ok(out)
+    }
+
+    fn remember(&self, app_id: u64, account: String, uuid: u64) {
+        if self.accounts.len() >= self.max_accounts {
             self.accounts.clear();
         }
-        self.accounts.insert((app_id, account.to_owned()), uuid);
-        Ok(uuid)
+        self.accounts.insert((app_id, account), uuid);
     }
 }

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (HTTP API + WebSocket) on the embedded store.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage apps (tenants) in a data dir.
     App {
         #[command(subcommand)]
@@ -185,7 +185,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::App { command } => app(command).await,
         Command::Token { conn, account } => {
             let t = conn.token(&account).await?;

@@ -18,10 +18,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::hub::Hub;
+use crate::quota::Quotas;
 use crate::router::{Router, RouterConfig};
 use crate::store::cursors::CursorBuffer;
 use crate::store::sqlite::SqliteOptions;
 use crate::store::{App, SqliteStore, Store};
+use crate::transport::listener::{self, ConnectionSlots};
 
 /// Everything a connection or request handler needs, shared.
 pub struct AppState {
@@ -35,6 +37,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.
     pub connections: TaskTracker,
+    /// Open connections of the HTTP listener, bounded by `max_connections`.
+    pub slots: ConnectionSlots,
+    /// REST quotas per account and per app.
+    pub quotas: Quotas,
     next_conn_id: AtomicU64,
 }
 
@@ -96,8 +102,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     let shutdown = CancellationToken::new();
     let router_stop = CancellationToken::new();
-    let hub = Arc::new(Hub::new());
-    let directory = Arc::new(Directory::new(store.clone()));
+    let hub = Arc::new(Hub::with_device_limit(config.max_devices_per_user));
+    let directory = Arc::new(Directory::new(
+        store.clone(),
+        config.account_cache,
+        config.topic_cache,
+    ));
     let (router, router_task) = Router::start(
         RouterConfig {
             node_id: config.node_id,
@@ -128,25 +138,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         cursors,
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
+        slots: ConnectionSlots::new(config.max_connections),
+        quotas: Quotas::new(config.rest_rate_per_account, config.rest_rate_per_app),
         next_conn_id: AtomicU64::new(1),
     });
 
+    listener::raise_open_files_limit(config.max_connections);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    // Frames are small and latency-sensitive: no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
     let app = crate::api::router(state.clone());
     let serve_state = state.clone();
     let task = tokio::spawn(async move {
         let http_stop = serve_state.shutdown.clone();
-        let http = axum::serve(listener, app).with_graceful_shutdown(async move {
-            http_stop.cancelled().await;
-        });
-        let result = http.await;
+        listener::serve(
+            listener,
+            app,
+            &serve_state.config,
+            &serve_state.slots,
+            http_stop,
+        )
+        .await;
         // Connections see the shutdown token and leave with a kick.
         serve_state.connections.close();
         let grace = Duration::from_secs(serve_state.config.shutdown_grace_secs);
@@ -166,7 +177,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         let store = sqlite.clone();
         tokio::task::spawn_blocking(move || store.close()).await?;
         tracing::info!("shutdown complete");
-        result.map_err(anyhow::Error::from)
+        Ok(())
     });
     Ok(RunningServer {
         addr,

@@ -7,9 +7,11 @@
 //! the path; a token of another app is refused.
 
 use axum::http::HeaderMap;
+use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::auth;
+use crate::log_limited;
 use crate::server::AppState;
 use crate::store::App;
 use crate::time::now_ms;
@@ -61,12 +63,8 @@ pub async fn authenticate(
             "missing credentials: send a token header, or appKey, appSecret and appAccount headers",
         ));
     };
-    if key != app.app_key || secret != app.app_secret {
-        return Err(ApiError::unauthorized(
-            "appKey or appSecret is wrong for this appId",
-        ));
-    }
-    check_account(account)?;
+    check_secret(&app, key, secret)?;
+    let account = crate::names::name("appAccount", account)?;
     let uuid = state
         .directory
         .uuid(app_id, account)
@@ -77,19 +75,6 @@ pub async fn authenticate(
         uuid,
         account: account.to_owned(),
     })
-}
-
-/// Checks an account name from a request.
-pub fn check_account(account: &str) -> Result<(), ApiError> {
-    if account.is_empty() {
-        return Err(ApiError::bad_request("account must not be empty"));
-    }
-    if account.len() > 128 {
-        return Err(ApiError::bad_request(format!(
-            "account {account:?} is longer than 128 bytes"
-        )));
-    }
-    Ok(())
 }
 
 /// Checks an app's credentials given in a request body (push API).
@@ -113,8 +98,17 @@ async fn known_app(state: &AppState, app_id: u64) -> Result<App, ApiError> {
         .ok_or_else(|| ApiError::new(404, format!("unknown appId {app_id}")))
 }
 
+/// Compares both credentials in constant time (no early exit on the first
+/// differing byte, whose timing would leak how much of a guess was right).
 fn check_secret(app: &App, app_key: &str, app_secret: &str) -> Result<(), ApiError> {
-    if app.app_key != app_key || app.app_secret != app_secret {
+    let key_ok = app.app_key.as_bytes().ct_eq(app_key.as_bytes());
+    let secret_ok = app.app_secret.as_bytes().ct_eq(app_secret.as_bytes());
+    if !bool::from(key_ok & secret_ok) {
+        log_limited!(
+            info,
+            app_id = app.app_id,
+            "rest call refused: wrong appKey or appSecret"
+        );
         return Err(ApiError::unauthorized(
             "appKey or appSecret is wrong for this appId",
         ));

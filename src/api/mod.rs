@@ -5,6 +5,12 @@
 //! wrong. Bodies are parsed by hand so malformed JSON gets the envelope too, whatever
 //! the request's content type. Paths answer with and without a trailing slash, since
 //! the manual writes both.
+//!
+//! Bounds (docs/security.md): handlers take the raw body and read it with
+//! [`read_body`] — after checking credentials sent in headers — under a per-route
+//! size limit and `http_body_timeout_secs`. Any error answer produced below the
+//! handlers (a path or query axum cannot parse, an unknown route) is rewritten into
+//! the envelope by [`envelope_errors`].
 
 pub mod caller;
 pub mod push;
@@ -13,7 +19,8 @@ pub mod topic;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::body::{Body, Bytes};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Json;
@@ -21,6 +28,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::log_limited;
+use crate::names::NameError;
+use crate::quota::QuotaExceeded;
 use crate::server::AppState;
 
 /// An error answer in the manual's envelope.
@@ -51,6 +61,91 @@ impl ApiError {
         tracing::error!(error = %err, "api: internal error");
         ApiError::new(500, "internal error; see server log")
     }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl From<QuotaExceeded> for ApiError {
+    fn from(e: QuotaExceeded) -> Self {
+        log_limited!(warn, reason = %e, "rest call refused: quota");
+        ApiError::new(429, e.to_string())
+    }
+}
+
+/// Reads a request body of at most `limit` bytes within `http_body_timeout_secs`:
+/// `413` past the limit (at once when `Content-Length` says so), `408` when the body
+/// does not arrive in time.
+pub async fn read_body(state: &AppState, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        log_limited!(info, limit, "request refused: body over the limit");
+        ApiError::new(
+            413,
+            format!("request body is over the limit of {limit} bytes"),
+        )
+    };
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let timeout = std::time::Duration::from_secs(state.config.http_body_timeout_secs);
+    let collected =
+        tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect())
+            .await
+            .map_err(|_| {
+                log_limited!(
+                    info,
+                    "request refused: body not received within the body timeout"
+                );
+                ApiError::new(
+                    408,
+                    format!(
+                        "request body not received within {} s",
+                        state.config.http_body_timeout_secs
+                    ),
+                )
+            })?;
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot read request body: {e}"
+        ))),
+    }
+}
+
+/// Rewrites error answers that are not already JSON (axum's plain-text rejections:
+/// a path or query it cannot decode, an unsupported upgrade) into the envelope, with
+/// their status as `code` and their text, cut short, as `message`.
+pub async fn envelope_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    use http_body_util::BodyExt;
+    let body = http_body_util::Limited::new(response.into_body(), 4096)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        let short: String = text.chars().take(200).collect();
+        short
+    };
+    let body = json!({"code": status.as_u16(), "message": message, "data": null});
+    (status, Json(body)).into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -176,6 +271,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     let r = both(r, "/api/push/p2t/more", post(push::p2t_more));
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(envelope_errors))
         .with_state(state)
 }
 

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::body::Bytes as Body;
+use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use base64::Engine;
@@ -16,13 +16,15 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::caller::{app_from_credentials, check_account};
+use super::caller::app_from_credentials;
 use super::topic::live_topic;
-use super::{de_id, parse_json, success, ApiError};
+use super::{de_id, parse_json, read_body, success, ApiError};
+use crate::names;
 use crate::protocol::codes;
 use crate::router::{AckSink, Submission};
 use crate::server::AppState;
 use crate::store::App;
+use crate::time::now_ms;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -75,15 +77,31 @@ fn new_packet_id() -> String {
     )
 }
 
-async fn check(state: &AppState, body: &[u8]) -> Result<(Push, PushBody), ApiError> {
-    let req: PushBody = parse_json(body)?;
+/// Reads and checks a push body; `targets` says how many messages it asks for
+/// (what the app's quota is charged).
+async fn check(
+    state: &AppState,
+    body: Body,
+    targets: impl Fn(&PushBody) -> usize,
+) -> Result<(Push, PushBody), ApiError> {
+    let body = read_body(state, body, state.config.body_limit_push_bytes).await?;
+    let req: PushBody = parse_json(&body)?;
     let app = app_from_credentials(state, req.app_id, &req.app_key, &req.app_secret).await?;
-    check_account(&req.from_account)?;
-    if req.from_resource.len() > 128 {
-        return Err(ApiError::bad_request(
-            "fromResource is longer than 128 bytes",
-        ));
+    let from_account = names::name("fromAccount", &req.from_account)?.to_owned();
+    let from_resource = match req.from_resource.trim() {
+        "" => String::new(),
+        r => names::name("fromResource", r)?.to_owned(),
+    };
+    let count = targets(&req);
+    let max = state.config.max_names_per_call;
+    if count > max {
+        crate::log_limited!(info, max, "push refused: too many targets");
+        return Err(ApiError::bad_request(format!(
+            "too many targets: at most {max} per call (max_names_per_call)"
+        )));
     }
+    let cost = u32::try_from(count).unwrap_or(u32::MAX);
+    state.quotas.charge(app.app_id, None, cost, now_ms())?;
     let payload = match req.msg_type.as_str() {
         "base64" => base64::engine::general_purpose::STANDARD
             .decode(req.msg.trim())
@@ -91,7 +109,8 @@ async fn check(state: &AppState, body: &[u8]) -> Result<(Push, PushBody), ApiErr
         "" => req.msg.as_bytes().to_vec(),
         other => {
             return Err(ApiError::bad_request(format!(
-                "msgType must be \"base64\" or \"\", got {other:?}"
+                "msgType must be \"base64\" or \"\", got {}",
+                names::quote(other)
             )))
         }
     };
@@ -104,15 +123,15 @@ async fn check(state: &AppState, body: &[u8]) -> Result<(Push, PushBody), ApiErr
     }
     let from_uuid = state
         .directory
-        .uuid(app.app_id, &req.from_account)
+        .uuid(app.app_id, &from_account)
         .await
         .map_err(ApiError::internal)?;
     Ok((
         Push {
             app,
             from_uuid,
-            from_account: req.from_account.as_str().into(),
-            from_resource: req.from_resource.as_str().into(),
+            from_account: from_account.as_str().into(),
+            from_resource: from_resource.as_str().into(),
             payload: payload.into(),
         },
         req,
@@ -124,6 +143,7 @@ struct Target {
     to_uuid: u64,
     to_account: String,
     topic_id: u64,
+    topic: Option<Arc<crate::directory::TopicView>>,
 }
 
 /// Submits every message, then waits for every ack; answers with their packet ids.
@@ -147,10 +167,12 @@ async fn send_all(
             to_account: t.to_account,
             to_resource: String::new(),
             topic_id: t.topic_id,
+            topic: t.topic,
             biz_type: String::new(),
             payload: push.payload.clone(),
             persist: true,
             ack: AckSink::Caller(tx),
+            inflight: None,
         };
         state
             .router
@@ -173,8 +195,8 @@ async fn send_all(
     Ok(ids)
 }
 
-async fn p2p_target(state: &AppState, app_id: u64, account: &str) -> Result<Target, ApiError> {
-    check_account(account)?;
+async fn p2p_target(state: &AppState, app_id: u64, raw: &str) -> Result<Target, ApiError> {
+    let account = names::name("toAccount", raw)?;
     let to_uuid = state
         .directory
         .uuid(app_id, account)
@@ -184,6 +206,7 @@ async fn p2p_target(state: &AppState, app_id: u64, account: &str) -> Result<Targ
         to_uuid,
         to_account: account.to_owned(),
         topic_id: 0,
+        topic: None,
     })
 }
 
@@ -200,16 +223,17 @@ async fn topic_target(state: &AppState, push: &Push, topic_id: u64) -> Result<Ta
         to_uuid: 0,
         to_account: String::new(),
         topic_id,
+        topic: Some(view),
     })
 }
 
 /// `POST /api/push/p2p/`
 pub async fn p2p(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
-    let (push, req) = check(&state, &body).await?;
+    let (push, req) = check(&state, body, |_| 1).await?;
     let to = req
         .to_account
         .ok_or_else(|| ApiError::bad_request("toAccount is required"))?;
-    let target = p2p_target(&state, push.app.app_id, to.trim()).await?;
+    let target = p2p_target(&state, push.app.app_id, &to).await?;
     let ids = send_all(&state, &push, vec![target]).await?;
     Ok(success(json!({"packetId": ids[0]})))
 }
@@ -219,7 +243,7 @@ pub async fn p2p_more(
     State(state): State<Arc<AppState>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (push, req) = check(&state, &body).await?;
+    let (push, req) = check(&state, body, |r| r.to_accounts.as_ref().map_or(1, Vec::len)).await?;
     let to = req
         .to_accounts
         .ok_or_else(|| ApiError::bad_request("toAccounts is required"))?;
@@ -228,7 +252,7 @@ pub async fn p2p_more(
     }
     let mut targets = Vec::with_capacity(to.len());
     for account in &to {
-        targets.push(p2p_target(&state, push.app.app_id, account.trim()).await?);
+        targets.push(p2p_target(&state, push.app.app_id, account).await?);
     }
     let ids = send_all(&state, &push, targets).await?;
     Ok(success(json!({"packetIds": ids})))
@@ -236,7 +260,7 @@ pub async fn p2p_more(
 
 /// `POST /api/push/p2t/`
 pub async fn p2t(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
-    let (push, req) = check(&state, &body).await?;
+    let (push, req) = check(&state, body, |_| 1).await?;
     let topic_id = req
         .topic_id
         .ok_or_else(|| ApiError::bad_request("topicId is required"))?;
@@ -250,7 +274,7 @@ pub async fn p2t_more(
     State(state): State<Arc<AppState>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (push, req) = check(&state, &body).await?;
+    let (push, req) = check(&state, body, |r| r.topic_ids.as_ref().map_or(1, Vec::len)).await?;
     let raw = req
         .topic_ids
         .ok_or_else(|| ApiError::bad_request("topicIds is required"))?;
@@ -260,8 +284,12 @@ pub async fn p2t_more(
     // Check every topic before sending anything: all or nothing.
     let mut targets = Vec::with_capacity(raw.len());
     for v in &raw {
-        let id = id_of(v)
-            .ok_or_else(|| ApiError::bad_request(format!("topicIds holds a non-numeric id {v}")))?;
+        let id = id_of(v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "topicIds holds a non-numeric id {}",
+                names::quote(&v.to_string())
+            ))
+        })?;
         targets.push(topic_target(&state, &push, id).await?);
     }
     let ids = send_all(&state, &push, targets).await?;

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::caller::app_from_credentials;
-use super::{de_id, parse_json, success, ApiError};
+use super::{de_id, parse_json, read_body, success, ApiError};
 use crate::auth::{self, Claims};
 use crate::server::AppState;
 use crate::time::now_ms;
@@ -41,30 +41,28 @@ pub struct TokenData {
     pub token: String,
 }
 
-pub async fn issue(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn issue(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(&state, body, state.config.body_limit_token_bytes).await?;
     let req: TokenRequest = parse_json(&body)?;
-    if req.app_account.is_empty() {
-        return Err(ApiError::bad_request("appAccount must not be empty"));
-    }
-    if req.app_account.len() > 128 {
-        return Err(ApiError::bad_request("appAccount is longer than 128 bytes"));
-    }
+    let account = crate::names::name("appAccount", &req.app_account)?.to_owned();
     let app = app_from_credentials(&state, req.app_id, &req.app_key, &req.app_secret).await?;
+    state.quotas.charge(app.app_id, None, 1, now_ms())?;
     let uuid = state
         .directory
-        .uuid(app.app_id, &req.app_account)
+        .uuid(app.app_id, &account)
         .await
         .map_err(ApiError::internal)?;
+    let expires_ms = now_ms().saturating_add(state.config.token_ttl_secs.saturating_mul(1000));
     let claims = Claims {
         app_id: app.app_id,
         uuid,
-        account: req.app_account.clone(),
-        expires_ms: now_ms() + state.config.token_ttl_secs * 1000,
+        account: account.clone(),
+        expires_ms,
     };
     Ok(success(TokenData {
         app_id: app.app_id,
         app_package: app.name.clone(),
-        app_account: req.app_account,
+        app_account: account,
         mi_chid: MI_CHID,
         mi_user_id: uuid,
         mi_user_security_key: auth::user_security_key(&app.app_secret, uuid),

@@ -4,9 +4,10 @@
 //! transaction, after which the router's cached view of the topic is refreshed, so a
 //! membership change applies to every message sent after the call returns.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -14,11 +15,13 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::caller::{authenticate, check_account, Caller};
-use super::{parse_json, success, ApiError};
+use super::caller::{authenticate, Caller};
+use super::{parse_json, read_body, success, ApiError};
 use crate::directory::TopicView;
+use crate::names;
 use crate::server::AppState;
 use crate::store::{StoreError, Topic, TopicSummary, TopicUpdate};
+use crate::time::now_ms;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -86,22 +89,58 @@ enum Accounts {
 }
 
 impl Accounts {
-    fn names(self) -> Result<Vec<String>, ApiError> {
-        let names: Vec<String> = match self {
-            Accounts::Csv(s) => s.split(',').map(|a| a.trim().to_owned()).collect(),
-            Accounts::List(v) => v.into_iter().map(|a| a.trim().to_owned()).collect(),
+    /// The names, each checked by the one name rule, duplicates dropped (first kept);
+    /// refused when more than `max` are given.
+    fn names(self, max: usize) -> Result<Vec<String>, ApiError> {
+        let raw: Vec<String> = match self {
+            Accounts::Csv(s) => {
+                if s.matches(',').count() >= max {
+                    return Err(too_many_names(max));
+                }
+                s.split(',').map(str::to_owned).collect()
+            }
+            Accounts::List(v) => v,
         };
-        let names: Vec<String> = names.into_iter().filter(|a| !a.is_empty()).collect();
-        for a in &names {
-            check_account(a)?;
+        if raw.len() > max {
+            return Err(too_many_names(max));
+        }
+        let mut seen = HashSet::with_capacity(raw.len());
+        let mut names = Vec::with_capacity(raw.len());
+        for a in &raw {
+            if a.trim().is_empty() {
+                continue;
+            }
+            let name = names::name("account", a)?;
+            if seen.insert(name) {
+                names.push(name.to_owned());
+            }
         }
         Ok(names)
     }
 }
 
+fn too_many_names(max: usize) -> ApiError {
+    crate::log_limited!(info, max, "rest call refused: too many names");
+    ApiError::bad_request(format!(
+        "too many accounts: at most {max} per call (max_names_per_call)"
+    ))
+}
+
+/// The manual's 400 for a membership that would pass the limit, given before any
+/// account is created.
+fn over_limit(limit: usize, have: usize, adding: usize) -> ApiError {
+    ApiError::bad_request(format!(
+        "topic member limit is {limit}: it has {have} members, {adding} more would exceed it"
+    ))
+}
+
 fn parse_id(raw: &str, what: &str) -> Result<u64, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::bad_request(format!("{what} must be a number, got {raw:?}")))
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "{what} must be a number, got {}",
+            names::quote(raw)
+        ))
+    })
 }
 
 fn store_error(e: StoreError) -> ApiError {
@@ -112,18 +151,21 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-async fn uuids(state: &AppState, app_id: u64, names: &[String]) -> Result<Vec<u64>, ApiError> {
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        out.push(
-            state
-                .directory
-                .uuid(app_id, name)
-                .await
-                .map_err(ApiError::internal)?,
-        );
-    }
-    Ok(out)
+async fn uuids(state: &AppState, app_id: u64, names: Vec<String>) -> Result<Vec<u64>, ApiError> {
+    state
+        .directory
+        .uuids(app_id, names)
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// Charges a state-changing topic call to the caller and its app.
+fn charge(state: &AppState, caller: &Caller, names: usize) -> Result<(), ApiError> {
+    let cost = u32::try_from(names).unwrap_or(u32::MAX);
+    state
+        .quotas
+        .charge(caller.app.app_id, Some(caller.uuid), cost, now_ms())?;
+    Ok(())
 }
 
 async fn member_limit(state: &AppState, app_id: u64) -> Result<usize, ApiError> {
@@ -239,17 +281,29 @@ pub async fn create(
     State(state): State<Arc<AppState>>,
     Path(app_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let app_id = parse_id(&app_id, "appId")?;
     let caller = authenticate(&state, app_id, &headers).await?;
+    let body = read_body(&state, body, state.config.body_limit_topic_bytes).await?;
     let req: CreateBody = parse_json(&body)?;
-    let names = match req.accounts {
-        Some(a) => a.names()?,
+    names::text(
+        "topicName",
+        &req.topic_name,
+        state.config.max_topic_name_bytes,
+        false,
+    )?;
+    let mut names = match req.accounts {
+        Some(a) => a.names(state.config.max_names_per_call)?,
         None => Vec::new(),
     };
-    let members = uuids(&state, app_id, &names).await?;
+    names.retain(|n| *n != caller.account);
+    charge(&state, &caller, 1 + names.len())?;
     let limit = member_limit(&state, app_id).await?;
+    if names.len() + 1 > limit {
+        return Err(over_limit(limit, 0, names.len() + 1));
+    }
+    let members = uuids(&state, app_id, names).await?;
     let boundary = state.router.last_sequence();
     let topic = state
         .store
@@ -304,18 +358,32 @@ pub async fn invite(
     State(state): State<Arc<AppState>>,
     Path(ids): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let (caller, view) = topic_call(&state, ids, &headers).await?;
     let (app_id, topic_id) = (caller.app.app_id, view.topic.topic_id);
+    let body = read_body(&state, body, state.config.body_limit_topic_bytes).await?;
     let req: AccountsBody = parse_json(&body)?;
-    let names = req.accounts.names()?;
+    let mut names = req.accounts.names(state.config.max_names_per_call)?;
     if names.is_empty() {
         return Err(ApiError::bad_request("accounts is empty"));
     }
     require_member(&view, &caller)?;
-    let members = uuids(&state, app_id, &names).await?;
+    charge(&state, &caller, names.len())?;
+    // Only accounts that are not members yet are created and counted.
+    let current: HashSet<&str> = view
+        .topic
+        .members
+        .iter()
+        .map(|m| m.account.as_str())
+        .collect();
+    names.retain(|n| !current.contains(n.as_str()));
     let limit = member_limit(&state, app_id).await?;
+    let have = view.topic.members.len();
+    if have + names.len() > limit {
+        return Err(over_limit(limit, have, names.len()));
+    }
+    let members = uuids(&state, app_id, names).await?;
     let boundary = state.router.last_sequence();
     let added = state
         .store
@@ -334,6 +402,7 @@ pub async fn quit(
     let (caller, view) = topic_call(&state, ids, &headers).await?;
     let topic_id = view.topic.topic_id;
     require_member(&view, &caller)?;
+    charge(&state, &caller, 1)?;
     if view.topic.owner_uuid == caller.uuid {
         // The manual's answer for an owner trying to quit.
         return Ok((
@@ -366,13 +435,15 @@ pub async fn kick(
 ) -> Result<Response, ApiError> {
     let (caller, view) = topic_call(&state, ids, &headers).await?;
     let topic_id = view.topic.topic_id;
-    let names = Accounts::Csv(query.accounts.unwrap_or_default()).names()?;
+    let names =
+        Accounts::Csv(query.accounts.unwrap_or_default()).names(state.config.max_names_per_call)?;
     if names.is_empty() {
         return Err(ApiError::bad_request(
             "accounts query parameter is missing or empty",
         ));
     }
     require_owner(&view, &caller)?;
+    charge(&state, &caller, names.len())?;
     let mut kicked = Vec::new();
     let mut strangers = Vec::new();
     for name in &names {
@@ -384,10 +455,11 @@ pub async fn kick(
             None => strangers.push(name.as_str()),
         }
     }
-    if !strangers.is_empty() {
+    if let Some(first) = strangers.first() {
         return Err(ApiError::bad_request(format!(
-            "not members of topic {topic_id}: {}",
-            strangers.join(",")
+            "{} of the accounts are not members of topic {topic_id}, e.g. {}",
+            strangers.len(),
+            names::quote(first)
         )));
     }
     let boundary = state.router.last_sequence().saturating_add(1);
@@ -412,30 +484,43 @@ pub async fn update(
     State(state): State<Arc<AppState>>,
     Path(ids): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let (caller, view) = topic_call(&state, ids, &headers).await?;
     let topic_id = view.topic.topic_id;
+    let body = read_body(&state, body, state.config.body_limit_topic_bytes).await?;
     let req: UpdateBody = parse_json(&body)?;
     if req.owner_account.is_none() && req.topic_name.is_none() && req.bulletin.is_none() {
         return Err(ApiError::bad_request(
             "nothing to update: give ownerAccount, topicName and/or bulletin",
         ));
     }
+    let config = &state.config;
+    if let Some(name) = &req.topic_name {
+        names::text("topicName", name, config.max_topic_name_bytes, false)?;
+    }
+    if let Some(bulletin) = &req.bulletin {
+        names::text("bulletin", bulletin, config.max_bulletin_bytes, true)?;
+    }
     require_owner(&view, &caller)?;
+    charge(&state, &caller, 1)?;
     let owner_uuid = match &req.owner_account {
-        Some(name) => Some(
-            view.topic
-                .members
-                .iter()
-                .find(|m| &m.account == name)
-                .map(|m| m.uuid)
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "new owner {name:?} is not a member of topic {topic_id}"
-                    ))
-                })?,
-        ),
+        Some(raw) => {
+            let name = names::name("ownerAccount", raw)?;
+            Some(
+                view.topic
+                    .members
+                    .iter()
+                    .find(|m| m.account == name)
+                    .map(|m| m.uuid)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "new owner {} is not a member of topic {topic_id}",
+                            names::quote(name)
+                        ))
+                    })?,
+            )
+        }
         None => None,
     };
     let change = TopicUpdate {
@@ -460,6 +545,7 @@ pub async fn dismiss(
     let (caller, view) = topic_call(&state, ids, &headers).await?;
     let topic_id = view.topic.topic_id;
     require_owner(&view, &caller)?;
+    charge(&state, &caller, 1)?;
     let boundary = state.router.last_sequence().saturating_add(1);
     state
         .store

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::codec::{self, CodecError, Limits};
 use super::codes;
+use crate::names;
 use crate::pb::{self, frame::Kind};
 
 /// Who a logged-in session belongs to.
@@ -200,7 +201,8 @@ impl Session {
                         send.packet_id,
                     ));
                 }
-                if let Err(desc) = validate_send(&send) {
+                let mut send = send;
+                if let Err(desc) = validate_send(&mut send) {
                     return SessionEvent::Reply(codec::error_frame(
                         codes::BAD_REQUEST,
                         desc,
@@ -251,6 +253,26 @@ impl Session {
                 "",
             )),
             None => SessionEvent::Reply(codec::error_frame(codes::BAD_REQUEST, why, "")),
+        }
+    }
+
+    /// Handles a transport-level control message (a WebSocket ping): it keeps the
+    /// connection alive and counts against the frame rate like any frame.
+    pub fn on_control(&mut self, now_ms: u64) -> SessionEvent {
+        if self.state == State::Closed {
+            return SessionEvent::None;
+        }
+        self.last_rx_ms = now_ms;
+        match self.rate_limited(now_ms) {
+            Some(true) => SessionEvent::Reply(codec::error_frame(
+                codes::RATE_LIMITED,
+                format!(
+                    "more than {} frames per second; frames dropped",
+                    self.config.max_frames_per_sec
+                ),
+                "",
+            )),
+            _ => SessionEvent::None,
         }
     }
 
@@ -323,18 +345,35 @@ fn not_logged_in(what: &str) -> SessionEvent {
     ))
 }
 
-fn validate_send(send: &pb::Send) -> Result<(), &'static str> {
+/// Checks a Send and applies the name rule (`crate::names`) to its `to_account`
+/// and `to_resource`, which it trims.
+fn validate_send(send: &mut pb::Send) -> Result<(), String> {
     if send.packet_id.is_empty() {
-        return Err("packet_id is required");
+        return Err("packet_id is required".into());
     }
     match (send.to_account.is_empty(), send.topic_id) {
-        (true, 0) => Err("one of to_account or topic_id is required"),
-        (false, t) if t != 0 => Err("to_account and topic_id are exclusive"),
+        (true, 0) => return Err("one of to_account or topic_id is required".into()),
+        (false, t) if t != 0 => return Err("to_account and topic_id are exclusive".into()),
         (true, _) if !send.to_resource.is_empty() => {
-            Err("to_resource is for p2p sends; a topic message goes to every member")
+            return Err("to_resource is for p2p sends; a topic message goes to every member".into())
         }
-        _ => Ok(()),
+        _ => {}
     }
+    if !send.to_account.is_empty() {
+        let name = names::name("to_account", &send.to_account).map_err(|e| e.to_string())?;
+        if name.len() != send.to_account.len() {
+            send.to_account = name.to_owned();
+        }
+    }
+    if !send.to_resource.trim().is_empty() {
+        let name = names::name("to_resource", &send.to_resource).map_err(|e| e.to_string())?;
+        if name.len() != send.to_resource.len() {
+            send.to_resource = name.to_owned();
+        }
+    } else {
+        send.to_resource.clear();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

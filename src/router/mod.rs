@@ -58,13 +58,19 @@ pub struct Submission {
     /// Empty: every device of the recipient.
     pub to_resource: String,
     /// The topic (0 for p2p). The sender must be a member; every member's devices
-    /// get it. The caller makes sure the topic is in the directory's cache.
+    /// get it.
     pub topic_id: u64,
+    /// The topic as the caller loaded it, used if the directory's cache evicted it
+    /// meanwhile (the cache's copy wins when it is newer).
+    pub topic: Option<Arc<TopicView>>,
     pub biz_type: String,
     pub payload: Bytes,
     /// Store it (offline delivery, history); false: online devices only.
     pub persist: bool,
     pub ack: AckSink,
+    /// The sending connection's in-flight slot, given back when this send is
+    /// answered (dropped with the submission right after its ack is queued).
+    pub inflight: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Why a submission was not accepted.
@@ -396,10 +402,14 @@ impl CommitLoop {
 
     /// The topic of a topic message, if the sender may send there.
     fn check_topic(&self, sub: &Submission) -> Result<Arc<TopicView>, (u32, String)> {
-        let view = self
-            .directory
-            .cached_topic(sub.topic_id)
-            .ok_or_else(|| (codes::NOT_FOUND, format!("unknown topic {}", sub.topic_id)))?;
+        let cached = self.directory.cached_topic(sub.topic_id);
+        let view = match (cached, &sub.topic) {
+            (Some(c), Some(h)) if h.topic.version > c.topic.version => Some(h.clone()),
+            (Some(c), _) => Some(c),
+            (None, h) => h.clone(),
+        }
+        .filter(|v| v.topic.topic_id == sub.topic_id)
+        .ok_or_else(|| (codes::NOT_FOUND, format!("unknown topic {}", sub.topic_id)))?;
         if view.topic.app_id != sub.app_id {
             return Err((codes::NOT_FOUND, format!("unknown topic {}", sub.topic_id)));
         }

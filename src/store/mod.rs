@@ -156,6 +156,9 @@ pub trait Store: Send + Sync + 'static {
     async fn app(&self, app_id: u64) -> StoreResult<Option<App>>;
     /// The uuid of (app, account), created if `create` and absent.
     async fn account(&self, app_id: u64, account: &str, create: bool) -> StoreResult<Option<u64>>;
+    /// The uuids of `accounts` of one app, in order, creating the missing ones in
+    /// one write.
+    async fn accounts(&self, app_id: u64, accounts: Vec<String>) -> StoreResult<Vec<u64>>;
     /// Persists messages in one transaction, deduplicating on (sender, packetId).
     async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>>;
     /// Reads a range of a user's timeline as device `resource` sees it: messages

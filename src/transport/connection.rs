@@ -5,6 +5,12 @@
 //! Outbound frames waiting in the device queue are written together and flushed once.
 //! The task ends on peer close, logout, a timeout, a kick (replaced, slow consumer) or
 //! server shutdown, and always unregisters the device from the hub.
+//!
+//! Bounds: at most `max_inflight_sends` Sends of a connection wait for their
+//! ServerAck; at that point the connection reads nothing more from its peer (TCP
+//! pushes back) until one is answered, while it keeps writing its queue. A write
+//! blocked longer than `write_timeout_secs` on a peer that does not read closes the
+//! connection.
 
 use std::fmt::Display;
 use std::pin::Pin;
@@ -12,12 +18,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
 use super::Inbound;
 use crate::auth;
-use crate::hub::{DeviceHandle, KillSwitch, Outbound};
+use crate::hub::{DeviceHandle, KillSwitch, Outbound, QueueBytes};
 use crate::pb::{self, frame::Kind};
 use crate::protocol::session::{Identity, Session, SessionEvent};
 use crate::protocol::{codec, codes, PROTOCOL_VERSION};
@@ -50,6 +56,9 @@ struct Connection<E1, E2> {
     stream: FrameStream<E1>,
     sink: FrameSink<E2>,
     queue_tx: mpsc::Sender<Outbound>,
+    queue_bytes: Arc<QueueBytes>,
+    /// One permit per Send that may wait for its ack.
+    inflight: Arc<Semaphore>,
     kill: Arc<KillSwitch>,
     /// The registered device and its user, once logged in.
     device: Option<(u64, DeviceHandle)>,
@@ -66,6 +75,8 @@ pub async fn drive<E1: Display, E2: Display>(
     state: Arc<AppState>,
 ) {
     let (queue_tx, mut queue_rx) = mpsc::channel(state.config.device_queue_frames);
+    let queue_bytes = QueueBytes::new(state.config.device_queue_bytes);
+    let inflight = Arc::new(Semaphore::new(state.config.max_inflight_sends));
     let mut conn = Connection {
         conn_id: state.next_conn_id(),
         session: Session::new(state.config.session(), now_ms()),
@@ -73,6 +84,8 @@ pub async fn drive<E1: Display, E2: Display>(
         stream,
         sink,
         queue_tx,
+        queue_bytes,
+        inflight,
         kill: Arc::new(KillSwitch::default()),
         device: None,
         backlog_through: 0,
@@ -103,8 +116,10 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         let timer = tokio::time::sleep_until(deadline_instant(self.session.next_deadline_ms()));
         tokio::pin!(timer);
         let mut burst: Vec<Outbound> = Vec::with_capacity(QUEUE_BURST);
+        let inflight = self.inflight.clone();
         loop {
             let logged_in = self.device.is_some();
+            let may_read = inflight.available_permits() > 0;
             // Unbiased: a device flooded with deliveries still gets its own frames
             // (acks, pings, sends) read.
             tokio::select! {
@@ -121,7 +136,9 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                         return;
                     }
                 }
-                item = self.stream.next() => {
+                // Every in-flight slot is taken: read on once one is given back.
+                _ = inflight.acquire(), if !may_read => {}
+                item = self.stream.next(), if may_read => {
                     let flow = match item {
                         None => Flow::Close,
                         Some(Err(e)) => {
@@ -130,6 +147,10 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                         }
                         Some(Ok(Inbound::Unsupported(why))) => {
                             let event = self.session.on_unsupported(why, now_ms());
+                            self.handle(event).await
+                        }
+                        Some(Ok(Inbound::Control)) => {
+                            let event = self.session.on_control(now_ms());
                             self.handle(event).await
                         }
                         Some(Ok(Inbound::Frame(bytes))) => {
@@ -198,13 +219,16 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             let _ = self.write_one(refuse(codes::BAD_REQUEST, &desc)).await;
             return Flow::Close;
         }
-        if resource.is_empty() {
-            self.session.login_failed();
-            let _ = self
-                .write_one(refuse(codes::BAD_REQUEST, "resource is required"))
-                .await;
-            return Flow::Close;
-        }
+        let resource = match crate::names::name("resource", &resource) {
+            Ok(r) => r.to_owned(),
+            Err(e) => {
+                self.session.login_failed();
+                let _ = self
+                    .write_one(refuse(codes::BAD_REQUEST, &e.to_string()))
+                    .await;
+                return Flow::Close;
+            }
+        };
         let claims = match self.verify(token).await {
             Ok(claims) => claims,
             Err((code, desc)) => {
@@ -224,11 +248,18 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             self.conn_id,
             identity.resource.clone(),
             self.queue_tx.clone(),
+            self.queue_bytes.clone(),
             self.kill.clone(),
         );
         // Register first: anything committed from now on is queued live; the backlog
         // read below covers everything before.
-        self.state.hub.register(identity.uuid, device.clone());
+        if let Err(e) = self.state.hub.register(identity.uuid, device.clone()) {
+            self.session.login_failed();
+            let _ = self
+                .write_one(refuse(codes::RATE_LIMITED, &e.to_string()))
+                .await;
+            return Flow::Close;
+        }
         self.device = Some((identity.uuid, device));
         self.session.login_succeeded(identity.clone());
         match self.sync_backlog(&identity).await {
@@ -329,7 +360,8 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                 }));
                 last = tail.seq;
                 sent = newest.len() as u64;
-                let frames = [notice, batch_frame(newest)];
+                let mut frames = vec![notice];
+                frames.extend(batch_frames(newest));
                 if let Flow::Close = self.write_all(frames).await {
                     return Ok(Flow::Close);
                 }
@@ -343,7 +375,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                 last = tail.seq;
                 let full = page.len() == batch;
                 sent += page.len() as u64;
-                if let Flow::Close = self.write_one(batch_frame(page)).await {
+                if let Flow::Close = self.write_all(batch_frames(page)).await {
                     return Ok(Flow::Close);
                 }
                 if !full {
@@ -362,13 +394,16 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         };
         let directory = &self.state.directory;
         let lookup = if send.topic_id != 0 {
-            // Load it into the directory cache; the router checks membership.
-            directory.topic(send.topic_id).await.map(|_| 0)
+            // The router checks membership on this snapshot or a newer one.
+            directory.topic(send.topic_id).await.map(|t| (0, t))
         } else {
-            directory.uuid(id.app_id, &send.to_account).await
+            directory
+                .uuid(id.app_id, &send.to_account)
+                .await
+                .map(|u| (u, None))
         };
-        let to_uuid = match lookup {
-            Ok(uuid) => uuid,
+        let (to_uuid, topic) = match lookup {
+            Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "account or topic lookup failed");
                 let err = codec::error_frame(codes::INTERNAL, "store unavailable", send.packet_id);
@@ -376,6 +411,14 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             }
         };
         let persist = send.is_store.unwrap_or(true) && !send.online_only;
+        // The read loop only reads while a slot is free, so this does not wait.
+        let inflight = match self.inflight.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => match self.inflight.clone().acquire_owned().await {
+                Ok(permit) => permit,
+                Err(_) => return Flow::Close,
+            },
+        };
         let sub = Submission {
             app_id: id.app_id,
             from_uuid: id.uuid,
@@ -387,10 +430,12 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             to_account: send.to_account,
             to_resource: send.to_resource,
             topic_id: send.topic_id,
+            topic,
             biz_type: send.biz_type,
             payload: send.payload,
             persist,
             ack: AckSink::Device(device.clone()),
+            inflight: Some(inflight),
         };
         if let Err(RouterError::Closed { packet_id }) = self.state.router.submit(sub).await {
             let err = codec::error_frame(codes::UNAVAILABLE, "server shutting down", packet_id);
@@ -417,8 +462,14 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         };
         match self.state.store.timeline(range, &id.resource).await {
             Ok(mut page) => {
-                let has_more = page.len() > limit;
+                let mut has_more = page.len() > limit;
                 page.truncate(limit);
+                // Keep the answer within one batch frame's bytes; the client pages on.
+                let fits = fitting(&page);
+                if fits < page.len() {
+                    page.truncate(fits);
+                    has_more = true;
+                }
                 let frame = codec::encode(Kind::PullResult(pb::PullResult {
                     messages: page.into_iter().map(router::stored_to_deliver).collect(),
                     has_more,
@@ -436,6 +487,8 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
     /// Writes queued live frames, skipping those the backlog already carried.
     async fn relay(&mut self, burst: &mut Vec<Outbound>) -> Result<(), ()> {
         let through = self.backlog_through;
+        let taken: usize = burst.iter().map(|o| o.frame.len()).sum();
+        self.queue_bytes.release(taken);
         let frames: Vec<Bytes> = burst
             .drain(..)
             .filter(|o| o.seq == 0 || o.seq > through)
@@ -461,12 +514,12 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
     }
 
     /// Writes frames and flushes once. A write blocked on a peer that stopped
-    /// reading is abandoned on a kick (e.g. slow consumer), on shutdown, or after the
-    /// idle timeout — so no peer can hold a connection task forever.
+    /// reading is abandoned on a kick (e.g. slow consumer), on shutdown, or after
+    /// `write_timeout_secs` — so no peer can hold a connection task forever.
     async fn write_all(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Flow {
         let kill = self.kill.clone();
         let shutdown = self.state.shutdown.clone();
-        let limit = std::time::Duration::from_secs(self.state.config.idle_timeout_secs);
+        let limit = std::time::Duration::from_secs(self.state.config.write_timeout_secs);
         tokio::select! {
             flow = self.write_frames(frames) => flow,
             (code, reason) = kill.killed() => {
@@ -475,7 +528,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             }
             _ = shutdown.cancelled() => Flow::Close,
             _ = tokio::time::sleep(limit) => {
-                tracing::info!(conn = self.conn_id, "write abandoned: peer not reading");
+                crate::log_limited!(info, conn = self.conn_id, "write abandoned: peer not reading within write_timeout_secs");
                 Flow::Close
             }
         }
@@ -498,11 +551,47 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
     }
 }
 
-fn batch_frame(messages: Vec<crate::store::StoredMessage>) -> Bytes {
-    codec::encode(Kind::DeliverBatch(pb::DeliverBatch {
-        messages: messages
-            .into_iter()
-            .map(router::stored_to_deliver)
-            .collect(),
-    }))
+/// Bytes of message data in one DeliverBatch or PullResult frame (a single larger
+/// message still goes alone), so no outbound frame outgrows the transport's write
+/// buffer whatever `backlog_batch` is.
+pub const MAX_BATCH_FRAME_BYTES: usize = 256 * 1024;
+
+/// Approximate encoded size of one stored message in a batch.
+fn message_bytes(m: &crate::store::StoredMessage) -> usize {
+    m.payload.len()
+        + m.packet_id.len()
+        + m.from_account.len()
+        + m.from_resource.len()
+        + m.to_account.len()
+        + m.to_resource.len()
+        + m.biz_type.len()
+        + 64
+}
+
+/// How many of the first messages fit in one batch frame (at least one).
+fn fitting(messages: &[crate::store::StoredMessage]) -> usize {
+    let mut total = 0;
+    for (i, m) in messages.iter().enumerate() {
+        total += message_bytes(m);
+        if total > MAX_BATCH_FRAME_BYTES && i > 0 {
+            return i;
+        }
+    }
+    messages.len()
+}
+
+/// DeliverBatch frames of the messages in order, each within [`MAX_BATCH_FRAME_BYTES`].
+fn batch_frames(mut messages: Vec<crate::store::StoredMessage>) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    while !messages.is_empty() {
+        let rest = messages.split_off(fitting(&messages));
+        frames.push(codec::encode(Kind::DeliverBatch(pb::DeliverBatch {
+            messages: messages
+                .into_iter()
+                .map(router::stored_to_deliver)
+                .collect(),
+        })));
+        messages = rest;
+    }
+    frames
 }

@@ -4,6 +4,7 @@
 //! frames; `connection` drives the protocol session over any such pair.
 
 pub mod connection;
+pub mod listener;
 pub mod ws;
 
 /// One inbound unit from a transport.
@@ -13,4 +14,7 @@ pub enum Inbound {
     Frame(bytes::Bytes),
     /// Something the protocol does not accept (e.g. a text message).
     Unsupported(&'static str),
+    /// A transport-level control message (a WebSocket ping): no frame, but it counts
+    /// against the frame rate like one.
+    Control,
 }

@@ -1,5 +1,12 @@
 //! WebSocket transport: `GET /ws`, subprotocol `courier.v1`, one protobuf frame per
-//! binary message. Control frames (ping/pong/close) are handled by tungstenite.
+//! binary message. Control frames (ping/pong/close) are answered by tungstenite.
+//!
+//! Bounds: unsent bytes of a socket (frames and the pongs tungstenite queues by
+//! itself) are capped at `ws_max_write_buffer_bytes`: a pong that does not fit is
+//! not queued, and a frame that does not fit fails the write, which closes the
+//! connection. Pings count against the frame rate and keep the connection alive;
+//! a peer that only pings is still closed by the login timeout or, when it stops
+//! reading, by `write_timeout_secs`.
 
 use std::sync::Arc;
 
@@ -16,6 +23,9 @@ use crate::server::AppState;
 /// Per-connection read buffer; larger frames grow it as needed.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 
+/// Bytes tungstenite gathers before writing to the socket (its default).
+pub const WRITE_BUFFER_BYTES: usize = 128 * 1024;
+
 /// Upgrades the request and runs the session.
 pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
     // Let oversize messages through to the codec (up to 2x) so the client gets an
@@ -26,6 +36,8 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -
         // tungstenite zero-fills up to this much per socket read and keeps it per
         // connection: the 128 KiB default costs CPU and memory for small frames.
         .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(state.config.ws_max_write_buffer_bytes)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
@@ -45,7 +57,7 @@ async fn serve(socket: WebSocket, state: Arc<AppState>) {
                 "text messages are not supported; send protobuf frames as binary messages",
             ))),
             Ok(Message::Close(_)) => None,
-            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => None,
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => Some(Ok(Inbound::Control)),
             Err(e) => Some(Err(e)),
         }
     });

@@ -182,7 +182,7 @@ async fn bad_pushes_get_the_envelope_and_send_nothing() {
                 json!({"toAccount": "ann", "msg": "x", "fromAccount": ""}),
             ),
             400,
-            "account",
+            "fromAccount",
         ),
         (
             "/api/push/p2p/",

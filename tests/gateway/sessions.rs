@@ -31,6 +31,7 @@ async fn second_login_of_same_resource_kicks_the_first() {
 async fn slow_consumer_is_kicked_and_resyncs_without_loss() {
     let s = TestServer::start_with(|c| {
         c.device_queue_frames = 128;
+        c.max_inflight_sends = 64;
         c.backlog_limit = 5000;
         c.backlog_batch = 200;
     })

@@ -179,6 +179,33 @@ fn open_connection(path: &Path, cache_kib: i64) -> StoreResult<Connection> {
     Ok(conn)
 }
 
+/// Creates the data dir readable by its owner only (0700): it holds app secrets.
+/// An existing directory's mode is tightened too.
+fn private_dir(dir: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let fail = |e: std::io::Error| StoreError::Database(format!("data dir {}: {e}", dir.display()));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(fail)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
+}
+
+/// Creates the database file 0600 before SQLite opens it (SQLite gives its WAL and
+/// shared-memory files the database file's mode).
+fn private_file(path: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |e: std::io::Error| StoreError::Database(format!("{}: {e}", path.display()));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)
+}
+
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > MIGRATIONS.len() {
@@ -199,9 +226,9 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 impl SqliteStore {
     /// Opens (creating if needed) `dir/courier.db`, runs migrations and starts the writer.
     pub fn open(dir: &Path, options: SqliteOptions) -> StoreResult<SqliteStore> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+        private_dir(dir)?;
         let path = dir.join("courier.db");
+        private_file(&path)?;
         let mut write_conn = open_connection(&path, WRITER_CACHE_KIB)?;
         migrate(&mut write_conn)?;
         // Checkpoints run on their own thread and connection (PASSIVE: they never block
@@ -632,6 +659,52 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT uuid FROM accounts WHERE app_id = ?1 AND account = ?2")?
                 .query_row(params![app_id as i64, name], |r| r.get(0))?;
             Ok(Some(uuid as u64))
+        })
+        .await
+    }
+
+    async fn accounts(&self, app_id: u64, accounts: Vec<String>) -> StoreResult<Vec<u64>> {
+        let names = accounts.clone();
+        let found = self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT uuid FROM accounts WHERE app_id = ?1 AND account = ?2",
+                )?;
+                let mut out = Vec::with_capacity(names.len());
+                for name in &names {
+                    out.push(
+                        stmt.query_row(params![app_id as i64, name], |r| r.get::<_, i64>(0))
+                            .optional()?
+                            .map(|u| u as u64),
+                    );
+                }
+                Ok(out)
+            })
+            .await?;
+        if found.iter().all(Option::is_some) {
+            return Ok(found.into_iter().flatten().collect());
+        }
+        self.write(move |conn| {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO accounts (app_id, account, created_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (app_id, account) DO NOTHING",
+            )?;
+            let mut select = conn
+                .prepare_cached("SELECT uuid FROM accounts WHERE app_id = ?1 AND account = ?2")?;
+            let now = now_ms() as i64;
+            let mut out = Vec::with_capacity(accounts.len());
+            for (name, known) in accounts.iter().zip(found) {
+                let uuid = match known {
+                    Some(uuid) => uuid,
+                    None => {
+                        insert.execute(params![app_id as i64, name, now])?;
+                        select.query_row(params![app_id as i64, name], |r| r.get::<_, i64>(0))?
+                            as u64
+                    }
+                };
+                out.push(uuid);
+            }
+            Ok(out)
         })
         .await
     }

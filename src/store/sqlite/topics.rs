@@ -2,6 +2,8 @@
 //! in join order, and the membership intervals that decide which topic-log entries
 //! a user reads (see `user_messages_sql`).
 
+use std::collections::HashSet;
+
 use rand::Rng;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -10,13 +12,6 @@ use crate::time::now_ms;
 
 /// `to_seq` of a membership that has not ended.
 const OPEN: i64 = i64::MAX;
-
-fn member_count(conn: &Connection, topic_id: u64) -> StoreResult<usize> {
-    let n: i64 = conn
-        .prepare_cached("SELECT count(*) FROM topic_members WHERE topic_id = ?1")?
-        .query_row([topic_id as i64], |r| r.get(0))?;
-    Ok(n as usize)
-}
 
 fn bump(conn: &Connection, topic_id: u64) -> StoreResult<()> {
     conn.prepare_cached("UPDATE topics SET version = version + 1 WHERE topic_id = ?1")?
@@ -33,20 +28,14 @@ pub(super) fn add_members(
     limit: usize,
     boundary: u64,
 ) -> StoreResult<Vec<u64>> {
-    let mut is_member =
-        conn.prepare_cached("SELECT 1 FROM topic_members WHERE topic_id = ?1 AND uuid = ?2")?;
-    let mut new = Vec::new();
-    for &uuid in uuids {
-        if !new.contains(&uuid)
-            && is_member
-                .query_row(params![topic_id as i64, uuid as i64], |_| Ok(()))
-                .optional()?
-                .is_none()
-        {
-            new.push(uuid);
-        }
-    }
-    let count = member_count(conn, topic_id)?;
+    // One read of the current members, then linear work in the names given.
+    let mut seen: HashSet<u64> = conn
+        .prepare_cached("SELECT uuid FROM topic_members WHERE topic_id = ?1")?
+        .query_map([topic_id as i64], |r| r.get::<_, i64>(0))?
+        .map(|r| r.map(|u| u as u64))
+        .collect::<Result<_, _>>()?;
+    let count = seen.len();
+    let new: Vec<u64> = uuids.iter().copied().filter(|u| seen.insert(*u)).collect();
     if count + new.len() > limit {
         return Err(StoreError::Invalid(format!(
             "topic member limit is {limit}: it has {count} members, {} more would exceed it",

@@ -1,0 +1,245 @@
+//! The HTTP listener: accepts TCP connections under a connection limit and serves
+//! each one as HTTP/1.1 (with WebSocket upgrades) with read timeouts.
+//!
+//! What it bounds (see `docs/security.md`):
+//! - open connections: at most `max_connections`, HTTP and WebSocket together. The
+//!   slot is held by the socket itself, so an upgraded WebSocket keeps it until it
+//!   closes. One more is answered `503` in the JSON envelope and closed;
+//! - request headers must arrive within `http_header_timeout_secs`; hyper starts that
+//!   clock whenever a connection waits for a request, so it is also the idle limit of
+//!   a kept-alive connection;
+//! - at most `http_max_headers` header fields (hyper answers more with a bare `431`).
+//!
+//! Bodies are bounded by the handlers (`api::read_body`), which read them only
+//! after checking credentials from headers.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::logging::LogLimiter;
+
+/// The answer to a connection over the limit.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+connection: close\r\n\
+retry-after: 1\r\n\
+content-length: 77\r\n\r\n\
+{\"code\":503,\"message\":\"too many connections; try again later\",\"data\":null}\n";
+
+/// Refused connections being answered at once; more are closed without an answer.
+const REFUSALS_IN_FLIGHT: usize = 64;
+
+/// How long a refused connection is given to take its answer.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// A socket holding one connection slot until it is dropped.
+struct Counted {
+    tcp: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Open connections, for `/healthz` and tests.
+#[derive(Debug)]
+pub struct ConnectionSlots {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnectionSlots {
+    pub fn new(max: usize) -> Self {
+        ConnectionSlots {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.max - self.slots.available_permits()
+    }
+}
+
+/// Serves `app` on `listener` until `stop` fires, then lets open HTTP requests finish
+/// (up to `grace`). Upgraded WebSockets are not waited for here: they stop on the
+/// same token and are tracked by the server.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    config: &Config,
+    slots: &ConnectionSlots,
+    stop: CancellationToken,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(config.http_header_timeout_secs))
+        .max_headers(config.http_max_headers)
+        .keep_alive(true);
+    let open = TaskTracker::new();
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
+    static ACCEPT_FAILED: LogLimiter = LogLimiter::new();
+    static FULL: LogLimiter = LogLimiter::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors, most likely: back off instead of spinning.
+                if let Some(skipped) = ACCEPT_FAILED.allow() {
+                    tracing::warn!(error = %e, skipped, "accept failed; backing off");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let Ok(slot) = slots.slots.clone().try_acquire_owned() else {
+            if let Some(skipped) = FULL.allow() {
+                tracing::warn!(
+                    %peer,
+                    max_connections = slots.max,
+                    skipped,
+                    "connection refused: max_connections reached"
+                );
+            }
+            refuse(tcp, &refusals);
+            continue;
+        };
+        let io = TokioIo::new(Counted { tcp, _slot: slot });
+        let service = TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(io, service).with_upgrades();
+        let stop = stop.clone();
+        open.spawn(async move {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stop.cancelled() => {
+                    // Finish the request in progress, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    open.close();
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    if tokio::time::timeout(grace, open.wait()).await.is_err() {
+        tracing::warn!("shutdown: HTTP requests still open after the grace period");
+    }
+}
+
+/// Answers a connection over the limit with a 503 and closes it. At most
+/// [`REFUSALS_IN_FLIGHT`] are answered at once, each for at most [`REFUSAL_LINGER`];
+/// beyond that the socket is closed at once, so refusing costs bounded resources.
+fn refuse(tcp: TcpStream, refusals: &Arc<Semaphore>) {
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut tcp = tcp;
+        let answer = async {
+            tcp.write_all(REFUSAL).await?;
+            tcp.shutdown().await?;
+            // Read what the client sent, so closing sends FIN rather than RST and
+            // the client reads the answer.
+            let mut sink = [0u8; 1024];
+            while tcp.read(&mut sink).await? > 0 {}
+            Ok::<_, io::Error>(())
+        };
+        let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
+    });
+}
+
+/// Raises the soft open-files limit to the hard limit, logs both, and warns when
+/// `max_connections` does not fit in it.
+pub fn raise_open_files_limit(max_connections: usize) {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, hard)) => {
+            let raised = if soft < hard {
+                rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).map(|_| hard)
+            } else {
+                Ok(soft)
+            };
+            let now = match raised {
+                Ok(now) => {
+                    tracing::info!(soft_was = soft, soft = now, hard, "open files limit");
+                    now
+                }
+                Err(e) => {
+                    tracing::warn!(soft, hard, error = %e, "cannot raise open files limit");
+                    soft
+                }
+            };
+            // The store, listeners and logs need some descriptors of their own.
+            if (max_connections as u64).saturating_add(100) > now {
+                tracing::warn!(
+                    max_connections,
+                    open_files_limit = now,
+                    "max_connections does not fit in the open files limit; accept will fail before the limit is reached"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
+    }
+}
