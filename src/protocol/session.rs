@@ -333,7 +333,11 @@ impl Session {
         if self.frames_in_window <= max {
             return None;
         }
-        Some(self.frames_in_window == max + 1)
+        let first = self.frames_in_window == max + 1;
+        if first {
+            crate::log_limited!(info, max, "frames dropped: max_frames_per_sec reached");
+        }
+        Some(first)
     }
 }
 

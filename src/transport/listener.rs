@@ -175,8 +175,12 @@ pub async fn serve(
                     conn.await
                 }
             };
-            if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            match ended {
+                Err(e) if e.is_timeout() => {
+                    crate::log_limited!(info, %peer, "http connection closed: headers not received within http_header_timeout_secs");
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "http connection ended with an error"),
+                Ok(()) => {}
             }
         });
     }

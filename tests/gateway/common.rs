@@ -1,7 +1,9 @@
 //! Test harness: start a server in a temp dir, get tokens, connect clients, and wait
 //! for events (with a generous safety timeout so a bug fails instead of hanging).
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use courier::client::{fetch_token, Client, Event};
@@ -250,4 +252,104 @@ impl TestServer {
         let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
         (status, json)
     }
+}
+
+/// The real `courier` binary on a free port, for tests that measure the server
+/// process itself (RSS) or kill it.
+pub struct Binary {
+    child: Child,
+    pub http: String,
+}
+
+impl Binary {
+    /// Starts `courier serve` with `args` on a free port and waits for its
+    /// "listening" line.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start courier");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let http = loop {
+            let line = lines.next().expect("courier exited early").unwrap();
+            if let Some(url) = line.strip_prefix("courier listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Binary { child, http }
+    }
+
+    pub fn ws(&self) -> String {
+        format!("{}/ws", self.http.replacen("http://", "ws://", 1))
+    }
+
+    /// `host:port` of the listener.
+    pub fn addr(&self) -> String {
+        self.http.trim_start_matches("http://").to_owned()
+    }
+
+    /// The server process's resident memory, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends raw bytes on a new connection and reads until the server closes it (or
+/// [`WAIT`] passes, which fails the test). Returns what the server sent.
+pub async fn raw_exchange(addr: &str, request: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("server did not close the connection");
+    out
+}
+
+/// Status code and JSON body of a raw HTTP/1.1 answer.
+pub fn parse_http(answer: &[u8]) -> (u16, serde_json::Value) {
+    let text = String::from_utf8_lossy(answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json = serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::Null);
+    (status, json)
 }

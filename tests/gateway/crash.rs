@@ -1,9 +1,7 @@
 //! Crash safety with the real binary: every acknowledged message survives `kill -9`
 //! and is delivered exactly once, in sequence order, after the restart.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use bytes::Bytes;
 use courier::client::{fetch_token, Client, Event};
@@ -11,59 +9,6 @@ use courier::pb::{self, frame::Kind};
 use serde_json::Value;
 
 use crate::common::*;
-
-struct Gateway {
-    child: Child,
-    http: String,
-}
-
-impl Gateway {
-    /// Starts `courier serve` on a free port and waits for its "listening" line.
-    fn start(data_dir: &Path) -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--backlog-limit",
-                "10000",
-            ])
-            .args(["--backlog-batch", "500", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start courier");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let http = loop {
-            let line = lines.next().expect("courier exited early").unwrap();
-            if let Some(url) = line.strip_prefix("courier listening on ") {
-                break url.trim().to_owned();
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Gateway { child, http }
-    }
-
-    fn ws(&self) -> String {
-        format!("{}/ws", self.http.replacen("http://", "ws://", 1))
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn acknowledged_messages_survive_kill_9() {
@@ -81,7 +26,10 @@ async fn acknowledged_messages_survive_kill_9() {
         app["appSecret"].as_str().unwrap().to_owned(),
     );
 
-    let gw = Gateway::start(dir.path());
+    let gw = Binary::start(
+        dir.path(),
+        &["--backlog-limit", "10000", "--backlog-batch", "500"],
+    );
     let token = fetch_token(&gw.http, app_id, &key, &secret, "alice")
         .await
         .unwrap()
@@ -116,7 +64,10 @@ async fn acknowledged_messages_survive_kill_9() {
         }
     }
 
-    let gw = Gateway::start(dir.path());
+    let gw = Binary::start(
+        dir.path(),
+        &["--backlog-limit", "10000", "--backlog-batch", "500"],
+    );
     let token = fetch_token(&gw.http, app_id, &key, &secret, "bob")
         .await
         .unwrap()

@@ -1,6 +1,7 @@
 //! Black-box tests: a real server on 127.0.0.1:0 driven over real sockets with the
 //! Rust client. One test binary (modules below) keeps CI link time down.
 
+mod abuse;
 mod bad_input;
 mod common;
 mod crash;
