@@ -534,6 +534,32 @@ mod tests {
     }
 
     #[test]
+    fn out_of_range_settings_are_refused() {
+        for c in [
+            Config {
+                token_ttl_secs: u64::MAX,
+                ..Config::default()
+            },
+            Config {
+                idle_timeout_secs: 0,
+                ..Config::default()
+            },
+            Config {
+                max_inflight_sends: 4096,
+                ..Config::default()
+            },
+            Config {
+                ws_max_write_buffer_bytes: 4096,
+                ..Config::default()
+            },
+        ] {
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.starts_with("invalid setting"), "{err}");
+        }
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
     fn example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("courier.example.toml");
         let c = Config::from_file(&path).unwrap();
