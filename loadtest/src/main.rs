@@ -9,6 +9,10 @@
 //!   messages, optionally paced to a target rate; reports acked msgs/s, end-to-end
 //!   latency percentiles (sender's send time → receiver's delivery) and server RSS.
 //! - `connections`: N logged-in idle connections; reports server RSS per connection.
+//! - `abuse`: the attacks of docs/security.md, phase by phase, with the server's RSS
+//!   and a bystander's send latency during each (see `abuse.rs`).
+
+mod abuse;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -106,6 +110,19 @@ enum Mode {
     Connections {
         #[arg(long, default_value_t = 5000)]
         count: usize,
+    },
+    /// Attack phases (ping flood, slowloris, stalled uploads, oversized calls, a
+    /// non-reading device) with server RSS and a bystander's latency during each.
+    Abuse {
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// Attacking sockets per phase (where it applies).
+        #[arg(long, default_value_t = 200)]
+        attackers: usize,
+        /// Also print the results as one JSON line.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -281,6 +298,11 @@ fn main() -> anyhow::Result<()> {
                 payload,
             } => backlog(&gw, users, per_user, payload).await,
             Mode::Connections { count } => connections(&gw, count).await,
+            Mode::Abuse {
+                secs,
+                attackers,
+                json,
+            } => abuse::run(&gw, secs, attackers, json).await,
         }
     })
 }

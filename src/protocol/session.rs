@@ -291,6 +291,16 @@ impl Session {
         self.state = State::Closed;
     }
 
+    /// While the frame rate limit is exceeded: when the current window ends. The
+    /// transport stops reading until then, so a flood costs the server no more than
+    /// `max_frames_per_sec` frames per second; what the peer sends meanwhile waits
+    /// in TCP and is read in the next window.
+    pub fn read_paused_until_ms(&self, now_ms: u64) -> Option<u64> {
+        let max = self.config.max_frames_per_sec;
+        let window_end = self.window_start_ms.saturating_add(1000);
+        (max > 0 && self.frames_in_window > max && now_ms < window_end).then_some(window_end)
+    }
+
     /// When the transport should next call [`Session::check_timeout`].
     pub fn next_deadline_ms(&self) -> u64 {
         match self.state {

@@ -6,7 +6,8 @@
 //! The task ends on peer close, logout, a timeout, a kick (replaced, slow consumer) or
 //! server shutdown, and always unregisters the device from the hub.
 //!
-//! Bounds: at most `max_inflight_sends` Sends of a connection wait for their
+//! Bounds: a connection over its frame rate is not read until the rate window ends
+//! (the session says until when). At most `max_inflight_sends` Sends of a connection wait for their
 //! ServerAck; at that point the connection reads nothing more from its peer (TCP
 //! pushes back) until one is answered, while it keeps writing its queue. A write
 //! blocked longer than `write_timeout_secs` on a peer that does not read closes the
@@ -120,6 +121,8 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         loop {
             let logged_in = self.device.is_some();
             let may_read = inflight.available_permits() > 0;
+            // Over the frame rate: read nothing more until the window ends.
+            let paused = self.session.read_paused_until_ms(now_ms());
             // Unbiased: a device flooded with deliveries still gets its own frames
             // (acks, pings, sends) read.
             tokio::select! {
@@ -138,7 +141,8 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                 }
                 // Every in-flight slot is taken: read on once one is given back.
                 _ = inflight.acquire(), if !may_read => {}
-                item = self.stream.next(), if may_read => {
+                _ = tokio::time::sleep_until(deadline_instant(paused.unwrap_or(0))), if paused.is_some() => {}
+                item = self.stream.next(), if may_read && paused.is_none() => {
                     let flow = match item {
                         None => Flow::Close,
                         Some(Err(e)) => {
