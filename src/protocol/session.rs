@@ -570,6 +570,7 @@ mod tests {
             s.on_frame(&frame(send()), 2),
             SessionEvent::Send(_)
         ));
+        assert_eq!(s.read_paused_until_ms(2), None);
         // Refused Sends each get an error with their packet id.
         for now in [3, 4] {
             match decode_reply(&s.on_frame(&frame(send()), now)) {
@@ -579,6 +580,9 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+        // Over the limit the transport stops reading until the window ends.
+        assert_eq!(s.read_paused_until_ms(4), Some(1000));
+        assert_eq!(s.read_paused_until_ms(1000), None);
         // Other frames beyond the first refused one are dropped silently.
         let ping = frame(Kind::Ping(pb::Ping { nonce: 1 }));
         assert_eq!(s.on_frame(&ping, 5), SessionEvent::None);
