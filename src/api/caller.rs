@@ -65,6 +65,8 @@ pub async fn authenticate(
     };
     check_secret(&app, key, secret)?;
     let account = crate::names::name("appAccount", account)?;
+    // Header mode may name a new account on every call: it draws on the app's quota.
+    state.quotas.charge(app.app_id, None, 1, now_ms())?;
     let uuid = state
         .directory
         .uuid(app_id, account)
