@@ -134,11 +134,7 @@ impl Session {
                     ))
                 }
                 // Other frames: the first refused one of a window is answered.
-                _ if first_in_window => SessionEvent::Reply(codec::error_frame(
-                    codes::RATE_LIMITED,
-                    format!("more than {max} frames per second; frames dropped"),
-                    "",
-                )),
+                _ if first_in_window => self.frames_dropped(),
                 _ => SessionEvent::None,
             };
         }
@@ -244,14 +240,7 @@ impl Session {
         self.last_rx_ms = now_ms;
         match self.rate_limited(now_ms) {
             Some(false) => SessionEvent::None,
-            Some(true) => SessionEvent::Reply(codec::error_frame(
-                codes::RATE_LIMITED,
-                format!(
-                    "more than {} frames per second; frames dropped",
-                    self.config.max_frames_per_sec
-                ),
-                "",
-            )),
+            Some(true) => self.frames_dropped(),
             None => SessionEvent::Reply(codec::error_frame(codes::BAD_REQUEST, why, "")),
         }
     }
@@ -264,16 +253,21 @@ impl Session {
         }
         self.last_rx_ms = now_ms;
         match self.rate_limited(now_ms) {
-            Some(true) => SessionEvent::Reply(codec::error_frame(
-                codes::RATE_LIMITED,
-                format!(
-                    "more than {} frames per second; frames dropped",
-                    self.config.max_frames_per_sec
-                ),
-                "",
-            )),
+            Some(true) => self.frames_dropped(),
             _ => SessionEvent::None,
         }
+    }
+
+    /// The answer to the first frame of a window dropped by the rate limit.
+    fn frames_dropped(&self) -> SessionEvent {
+        SessionEvent::Reply(codec::error_frame(
+            codes::RATE_LIMITED,
+            format!(
+                "more than {} frames per second; frames dropped",
+                self.config.max_frames_per_sec
+            ),
+            "",
+        ))
     }
 
     /// The token was valid: the session is now active.
