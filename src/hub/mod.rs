@@ -78,11 +78,13 @@ impl QueueBytes {
 
     /// Reserves `n` bytes; false if that would pass the budget.
     fn reserve(&self, n: usize) -> bool {
-        self.queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                q.checked_add(n).filter(|&t| t <= self.budget)
-            })
-            .is_ok()
+        // One atomic add on the fan-out path; undone in the rare refusal.
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) > self.budget {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// Gives back `n` bytes taken off the queue.

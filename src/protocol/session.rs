@@ -285,6 +285,13 @@ impl Session {
         self.state = State::Closed;
     }
 
+    /// Whether more frames than the rate allows were counted in the current window
+    /// (a cheap test before [`Session::read_paused_until_ms`]).
+    pub fn over_rate_limit(&self) -> bool {
+        let max = self.config.max_frames_per_sec;
+        max > 0 && self.frames_in_window > max
+    }
+
     /// While the frame rate limit is exceeded: when the current window ends. The
     /// transport stops reading until then, so a flood costs the server no more than
     /// `max_frames_per_sec` frames per second; what the peer sends meanwhile waits

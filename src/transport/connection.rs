@@ -116,13 +116,24 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         let kill = self.kill.clone();
         let timer = tokio::time::sleep_until(deadline_instant(self.session.next_deadline_ms()));
         tokio::pin!(timer);
+        // Armed only while the frame rate is exceeded (rare): kept across iterations
+        // so the hot loop does not build a timer each time round.
+        let resume = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(resume);
         let mut burst: Vec<Outbound> = Vec::with_capacity(QUEUE_BURST);
         let inflight = self.inflight.clone();
         loop {
             let logged_in = self.device.is_some();
             let may_read = inflight.available_permits() > 0;
             // Over the frame rate: read nothing more until the window ends.
-            let paused = self.session.read_paused_until_ms(now_ms());
+            let paused = self.session.over_rate_limit()
+                && match self.session.read_paused_until_ms(now_ms()) {
+                    Some(until) => {
+                        resume.as_mut().reset(deadline_instant(until));
+                        true
+                    }
+                    None => false,
+                };
             // Unbiased: a device flooded with deliveries still gets its own frames
             // (acks, pings, sends) read.
             tokio::select! {
@@ -141,8 +152,8 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                 }
                 // Every in-flight slot is taken: read on once one is given back.
                 _ = inflight.acquire(), if !may_read => {}
-                _ = tokio::time::sleep_until(deadline_instant(paused.unwrap_or(0))), if paused.is_some() => {}
-                item = self.stream.next(), if may_read && paused.is_none() => {
+                _ = &mut resume, if paused => {}
+                item = self.stream.next(), if may_read && !paused => {
                     let flow = match item {
                         None => Flow::Close,
                         Some(Err(e)) => {
