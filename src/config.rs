@@ -81,6 +81,8 @@ pub struct Config {
     pub http_body_timeout_secs: u64,
     /// Most header fields in one request.
     pub http_max_headers: usize,
+    /// Largest request head (request line and headers), bytes.
+    pub http_max_header_bytes: usize,
     /// Largest body of `POST /api/account/token`, bytes.
     pub body_limit_token_bytes: usize,
     /// Largest body of a topic call, bytes.
@@ -105,8 +107,11 @@ pub struct Config {
     pub max_bulletin_bytes: usize,
     /// Most account names (or topic ids) in one REST call.
     pub max_names_per_call: usize,
-    /// State-changing topic calls per second of one account (burst: twice this).
+    /// State-changing calls per second of one account (burst: twice this).
     pub rest_rate_per_account: u32,
+    /// Accounts one account may name per second in state-changing calls (burst:
+    /// twice this).
+    pub rest_names_per_account: u32,
     /// Units of state-changing REST work per second of one app (a call costs one
     /// unit per account or topic it names, at least one; burst: twice this).
     pub rest_rate_per_app: u32,
@@ -142,6 +147,7 @@ impl Default for Config {
             http_header_timeout_secs: 10,
             http_body_timeout_secs: 10,
             http_max_headers: 64,
+            http_max_header_bytes: 64 * 1024,
             body_limit_token_bytes: 4 * 1024,
             body_limit_topic_bytes: 128 * 1024,
             body_limit_push_bytes: 128 * 1024,
@@ -154,6 +160,7 @@ impl Default for Config {
             max_bulletin_bytes: 4096,
             max_names_per_call: 500,
             rest_rate_per_account: 10,
+            rest_names_per_account: 1000,
             rest_rate_per_app: 5000,
             topic_cache: 100_000,
             account_cache: 1_000_000,
@@ -273,6 +280,18 @@ impl Config {
             1_000_000,
         )?;
         within("rest_rate_per_app", self.rest_rate_per_app, 0, 100_000_000)?;
+        within(
+            "rest_names_per_account",
+            self.rest_names_per_account,
+            0,
+            100_000_000,
+        )?;
+        within(
+            "http_max_header_bytes",
+            self.http_max_header_bytes,
+            8192,
+            16 * MIB,
+        )?;
         within("topic_cache", self.topic_cache, 16, 100_000_000)?;
         within("account_cache", self.account_cache, 16, 100_000_000)?;
         if self.max_payload_bytes + 1024 > self.max_frame_bytes {
@@ -292,8 +311,14 @@ impl Config {
             );
         }
         // One connection's sends in flight must fit its own queue (their acks) and a
-        // reader's queue (their deliveries) twice over: a client within its limits
-        // is never kicked as a slow consumer while it reads.
+        // reader's queue (one burst of their deliveries) twice over: a client within
+        // its limits is never kicked by its own traffic while it reads.
+        // A call naming the most names allowed must fit in a full bucket.
+        let names = self.max_names_per_call as u64;
+        let fits = |rate: u32| rate == 0 || 2 * rate as u64 >= names;
+        if !fits(self.rest_rate_per_app) || !fits(self.rest_names_per_account) {
+            return bad("2 * rest_rate_per_app and 2 * rest_names_per_account must be >= max_names_per_call (or 0)");
+        }
         if self.max_inflight_sends * 2 > self.device_queue_frames {
             return bad("max_inflight_sends must be at most device_queue_frames / 2");
         }
@@ -429,9 +454,15 @@ pub struct ServeArgs {
     /// Most accounts or topic ids named in one REST call [default: 500].
     #[arg(long, env = "COURIER_MAX_NAMES_PER_CALL")]
     pub max_names_per_call: Option<usize>,
-    /// State-changing topic calls per second per account, 0 = unlimited [default: 10].
+    /// State-changing calls per second per account, 0 = unlimited [default: 10].
     #[arg(long, env = "COURIER_REST_RATE_PER_ACCOUNT")]
     pub rest_rate_per_account: Option<u32>,
+    /// Accounts named per second per account, 0 = unlimited [default: 1000].
+    #[arg(long, env = "COURIER_REST_NAMES_PER_ACCOUNT")]
+    pub rest_names_per_account: Option<u32>,
+    /// Largest request head in bytes [default: 65536].
+    #[arg(long, env = "COURIER_HTTP_MAX_HEADER_BYTES")]
+    pub http_max_header_bytes: Option<usize>,
     /// REST work units per second per app, 0 = unlimited [default: 5000].
     #[arg(long, env = "COURIER_REST_RATE_PER_APP")]
     pub rest_rate_per_app: Option<u32>,
@@ -491,6 +522,8 @@ impl ServeArgs {
             max_bulletin_bytes,
             max_names_per_call,
             rest_rate_per_account,
+            rest_names_per_account,
+            http_max_header_bytes,
             rest_rate_per_app,
             topic_cache,
             account_cache,

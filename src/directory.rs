@@ -15,8 +15,10 @@
 //! At most `topic_cache` topics are kept; the least recently used is evicted. A
 //! sender loads its topic before submitting and hands the snapshot to the router with
 //! the send (`Submission::topic`), so an eviction in between cannot make the router
-//! refuse it; a change to the topic re-installs it, and the router takes the newer of
-//! the two, so it never falls back to a snapshot older than one it could see.
+//! refuse it. What makes eviction safe is a second, never-evicted map of the newest
+//! version ever read of each topic (8 bytes a topic, bounded by the topics in the
+//! store): no snapshot older than it is installed or used ([`Directory::current_topic`]),
+//! so a membership change is never undone by an eviction.
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
@@ -53,6 +55,20 @@ pub struct Directory {
     accounts: DashMap<(u64, String), u64>,
     max_accounts: usize,
     topics: Mutex<LruCache<u64, Arc<TopicView>>>,
+    /// Newest version ever read of each topic.
+    versions: DashMap<u64, u64>,
+}
+
+/// What the router may use for a topic message.
+#[derive(Debug)]
+pub enum TopicLookup {
+    /// The newest snapshot known.
+    Current(Arc<TopicView>),
+    /// Neither the cache nor the sender holds the topic.
+    Unknown,
+    /// The sender's snapshot is older than a change already seen, and the cache
+    /// evicted the newer one: the send must be retried.
+    Stale,
 }
 
 impl Directory {
@@ -66,7 +82,32 @@ impl Directory {
             topics: Mutex::new(LruCache::new(
                 NonZeroUsize::new(max_topics).unwrap_or(NonZeroUsize::MIN),
             )),
+            versions: DashMap::new(),
         }
+    }
+
+    fn floor(&self, topic_id: u64) -> u64 {
+        self.versions.get(&topic_id).map_or(0, |v| *v)
+    }
+
+    /// The snapshot the router must check a topic message against: the cache's or the
+    /// sender's (`hint`), whichever is newer, and never one older than a version
+    /// already read.
+    pub fn current_topic(&self, topic_id: u64, hint: Option<&Arc<TopicView>>) -> TopicLookup {
+        let cached = self.cached_topic(topic_id);
+        let newest = match (cached, hint) {
+            (Some(c), Some(h)) if h.topic.version > c.topic.version => h.clone(),
+            (Some(c), _) => c,
+            (None, Some(h)) => h.clone(),
+            (None, None) => return TopicLookup::Unknown,
+        };
+        if newest.topic.topic_id != topic_id {
+            return TopicLookup::Unknown;
+        }
+        if newest.topic.version < self.floor(topic_id) {
+            return TopicLookup::Stale;
+        }
+        TopicLookup::Current(newest)
     }
 
     /// The cached topic, without touching the store.
@@ -83,17 +124,30 @@ impl Directory {
     }
 
     /// Re-reads the topic after a change and installs it unless a newer one is there.
+    /// A read that comes back older than a version already seen (a concurrent
+    /// refresh read later, and its result was evicted since) is read again.
     pub async fn refresh_topic(&self, topic_id: u64) -> StoreResult<Option<Arc<TopicView>>> {
-        let Some(topic) = self.store.topic(topic_id).await? else {
-            return Ok(None);
-        };
-        let fresh = Arc::new(TopicView::new(topic));
-        let mut topics = self.topics.lock();
-        let entry = topics.get_or_insert_mut(topic_id, || fresh.clone());
-        if entry.topic.version < fresh.topic.version {
-            *entry = fresh;
+        loop {
+            let Some(topic) = self.store.topic(topic_id).await? else {
+                return Ok(None);
+            };
+            let fresh = Arc::new(TopicView::new(topic));
+            let floor = {
+                let mut v = self.versions.entry(topic_id).or_insert(0);
+                *v = (*v).max(fresh.topic.version);
+                *v
+            };
+            let mut topics = self.topics.lock();
+            let entry = topics.get_or_insert_mut(topic_id, || fresh.clone());
+            if entry.topic.version < fresh.topic.version {
+                *entry = fresh;
+            }
+            if entry.topic.version >= floor {
+                return Ok(Some(entry.clone()));
+            }
+            // The cache holds something older than a version seen: drop it, read again.
+            topics.pop(&topic_id);
         }
-        Ok(Some(entry.clone()))
     }
 
     /// The app with this id, from cache or store.
@@ -106,6 +160,11 @@ impl Directory {
             self.apps.insert(app_id, app.clone());
         }
         Ok(app)
+    }
+
+    /// The uuid of (app, account) if the cache holds it.
+    pub fn cached_uuid(&self, app_id: u64, account: &str) -> Option<u64> {
+        self.accounts.get(&(app_id, account.to_owned())).map(|u| *u)
     }
 
     /// The uuid of (app, account), created on first use.
@@ -144,6 +203,13 @@ impl Directory {
         }
         let wanted: Vec<String> = missing.iter().map(|&i| keys[i].clone()).collect();
         let found = self.store.accounts(app_id, wanted).await?;
+        if found.len() != missing.len() {
+            return Err(crate::store::StoreError::Database(format!(
+                "asked for {} accounts, got {}",
+                missing.len(),
+                found.len()
+            )));
+        }
         for (&i, uuid) in missing.iter().zip(found) {
             out[i] = uuid;
             self.remember(app_id, std::mem::take(&mut keys[i]), uuid);
@@ -156,5 +222,65 @@ impl Directory {
             self.accounts.clear();
         }
         self.accounts.insert((app_id, account), uuid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Member;
+
+    fn view(version: u64, members: &[u64]) -> Arc<TopicView> {
+        Arc::new(TopicView::new(Topic {
+            topic_id: 7,
+            app_id: 1,
+            owner_uuid: members[0],
+            owner_account: String::new(),
+            name: String::new(),
+            bulletin: String::new(),
+            dismissed: false,
+            version,
+            members: members
+                .iter()
+                .map(|&uuid| Member {
+                    uuid,
+                    account: String::new(),
+                })
+                .collect(),
+        }))
+    }
+
+    fn directory(max_topics: usize) -> Directory {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(
+            dir.path(),
+            crate::store::sqlite::SqliteOptions {
+                readers: 1,
+                write_queue: 8,
+                max_ops_per_commit: 8,
+            },
+        )
+        .unwrap();
+        Directory::new(Arc::new(store), 16, max_topics)
+    }
+
+    #[tokio::test]
+    async fn an_evicted_change_is_never_undone_by_an_older_snapshot() {
+        let d = directory(1);
+        // Version 6 (member 2 kicked) was read, then evicted by another topic.
+        d.versions.insert(7, 6);
+        d.topics.lock().put(7, view(6, &[1]));
+        d.topics.lock().put(8, view(1, &[1]));
+        assert!(d.cached_topic(7).is_none());
+        // A sender still holding version 5 (member 2 in it) is not believed.
+        let old = view(5, &[1, 2]);
+        assert!(matches!(d.current_topic(7, Some(&old)), TopicLookup::Stale));
+        // A snapshot as new as the newest read is used.
+        let current = view(6, &[1]);
+        match d.current_topic(7, Some(&current)) {
+            TopicLookup::Current(v) => assert!(!v.is_member(2)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(d.current_topic(9, None), TopicLookup::Unknown));
     }
 }

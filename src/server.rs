@@ -139,7 +139,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
         slots: ConnectionSlots::new(config.max_connections),
-        quotas: Quotas::new(config.rest_rate_per_account, config.rest_rate_per_app),
+        quotas: Quotas::new(
+            config.rest_rate_per_account,
+            config.rest_names_per_account,
+            config.rest_rate_per_app,
+        ),
         next_conn_id: AtomicU64::new(1),
     });
 

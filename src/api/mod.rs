@@ -141,8 +141,7 @@ pub async fn envelope_errors(response: Response) -> Response {
     let message = if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()
     } else {
-        let short: String = text.chars().take(200).collect();
-        short
+        short(text)
     };
     let body = json!({"code": status.as_u16(), "message": message, "data": null});
     (status, Json(body)).into_response()
@@ -173,7 +172,9 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         ));
     }
     serde_json::from_slice(body).or_else(|e| {
-        let invalid = || ApiError::bad_request(format!("invalid JSON body: {e}"));
+        // serde's message can quote the input (`invalid type: string "…"`): cut it.
+        let invalid =
+            || ApiError::bad_request(format!("invalid JSON body: {}", short(&e.to_string())));
         let text = std::str::from_utf8(body).map_err(|_| invalid())?;
         if !text.contains('，') {
             return Err(invalid());
@@ -181,6 +182,20 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         serde_json::from_str(&fullwidth_commas_outside_strings(text)).map_err(|_| invalid())
     })
 }
+
+/// At most [`MESSAGE_CHARS`] characters of a message built from peer input.
+fn short(message: &str) -> String {
+    let mut chars = message.chars();
+    let head: String = chars.by_ref().take(MESSAGE_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+/// Longest error message text taken from a parser or the HTTP framework.
+const MESSAGE_CHARS: usize = 160;
 
 fn fullwidth_commas_outside_strings(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -209,10 +224,12 @@ pub fn de_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
     match Id::deserialize(d)? {
         Id::Num(n) => Ok(n),
-        Id::Str(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| serde::de::Error::custom(format!("expected a numeric id, got {s:?}"))),
+        Id::Str(s) => s.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "expected a numeric id, got {}",
+                crate::names::quote(&s)
+            ))
+        }),
     }
 }
 

@@ -250,10 +250,26 @@ pub async fn p2p_more(
     if to.is_empty() {
         return Err(ApiError::bad_request("toAccounts is empty"));
     }
-    let mut targets = Vec::with_capacity(to.len());
-    for account in &to {
-        targets.push(p2p_target(&state, push.app.app_id, account).await?);
-    }
+    // Every name checked first, then one store call for the accounts not cached.
+    let names = to
+        .iter()
+        .map(|raw| names::name("toAccount", raw).map(str::to_owned))
+        .collect::<Result<Vec<_>, _>>()?;
+    let uuids = state
+        .directory
+        .uuids(push.app.app_id, names.clone())
+        .await
+        .map_err(ApiError::internal)?;
+    let targets = names
+        .into_iter()
+        .zip(uuids)
+        .map(|(to_account, to_uuid)| Target {
+            to_uuid,
+            to_account,
+            topic_id: 0,
+            topic: None,
+        })
+        .collect();
     let ids = send_all(&state, &push, targets).await?;
     Ok(success(json!({"packetIds": ids})))
 }

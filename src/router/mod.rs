@@ -25,7 +25,7 @@ use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::directory::{Directory, TopicView};
+use crate::directory::{Directory, TopicLookup, TopicView};
 use crate::hub::{Audience, DeviceHandle, Hub, Outbound};
 use crate::pb::{self, frame::Kind};
 use crate::protocol::{codec, codes};
@@ -402,14 +402,21 @@ impl CommitLoop {
 
     /// The topic of a topic message, if the sender may send there.
     fn check_topic(&self, sub: &Submission) -> Result<Arc<TopicView>, (u32, String)> {
-        let cached = self.directory.cached_topic(sub.topic_id);
-        let view = match (cached, &sub.topic) {
-            (Some(c), Some(h)) if h.topic.version > c.topic.version => Some(h.clone()),
-            (Some(c), _) => Some(c),
-            (None, h) => h.clone(),
-        }
-        .filter(|v| v.topic.topic_id == sub.topic_id)
-        .ok_or_else(|| (codes::NOT_FOUND, format!("unknown topic {}", sub.topic_id)))?;
+        let view = match self
+            .directory
+            .current_topic(sub.topic_id, sub.topic.as_ref())
+        {
+            TopicLookup::Current(view) => view,
+            TopicLookup::Unknown => {
+                return Err((codes::NOT_FOUND, format!("unknown topic {}", sub.topic_id)))
+            }
+            TopicLookup::Stale => {
+                return Err((
+                    codes::UNAVAILABLE,
+                    format!("topic {} changed while sending; retry", sub.topic_id),
+                ))
+            }
+        };
         if view.topic.app_id != sub.app_id {
             return Err((codes::NOT_FOUND, format!("unknown topic {}", sub.topic_id)));
         }

@@ -8,11 +8,16 @@
 //! - request headers must arrive within `http_header_timeout_secs`; hyper starts that
 //!   clock whenever a connection waits for a request, so it is also the idle limit of
 //!   a kept-alive connection;
-//! - at most `http_max_headers` header fields (hyper answers more with a bare `431`).
+//! - at most `http_max_headers` header fields and `http_max_header_bytes` of request
+//!   head (hyper answers more with a bare `431`; a malformed request gets a bare `400`);
+//! - a write to a peer that does not read fails after `write_timeout_secs` without
+//!   progress, which closes the connection (pipelined requests whose answers are never
+//!   read cannot hold a slot).
 //!
 //! Bodies are bounded by the handlers (`api::read_body`), which read them only
 //! after checking credentials from headers.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,13 +35,19 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::logging::LogLimiter;
 
-/// The answer to a connection over the limit.
-const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\n\
-connection: close\r\n\
-retry-after: 1\r\n\
-content-length: 77\r\n\r\n\
-{\"code\":503,\"message\":\"too many connections; try again later\",\"data\":null}\n";
+/// The body of the answer to a connection over the limit.
+const REFUSAL_BODY: &str =
+    "{\"code\":503,\"message\":\"too many connections; try again later\",\"data\":null}";
+
+/// The whole answer to a connection over the limit.
+fn refusal() -> Vec<u8> {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         connection: close\r\nretry-after: 1\r\ncontent-length: {}\r\n\r\n{REFUSAL_BODY}",
+        REFUSAL_BODY.len()
+    )
+    .into_bytes()
+}
 
 /// Refused connections being answered at once; more are closed without an answer.
 const REFUSALS_IN_FLIGHT: usize = 64;
@@ -44,10 +55,46 @@ const REFUSALS_IN_FLIGHT: usize = 64;
 /// How long a refused connection is given to take its answer.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
-/// A socket holding one connection slot until it is dropped.
+/// A socket holding one connection slot until it is dropped, whose writes fail
+/// after `write_timeout` without progress.
 struct Counted {
     tcp: TcpStream,
     _slot: OwnedSemaphorePermit,
+    write_timeout: Duration,
+    /// Armed while a write is blocked.
+    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Counted {
+    /// Passes a write's result through; a write still blocked after the timeout
+    /// becomes an error.
+    fn bounded<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.blocked = None;
+            return polled;
+        }
+        let timeout = self.write_timeout;
+        let blocked = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match blocked.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                crate::log_limited!(
+                    info,
+                    "connection closed: peer not reading within write_timeout_secs"
+                );
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer did not read within write_timeout_secs",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Counted {
@@ -66,7 +113,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.bounded(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -74,7 +122,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.bounded(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -125,6 +174,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(config.http_header_timeout_secs))
         .max_headers(config.http_max_headers)
+        .max_buf_size(config.http_max_header_bytes)
         .keep_alive(true);
     let open = TaskTracker::new();
     let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
@@ -161,7 +211,12 @@ pub async fn serve(
             refuse(tcp, &refusals);
             continue;
         };
-        let io = TokioIo::new(Counted { tcp, _slot: slot });
+        let io = TokioIo::new(Counted {
+            tcp,
+            _slot: slot,
+            write_timeout: Duration::from_secs(config.write_timeout_secs),
+            blocked: None,
+        });
         let service = TowerToHyperService::new(app.clone());
         let conn = http.serve_connection(io, service).with_upgrades();
         let stop = stop.clone();
@@ -203,7 +258,7 @@ fn refuse(tcp: TcpStream, refusals: &Arc<Semaphore>) {
         let _permit = permit;
         let mut tcp = tcp;
         let answer = async {
-            tcp.write_all(REFUSAL).await?;
+            tcp.write_all(&refusal()).await?;
             tcp.shutdown().await?;
             // Read what the client sent, so closing sends FIN rather than RST and
             // the client reads the answer.

@@ -349,7 +349,21 @@ pub fn parse_http(answer: &[u8]) -> (u16, serde_json::Value) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // A Content-Length must match the body (a client would cut or wait otherwise).
+    let length = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    if let Some(length) = length {
+        assert_eq!(
+            length,
+            body.len(),
+            "Content-Length disagrees with the body: {text:?}"
+        );
+    }
     let json = serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::Null);
     (status, json)
 }

@@ -203,7 +203,17 @@ fn private_file(path: &Path) -> StoreResult<()> {
         .mode(0o600)
         .open(path)
         .map_err(fail)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    // WAL files left by an older version keep their own mode: tighten them too.
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let side = Path::new(&name);
+        if side.exists() {
+            std::fs::set_permissions(side, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        }
+    }
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
