@@ -109,6 +109,28 @@ async fn stalled_headers_silent_and_idle_keepalive_sockets_are_closed() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_closed() {
+    let s = TestServer::start_with(|c| c.write_timeout_secs = 1).await;
+    let addr = s.http().trim_start_matches("http://").to_owned();
+    let mut tcp = TcpStream::connect(&addr).await.unwrap();
+    let chunk = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    // Pipelined requests, answers never read: once the socket buffers are full the
+    // server's writes block, and after the write timeout it closes the connection,
+    // which makes our writes fail.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server kept a connection whose answers are never read"
+        );
+        match tokio::time::timeout(Duration::from_millis(500), tcp.write_all(&chunk)).await {
+            Ok(Err(_)) => break,
+            Ok(Ok(())) | Err(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
 async fn connections_past_the_limit_get_a_503_envelope() {
     let s = TestServer::start_with(|c| c.max_connections = 4).await;
     let addr = s.http().trim_start_matches("http://").to_owned();
