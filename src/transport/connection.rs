@@ -408,23 +408,20 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             return Flow::Continue;
         };
         let directory = &self.state.directory;
-        // An account the cache does not know may be created by this send: that draws
-        // on the sender's and the app's quotas, like a REST call naming it.
-        if send.topic_id == 0 && directory.cached_uuid(id.app_id, &send.to_account).is_none() {
-            if let Err(e) = self
-                .state
-                .quotas
-                .charge_names(id.app_id, id.uuid, 1, now_ms())
-            {
+        let lookup = if send.topic_id != 0 {
+            // The router checks membership on this snapshot or a newer one.
+            directory.topic(send.topic_id).await.map(|t| (0, t))
+        } else if let Some(uuid) = directory.cached_uuid(id.app_id, &send.to_account) {
+            Ok((uuid, None))
+        } else {
+            // An account the cache does not know may be created by this send: that
+            // draws on the sender's and the app's quotas, like a REST call naming it.
+            let now = now_ms();
+            if let Err(e) = self.state.quotas.charge_names(id.app_id, id.uuid, 1, now) {
                 crate::log_limited!(info, reason = %e, "send refused: quota");
                 let err = codec::error_frame(codes::RATE_LIMITED, e.to_string(), send.packet_id);
                 return self.write_one(err).await;
             }
-        }
-        let lookup = if send.topic_id != 0 {
-            // The router checks membership on this snapshot or a newer one.
-            directory.topic(send.topic_id).await.map(|t| (0, t))
-        } else {
             directory
                 .uuid(id.app_id, &send.to_account)
                 .await
