@@ -61,8 +61,11 @@ struct Counted {
     tcp: TcpStream,
     _slot: OwnedSemaphorePermit,
     write_timeout: Duration,
-    /// Armed while a write is blocked.
-    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The write deadline, allocated at the first blocked write and re-armed (a
+    /// cheap reset to a later time) at the start of each later blocked period.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A write is blocked now (the deadline is running).
+    blocked: bool,
 }
 
 impl Counted {
@@ -74,14 +77,22 @@ impl Counted {
         polled: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if polled.is_ready() {
-            self.blocked = None;
+            self.blocked = false;
             return polled;
         }
         let timeout = self.write_timeout;
-        let blocked = self
-            .blocked
+        if !self.blocked {
+            self.blocked = true;
+            if let Some(deadline) = self.deadline.as_mut() {
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + timeout);
+            }
+        }
+        let deadline = self
+            .deadline
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        match blocked.as_mut().poll(cx) {
+        match deadline.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 crate::log_limited!(
                     info,
@@ -215,7 +226,8 @@ pub async fn serve(
             tcp,
             _slot: slot,
             write_timeout: Duration::from_secs(config.write_timeout_secs),
-            blocked: None,
+            deadline: None,
+            blocked: false,
         });
         let service = TowerToHyperService::new(app.clone());
         let conn = http.serve_connection(io, service).with_upgrades();
