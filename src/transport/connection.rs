@@ -114,7 +114,8 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
     async fn run(&mut self, queue_rx: &mut mpsc::Receiver<Outbound>) {
         let shutdown = self.state.shutdown.clone();
         let kill = self.kill.clone();
-        let timer = tokio::time::sleep_until(deadline_instant(self.session.next_deadline_ms()));
+        let mut armed = self.session.next_deadline_ms();
+        let timer = tokio::time::sleep_until(deadline_instant(armed));
         tokio::pin!(timer);
         // Armed only while the frame rate is exceeded (rare): kept across iterations
         // so the hot loop does not build a timer each time round.
@@ -123,6 +124,13 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         let mut burst: Vec<Outbound> = Vec::with_capacity(QUEUE_BURST);
         let inflight = self.inflight.clone();
         loop {
+            // A deadline that moved earlier (the idle deadline after login can come
+            // before the login deadline) re-arms the timer; later ones wait for it.
+            let next = self.session.next_deadline_ms();
+            if next < armed {
+                armed = next;
+                timer.as_mut().reset(deadline_instant(armed));
+            }
             let logged_in = self.device.is_some();
             let may_read = inflight.available_permits() > 0;
             // Over the frame rate: read nothing more until the window ends.
@@ -182,7 +190,8 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.write_frames([kick])).await;
                         return;
                     }
-                    timer.as_mut().reset(deadline_instant(self.session.next_deadline_ms()));
+                    armed = self.session.next_deadline_ms();
+                    timer.as_mut().reset(deadline_instant(armed));
                 }
             }
         }
@@ -247,7 +256,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         let claims = match self.verify(token).await {
             Ok(claims) => claims,
             Err((code, desc)) => {
-                tracing::info!(conn = self.conn_id, %desc, "login refused");
+                crate::log_limited!(info, conn = self.conn_id, %desc, "login refused");
                 self.session.login_failed();
                 let _ = self.write_one(refuse(code, &desc)).await;
                 return Flow::Close;
@@ -280,7 +289,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         match self.sync_backlog(&identity).await {
             Ok(flow) => flow,
             Err(e) => {
-                tracing::error!(conn = self.conn_id, error = %e, "login backlog failed");
+                crate::log_limited!(error, conn = self.conn_id, error = %e, "login backlog failed: store unavailable");
                 let _ = self
                     .write_one(codec::kick_frame(
                         codes::KICK_STORE_UNAVAILABLE,
@@ -430,7 +439,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         let (to_uuid, topic) = match lookup {
             Ok(found) => found,
             Err(e) => {
-                tracing::error!(error = %e, "account or topic lookup failed");
+                crate::log_limited!(error, error = %e, "account or topic lookup failed");
                 let err = codec::error_frame(codes::INTERNAL, "store unavailable", send.packet_id);
                 return self.write_one(err).await;
             }
@@ -502,7 +511,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                 self.write_one(frame).await
             }
             Err(e) => {
-                tracing::error!(error = %e, "pull failed");
+                crate::log_limited!(error, error = %e, "pull failed");
                 self.write_one(codec::error_frame(codes::INTERNAL, "store unavailable", ""))
                     .await
             }

@@ -100,6 +100,20 @@ async fn idle_connection_is_closed() {
     assert_eq!(kick.code, codes::KICK_IDLE);
 }
 
+/// The idle timeout applies from login even when it is shorter than the login
+/// timeout (it used to wait for the login deadline).
+#[tokio::test]
+async fn idle_timeout_shorter_than_the_login_timeout_is_kept() {
+    let s = TestServer::start_with(|c| {
+        c.idle_timeout_secs = 1;
+        c.login_timeout_secs = 60; // beyond WAIT: a kick at the login deadline fails the test
+    })
+    .await;
+    let (mut b, _) = s.connect_synced("bob", "phone").await;
+    let kick = until_closed(&mut b).await.expect("idle kick");
+    assert_eq!(kick.code, codes::KICK_IDLE);
+}
+
 #[tokio::test]
 async fn connection_that_never_logs_in_is_closed() {
     let s = TestServer::start_with(|c| c.login_timeout_secs = 1).await;
