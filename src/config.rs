@@ -302,7 +302,7 @@ impl Config {
         }
         // The largest frame the server writes: a backlog batch, or one message.
         let biggest_out =
-            crate::transport::connection::MAX_BATCH_FRAME_BYTES.max(self.max_payload_bytes + 1024);
+            crate::protocol::backlog::MAX_BATCH_FRAME_BYTES.max(self.max_payload_bytes + 1024);
         if self.ws_max_write_buffer_bytes
             < crate::transport::ws::WRITE_BUFFER_BYTES + 2 * biggest_out
         {

@@ -2,6 +2,7 @@
 //! session state machine. Nothing here touches a socket; `transport` feeds bytes in
 //! and writes the frames out.
 
+pub mod backlog;
 pub mod codec;
 pub mod session;
 

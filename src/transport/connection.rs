@@ -26,9 +26,10 @@ use super::Inbound;
 use crate::auth;
 use crate::hub::{DeviceHandle, KillSwitch, Outbound, QueueBytes};
 use crate::pb::{self, frame::Kind};
+use crate::protocol::backlog::{self, BacklogRules, BacklogStep, BacklogSync, PageRead};
 use crate::protocol::session::{Identity, Session, SessionEvent};
 use crate::protocol::{codec, codes, PROTOCOL_VERSION};
-use crate::router::{self, sequence, AckSink, RouterError, Submission};
+use crate::router::{self, AckSink, RouterError, Submission};
 use crate::server::AppState;
 use crate::store::{Order, StoreError, TimelineRange};
 use crate::time::now_ms;
@@ -215,7 +216,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                 if let Some(id) = self.session.identity() {
                     // No sequence above the newest assigned one exists yet: an ack
                     // beyond it would make this device skip messages to come.
-                    let seq = seq.min(self.state.router.last_sequence());
+                    let seq = backlog::clamp_ack(seq, self.state.router.last_sequence());
                     self.state.cursors.advance(id.uuid, &id.resource, seq);
                 }
                 Flow::Continue
@@ -316,35 +317,36 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             .map_err(unauthorized)
     }
 
-    /// The device's starting cursor: its own, or for a new device the user's highest.
+    /// The device's starting cursor (rules in `protocol::backlog`); a new device's
+    /// start is recorded at once.
     async fn start_cursor(&mut self, id: &Identity) -> Result<u64, StoreError> {
         let store = &self.state.store;
         let cursors = &self.state.cursors;
-        if let Some(stored) = store.cursor(id.uuid, &id.resource).await? {
-            return Ok(stored.max(cursors.pending(id.uuid, &id.resource).unwrap_or(0)));
+        let stored = store.cursor(id.uuid, &id.resource).await?;
+        let pending = cursors.pending(id.uuid, &id.resource);
+        if let Some(start) = backlog::known_device_cursor(stored, pending) {
+            return Ok(start);
         }
-        if let Some(pending) = cursors.pending(id.uuid, &id.resource) {
-            return Ok(pending);
-        }
-        let max = store.max_cursor(id.uuid).await?;
-        let start = max.max(cursors.pending_max(id.uuid).unwrap_or(0));
-        // Remember where this new device starts, so that if it leaves before acking,
-        // its next login resumes here rather than at another device's later cursor.
+        let start = backlog::new_device_cursor(
+            store.max_cursor(id.uuid).await?,
+            cursors.pending_max(id.uuid),
+        );
         cursors.advance(id.uuid, &id.resource, start);
         Ok(start)
     }
 
-    /// LoginResult, then stored messages after the cursor in batches, then SyncDone.
+    /// LoginResult, then the backlog as `protocol::backlog::BacklogSync` plans it,
+    /// then SyncDone.
     async fn sync_backlog(&mut self, id: &Identity) -> Result<Flow, StoreError> {
         let cfg = &self.state.config;
-        let (limit, batch, ttl_ms) = (
-            cfg.backlog_limit,
-            cfg.backlog_batch,
-            cfg.offline_ttl_secs * 1000,
-        );
+        let rules = BacklogRules {
+            limit: cfg.backlog_limit,
+            batch: cfg.backlog_batch,
+            ttl_ms: cfg.offline_ttl_secs.saturating_mul(1000),
+        };
         let cursor = self.start_cursor(id).await?;
         let now = now_ms();
-        let after = sequence::backlog_after(cursor, now, ttl_ms);
+        let (mut sync, (after, cap)) = BacklogSync::start(cursor, now, rules);
         let result = codec::encode(Kind::LoginResult(pb::LoginResult {
             code: codes::OK,
             desc: "ok".into(),
@@ -358,58 +360,26 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         if let Flow::Close = self.write_one(result).await {
             return Ok(Flow::Close);
         }
-
         let store = self.state.store.clone();
-        let pending = store
-            .count_after(id.uuid, &id.resource, after, limit + 1)
-            .await?;
-        let mut sent = 0u64;
-        let mut last = after;
-        let range = |after, order| TimelineRange {
-            uuid: id.uuid,
-            after,
-            before: 0,
-            limit: batch,
-            order,
-        };
-        if pending > limit {
-            let mut newest = store
-                .timeline(range(after, Order::NewestFirst), &id.resource)
+        let pending = store.count_after(id.uuid, &id.resource, after, cap).await?;
+        let mut read = sync.on_count(pending);
+        loop {
+            let page = store
+                .timeline(timeline_range(id.uuid, read), &id.resource)
                 .await?;
-            newest.reverse();
-            if let (Some(first), Some(tail)) = (newest.first(), newest.last()) {
-                let notice = codec::encode(Kind::PullNotice(pb::PullNotice {
-                    after_sequence: after,
-                    before_sequence: first.seq,
-                }));
-                last = tail.seq;
-                sent = newest.len() as u64;
-                let mut frames = vec![notice];
-                frames.extend(batch_frames(newest));
-                if let Flow::Close = self.write_all(frames).await {
-                    return Ok(Flow::Close);
-                }
+            let page = page.into_iter().map(router::stored_to_deliver).collect();
+            let (frames, step) = sync.on_page(page);
+            if let Flow::Close = self.write_all(frames).await {
+                return Ok(Flow::Close);
             }
-        } else {
-            loop {
-                let page = store
-                    .timeline(range(last, Order::OldestFirst), &id.resource)
-                    .await?;
-                let Some(tail) = page.last() else { break };
-                last = tail.seq;
-                let full = page.len() == batch;
-                sent += page.len() as u64;
-                if let Flow::Close = self.write_all(batch_frames(page)).await {
-                    return Ok(Flow::Close);
-                }
-                if !full {
-                    break;
+            match step {
+                BacklogStep::Read(next) => read = next,
+                BacklogStep::Finish(last) => {
+                    self.backlog_through = sync.through();
+                    return Ok(self.write_all(last).await);
                 }
             }
         }
-        self.backlog_through = last;
-        let done = codec::encode(Kind::SyncDone(pb::SyncDone { count: sent }));
-        Ok(self.write_one(done).await)
     }
 
     async fn send(&mut self, send: pb::Send) -> Flow {
@@ -482,33 +452,16 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         let Some(id) = self.session.identity().cloned() else {
             return Flow::Continue;
         };
-        let max = self.state.config.backlog_batch;
-        let limit = match pull.limit as usize {
-            0 => max,
-            n => n.min(max),
-        };
-        let range = TimelineRange {
-            uuid: id.uuid,
-            after: pull.after_sequence,
-            before: pull.before_sequence,
-            limit: limit + 1,
-            order: Order::OldestFirst,
-        };
-        match self.state.store.timeline(range, &id.resource).await {
-            Ok(mut page) => {
-                let mut has_more = page.len() > limit;
-                page.truncate(limit);
-                // Keep the answer within one batch frame's bytes; the client pages on.
-                let fits = fitting(&page);
-                if fits < page.len() {
-                    page.truncate(fits);
-                    has_more = true;
-                }
-                let frame = codec::encode(Kind::PullResult(pb::PullResult {
-                    messages: page.into_iter().map(router::stored_to_deliver).collect(),
-                    has_more,
-                }));
-                self.write_one(frame).await
+        let (read, limit) = backlog::pull_read(&pull, self.state.config.backlog_batch);
+        match self
+            .state
+            .store
+            .timeline(timeline_range(id.uuid, read), &id.resource)
+            .await
+        {
+            Ok(page) => {
+                let page = page.into_iter().map(router::stored_to_deliver).collect();
+                self.write_one(backlog::pull_result(page, limit)).await
             }
             Err(e) => {
                 crate::log_limited!(error, error = %e, "pull failed");
@@ -525,7 +478,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         self.queue_bytes.release(taken);
         let frames: Vec<Bytes> = burst
             .drain(..)
-            .filter(|o| o.seq == 0 || o.seq > through)
+            .filter(|o| backlog::relays(o.seq, through))
             .map(|o| o.frame)
             .collect();
         match self.write_all(frames).await {
@@ -585,47 +538,17 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
     }
 }
 
-/// Bytes of message data in one DeliverBatch or PullResult frame (a single larger
-/// message still goes alone), so no outbound frame outgrows the transport's write
-/// buffer whatever `backlog_batch` is.
-pub const MAX_BATCH_FRAME_BYTES: usize = 256 * 1024;
-
-/// Approximate encoded size of one stored message in a batch.
-fn message_bytes(m: &crate::store::StoredMessage) -> usize {
-    m.payload.len()
-        + m.packet_id.len()
-        + m.from_account.len()
-        + m.from_resource.len()
-        + m.to_account.len()
-        + m.to_resource.len()
-        + m.biz_type.len()
-        + 64
-}
-
-/// How many of the first messages fit in one batch frame (at least one).
-fn fitting(messages: &[crate::store::StoredMessage]) -> usize {
-    let mut total = 0;
-    for (i, m) in messages.iter().enumerate() {
-        total += message_bytes(m);
-        if total > MAX_BATCH_FRAME_BYTES && i > 0 {
-            return i;
-        }
+/// The store's form of a page read for the user `uuid`.
+fn timeline_range(uuid: u64, read: PageRead) -> TimelineRange {
+    TimelineRange {
+        uuid,
+        after: read.after,
+        before: read.before,
+        limit: read.limit,
+        order: if read.newest_first {
+            Order::NewestFirst
+        } else {
+            Order::OldestFirst
+        },
     }
-    messages.len()
-}
-
-/// DeliverBatch frames of the messages in order, each within [`MAX_BATCH_FRAME_BYTES`].
-fn batch_frames(mut messages: Vec<crate::store::StoredMessage>) -> Vec<Bytes> {
-    let mut frames = Vec::new();
-    while !messages.is_empty() {
-        let rest = messages.split_off(fitting(&messages));
-        frames.push(codec::encode(Kind::DeliverBatch(pb::DeliverBatch {
-            messages: messages
-                .into_iter()
-                .map(router::stored_to_deliver)
-                .collect(),
-        })));
-        messages = rest;
-    }
-    frames
 }
