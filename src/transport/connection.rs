@@ -25,10 +25,10 @@ use tokio::time::Instant;
 use super::Inbound;
 use crate::auth;
 use crate::hub::{DeviceHandle, KillSwitch, Outbound, QueueBytes};
-use crate::pb::{self, frame::Kind};
+use crate::pb;
 use crate::protocol::backlog::{self, BacklogRules, BacklogStep, BacklogSync, PageRead};
 use crate::protocol::session::{Identity, Session, SessionEvent};
-use crate::protocol::{codec, codes, PROTOCOL_VERSION};
+use crate::protocol::{codec, codes};
 use crate::router::{self, AckSink, RouterError, Submission};
 use crate::server::AppState;
 use crate::store::{Order, StoreError, TimelineRange};
@@ -206,11 +206,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                 let _ = self.write_one(frame).await;
                 Flow::Close
             }
-            SessionEvent::Login {
-                token,
-                resource,
-                protocol_version,
-            } => self.login(&token, resource, protocol_version).await,
+            SessionEvent::Login { token, resource } => self.login(&token, resource).await,
             SessionEvent::Send(send) => self.send(send).await,
             SessionEvent::Ack(seq) => {
                 if let Some(id) = self.session.identity() {
@@ -226,40 +222,13 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         }
     }
 
-    async fn login(&mut self, token: &str, resource: String, version: u32) -> Flow {
-        let refuse = |code: u32, desc: &str| {
-            codec::encode(Kind::LoginResult(pb::LoginResult {
-                code,
-                desc: desc.to_owned(),
-                protocol_version: PROTOCOL_VERSION,
-                server_time: now_ms(),
-                ..Default::default()
-            }))
-        };
-        if version != PROTOCOL_VERSION {
-            self.session.login_failed();
-            let desc = format!(
-                "unsupported protocol version {version}; this server speaks {PROTOCOL_VERSION}"
-            );
-            let _ = self.write_one(refuse(codes::BAD_REQUEST, &desc)).await;
-            return Flow::Close;
-        }
-        let resource = match crate::names::name("resource", &resource) {
-            Ok(r) => r.to_owned(),
-            Err(e) => {
-                self.session.login_failed();
-                let _ = self
-                    .write_one(refuse(codes::BAD_REQUEST, &e.to_string()))
-                    .await;
-                return Flow::Close;
-            }
-        };
+    async fn login(&mut self, token: &str, resource: String) -> Flow {
         let claims = match self.verify(token).await {
             Ok(claims) => claims,
             Err((code, desc)) => {
                 crate::log_limited!(info, conn = self.conn_id, %desc, "login refused");
-                self.session.login_failed();
-                let _ = self.write_one(refuse(code, &desc)).await;
+                let refusal = self.session.refuse_login(code, &desc, now_ms());
+                let _ = self.write_one(refusal).await;
                 return Flow::Close;
             }
         };
@@ -279,10 +248,10 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         // Register first: anything committed from now on is queued live; the backlog
         // read below covers everything before.
         if let Err(e) = self.state.hub.register(identity.uuid, device.clone()) {
-            self.session.login_failed();
-            let _ = self
-                .write_one(refuse(codes::RATE_LIMITED, &e.to_string()))
-                .await;
+            let refusal = self
+                .session
+                .refuse_login(codes::RATE_LIMITED, &e.to_string(), now_ms());
+            let _ = self.write_one(refusal).await;
             return Flow::Close;
         }
         self.device = Some((identity.uuid, device));
@@ -347,16 +316,9 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         let cursor = self.start_cursor(id).await?;
         let now = now_ms();
         let (mut sync, (after, cap)) = BacklogSync::start(cursor, now, rules);
-        let result = codec::encode(Kind::LoginResult(pb::LoginResult {
-            code: codes::OK,
-            desc: "ok".into(),
-            app_id: id.app_id,
-            uuid: id.uuid,
-            account: id.account.to_string(),
-            cursor,
-            server_time: now,
-            protocol_version: PROTOCOL_VERSION,
-        }));
+        let Some(result) = self.session.login_result(cursor, now) else {
+            return Ok(Flow::Close);
+        };
         if let Flow::Close = self.write_one(result).await {
             return Ok(Flow::Close);
         }
