@@ -1,7 +1,8 @@
 //! Courier: a self-hosted realtime messaging gateway.
 //!
 //! The message path (see `DESIGN.md` §3):
-//! `transport` (bytes ⇄ frames) → `protocol` (sans-IO session rules) → `router`
+//! `transport` (bytes ⇄ frames) → `session` (the driver) running `protocol` (sans-IO
+//! session rules) → `router`
 //! (dedup, sequence, group commit through `store`) → `hub` (fan-out to online devices).
 //! `api` serves the REST paths of the operation manual; `client` is the Rust client
 //! library the CLI, tests and load generator use.
@@ -18,6 +19,7 @@ pub mod protocol;
 pub mod quota;
 pub mod router;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod time;
 pub mod transport;

@@ -16,9 +16,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 
-use super::{connection, Inbound};
 use crate::protocol::WS_SUBPROTOCOL;
 use crate::server::AppState;
+use crate::session::{self, Inbound};
 
 /// Per-connection read buffer; larger frames grow it as needed.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
@@ -61,5 +61,5 @@ async fn serve(socket: WebSocket, state: Arc<AppState>) {
             Err(e) => Some(Err(e)),
         }
     });
-    connection::drive(Box::pin(stream), Box::pin(sink), state).await;
+    session::drive(Box::pin(stream), Box::pin(sink), state).await;
 }

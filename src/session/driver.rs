@@ -1,17 +1,19 @@
-//! Drives one client connection: feeds inbound frames to the sans-IO [`Session`],
-//! carries out what it asks (login, send, ack, pull), sends the login backlog, then
-//! relays the device's live queue — all from one task.
+//! Drives one client connection, whatever its transport: feeds inbound frames to
+//! the sans-IO [`Session`], and does the I/O the protocol rules ask for — verifies
+//! the token and registers the device, reads the start cursor and the backlog pages
+//! that `protocol::backlog` plans, submits sends to the router, records acks, reads
+//! pulls — then relays the device's live queue, all from one task.
 //!
 //! Outbound frames waiting in the device queue are written together and flushed once.
 //! The task ends on peer close, logout, a timeout, a kick (replaced, slow consumer) or
 //! server shutdown, and always unregisters the device from the hub.
 //!
 //! Bounds: a connection over its frame rate is not read until the rate window ends
-//! (the session says until when). At most `max_inflight_sends` Sends of a connection wait for their
-//! ServerAck; at that point the connection reads nothing more from its peer (TCP
-//! pushes back) until one is answered, while it keeps writing its queue. A write
-//! blocked longer than `write_timeout_secs` on a peer that does not read closes the
-//! connection.
+//! (the session says until when). At most `max_inflight_sends` Sends of a connection
+//! wait for their ServerAck; at that point the connection reads nothing more from its
+//! peer (TCP pushes back) until one is answered, while it keeps writing its queue. A
+//! write blocked longer than `write_timeout_secs` on a peer that does not read closes
+//! the connection.
 
 use std::fmt::Display;
 use std::pin::Pin;

@@ -1,0 +1,20 @@
+//! The transport-agnostic session driver: runs the sans-IO session rules of
+//! `crate::protocol` for one connection against the router, the store and the hub.
+//! A transport (WebSocket today, QUIC next) only turns its bytes into [`Inbound`]
+//! items and writes the frames it is given.
+
+mod driver;
+
+pub use driver::{drive, FrameSink, FrameStream};
+
+/// One inbound unit from a transport.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A binary frame.
+    Frame(bytes::Bytes),
+    /// Something the protocol does not accept (e.g. a text message).
+    Unsupported(&'static str),
+    /// A transport-level control message (a WebSocket ping): no frame, but it counts
+    /// against the frame rate like one.
+    Control,
+}
