@@ -12,6 +12,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod directory;
+pub mod fanout;
 pub mod hub;
 pub mod logging;
 pub mod names;

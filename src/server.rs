@@ -45,9 +45,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A fresh id for a new connection.
+    /// A fresh id for a new connection, unique across the nodes of a cluster: the
+    /// node id in the top 8 bits, a counter below (never 0, which means "none").
     pub fn next_conn_id(&self) -> u64 {
-        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+        let counter = self.next_conn_id.fetch_add(1, Ordering::Relaxed) & ((1 << 56) - 1);
+        (u64::from(self.config.node_id) << 56) | counter
     }
 }
 

@@ -5,10 +5,11 @@
 //! sequences, answers retries from the dedup cache and hands the batch to the store,
 //! which commits it (with whatever else is queued) in one transaction. Up to
 //! [`MAX_BATCHES_IN_FLIGHT`] batches are handed over before the oldest commits;
-//! their results are taken strictly in order, and only then is each sender acked and
-//! the delivery frame — encoded once — queued on every online device concerned.
-//! Sequences are assigned in that same order, so every device's queue receives its
-//! timeline in sequence order, and an ack never precedes durability.
+//! their results are taken strictly in order, and only then does each batch go, in
+//! that order, to the fanout stage (`crate::fanout`), which queues the delivery frame
+//! — encoded once — on every device concerned and acks the senders. Sequences are
+//! assigned in that same order, so every device's queue receives its timeline in
+//! sequence order, and an ack never precedes durability.
 
 pub mod sequence;
 
@@ -26,7 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::directory::{Directory, TopicLookup, TopicView};
-use crate::hub::{Audience, DeviceHandle, Hub, Outbound};
+use crate::fanout::{self, Committed, Fanout};
+use crate::hub::DeviceHandle;
 use crate::pb::{self, frame::Kind};
 use crate::protocol::{codec, codes};
 use crate::store::{AppendOutcome, NewMessage, Store};
@@ -102,7 +104,7 @@ impl Router {
     pub async fn start(
         config: RouterConfig,
         store: Arc<dyn Store>,
-        hub: Arc<Hub>,
+        fanout: Arc<dyn Fanout>,
         directory: Arc<Directory>,
         stop: CancellationToken,
     ) -> Result<(Router, tokio::task::JoinHandle<()>), crate::store::StoreError> {
@@ -112,9 +114,10 @@ impl Router {
             .max(sequence::floor_at(now_ms()));
         let last_seq = Arc::new(AtomicU64::new(last));
         let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let (fanout_tx, fanout_task) = fanout::start(fanout);
         let commit = CommitLoop {
             store,
-            hub,
+            fanout: fanout_tx,
             directory,
             last_seq: last_seq.clone(),
             sequencer: Sequencer::new(config.node_id, last),
@@ -124,7 +127,14 @@ impl Router {
             batch_max: config.commit_batch_max.max(1),
             failed_seqs: HashSet::new(),
         };
-        let task = tokio::spawn(commit.run(rx, stop));
+        // The commit loop ends by dropping its side of the fanout channel; the stage
+        // then finishes what it was given.
+        let task = tokio::spawn(async move {
+            commit.run(rx, stop).await;
+            if let Err(e) = fanout_task.await {
+                tracing::error!(error = %e, "fanout stage failed");
+            }
+        });
         Ok((Router { tx, last_seq }, task))
     }
 
@@ -144,13 +154,14 @@ impl Router {
 
 struct CommitLoop {
     store: Arc<dyn Store>,
-    hub: Arc<Hub>,
+    /// Committed batches, in commit order, to the fanout stage.
+    fanout: mpsc::Sender<Vec<Committed>>,
     directory: Arc<Directory>,
     /// Published copy of the sequencer's last value.
     last_seq: Arc<AtomicU64>,
     sequencer: Sequencer,
-    /// (sender uuid, packetId) → (sequence, timestamp, delivered) of recent sends.
-    dedup: LruCache<(u64, String), (u64, u64, bool)>,
+    /// (sender uuid, packetId) → (sequence, timestamp) of recent sends.
+    dedup: LruCache<(u64, String), (u64, u64)>,
     batch_max: usize,
     /// Sequences of batches whose commit failed while later batches were in flight,
     /// so retries planned against them are not acked as stored.
@@ -187,12 +198,7 @@ enum Planned {
         topic: Option<Arc<TopicView>>,
     },
     /// A retry of a recent send.
-    Retry {
-        sub: Submission,
-        seq: u64,
-        ts: u64,
-        delivered: bool,
-    },
+    Retry { sub: Submission, seq: u64, ts: u64 },
 }
 
 impl CommitLoop {
@@ -205,9 +211,13 @@ impl CommitLoop {
             tokio::select! {
                 biased;
                 Some((plans, outcomes)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.finish(plans, outcomes);
+                    let committed = self.finish(plans, outcomes);
                     if in_flight.is_empty() {
                         self.failed_seqs.clear();
+                    }
+                    // Waits only while the stage is FANOUT_QUEUE_BATCHES behind.
+                    if self.fanout.send(committed).await.is_err() {
+                        tracing::error!("fanout stage is gone; committed batch not delivered");
                     }
                 }
                 n = rx.recv_many(&mut batch, self.batch_max),
@@ -248,13 +258,8 @@ impl CommitLoop {
         let mut to_store = Vec::new();
         for sub in batch.drain(..) {
             let key = (sub.from_uuid, sub.packet_id.clone());
-            if let Some(&(seq, ts, delivered)) = self.dedup.get(&key) {
-                plans.push(Planned::Retry {
-                    sub,
-                    seq,
-                    ts,
-                    delivered,
-                });
+            if let Some(&(seq, ts)) = self.dedup.get(&key) {
+                plans.push(Planned::Retry { sub, seq, ts });
                 continue;
             }
             // Publish the sequence before reading the topic's members: a membership
@@ -273,7 +278,7 @@ impl CommitLoop {
                     }
                 }
             };
-            self.dedup.put(key, (seq, now, true));
+            self.dedup.put(key, (seq, now));
             let frame = deliver_frame(&sub, seq, now);
             let append_index = if sub.persist {
                 to_store.push(NewMessage {
@@ -307,12 +312,13 @@ impl CommitLoop {
         (plans, to_store)
     }
 
-    /// After the commit (in commit order): ack every sender and deliver.
+    /// After the commit (in commit order): what the fanout stage delivers and acks.
     fn finish(
         &mut self,
         plans: Vec<Planned>,
         outcomes: Result<Vec<AppendOutcome>, crate::store::StoreError>,
-    ) {
+    ) -> Vec<Committed> {
+        let mut committed = Vec::with_capacity(plans.len());
         let failure = match &outcomes {
             Ok(_) => None,
             Err(e) => {
@@ -333,25 +339,20 @@ impl CommitLoop {
 
         for plan in plans {
             match plan {
-                Planned::Retry {
-                    sub,
-                    seq,
-                    ts,
-                    delivered,
-                } => {
+                Planned::Retry { sub, seq, ts } => {
                     // The original was finished before this retry (same or earlier
                     // batch): its final outcome is now in the cache (the store may
                     // have answered with an older sequence).
-                    let (seq, ts, delivered) = self
+                    let (seq, ts) = self
                         .dedup
                         .peek(&(sub.from_uuid, sub.packet_id.clone()))
                         .copied()
-                        .unwrap_or((seq, ts, delivered));
+                        .unwrap_or((seq, ts));
                     if self.failed_seqs.contains(&seq) {
-                        self.fail(sub, seq, "the original send failed; retry");
+                        committed.push(self.fail(sub, seq, "the original send failed; retry"));
                         continue;
                     }
-                    ack(sub.ack, &sub.packet_id, seq, ts, delivered);
+                    committed.push(Committed::Retry { sub, seq, ts });
                 }
                 Planned::New {
                     sub,
@@ -366,7 +367,7 @@ impl CommitLoop {
                         (Ok(_), None) => None,
                         (Err(_), Some(_)) => {
                             let desc = failure.as_deref().unwrap_or("store error").to_owned();
-                            self.fail(sub, seq, &desc);
+                            committed.push(self.fail(sub, seq, &desc));
                             continue;
                         }
                         (Err(_), None) => None,
@@ -375,29 +376,23 @@ impl CommitLoop {
                         Some(AppendOutcome::Duplicate { seq, ts }) => {
                             // Retried after a restart: the store had it.
                             self.dedup
-                                .put((sub.from_uuid, sub.packet_id.clone()), (seq, ts, true));
-                            ack(sub.ack, &sub.packet_id, seq, ts, true);
+                                .put((sub.from_uuid, sub.packet_id.clone()), (seq, ts));
+                            committed.push(Committed::Retry { sub, seq, ts });
                         }
                         Some(AppendOutcome::Stored) | None => {
-                            let delivered = match &topic {
-                                Some(view) => self.deliver_to_topic(&sub, seq, frame, view),
-                                None => self.deliver(&sub, seq, frame),
-                            };
-                            let delivered = sub.persist || delivered > 0;
-                            if !delivered {
-                                // A retry of this online-only send reports the same.
-                                if let Some(entry) =
-                                    self.dedup.get_mut(&(sub.from_uuid, sub.packet_id.clone()))
-                                {
-                                    entry.2 = false;
-                                }
-                            }
-                            ack(sub.ack, &sub.packet_id, seq, ts, delivered);
+                            committed.push(Committed::Message {
+                                sub,
+                                seq,
+                                ts,
+                                frame,
+                                topic,
+                            });
                         }
                     }
                 }
             }
         }
+        committed
     }
 
     /// The topic of a topic message, if the sender may send there.
@@ -435,97 +430,29 @@ impl CommitLoop {
         Ok(view)
     }
 
-    /// Queues a topic message on every member's devices but the sending one.
-    fn deliver_to_topic(
-        &self,
-        sub: &Submission,
-        seq: u64,
-        frame: Bytes,
-        view: &TopicView,
-    ) -> usize {
-        let out = Outbound {
-            seq: if sub.persist { seq } else { 0 },
-            frame,
-        };
-        let mut n = 0;
-        for member in &view.topic.members {
-            let except_conn =
-                (member.uuid == sub.from_uuid && sub.from_conn != 0).then_some(sub.from_conn);
-            let audience = Audience {
-                except_conn,
-                only_resource: None,
-            };
-            let got = self.hub.deliver(member.uuid, audience, &out);
-            if member.uuid != sub.from_uuid {
-                n += got;
-            }
-        }
-        n
-    }
-
-    /// Queues the delivery on the recipient's devices and the sender's other devices.
-    fn deliver(&self, sub: &Submission, seq: u64, frame: Bytes) -> usize {
-        let out = Outbound {
-            seq: if sub.persist { seq } else { 0 },
-            frame,
-        };
-        let to_resource = (!sub.to_resource.is_empty()).then_some(sub.to_resource.as_str());
-        let except_conn = (sub.from_conn != 0).then_some(sub.from_conn);
-        let mut n = 0;
-        if sub.to_uuid == sub.from_uuid {
-            n += self.hub.deliver(
-                sub.to_uuid,
-                Audience {
-                    except_conn,
-                    only_resource: to_resource,
-                },
-                &out,
-            );
-        } else {
-            n += self.hub.deliver(
-                sub.to_uuid,
-                Audience {
-                    except_conn: None,
-                    only_resource: to_resource,
-                },
-                &out,
-            );
-            // The sender's other devices keep their view of the conversation.
-            self.hub.deliver(
-                sub.from_uuid,
-                Audience {
-                    except_conn,
-                    only_resource: None,
-                },
-                &out,
-            );
-        }
-        n
-    }
-
-    /// Answers a send that cannot go through and is not remembered for dedup.
-    fn fail(&mut self, sub: Submission, seq: u64, desc: &str) {
+    /// The answer to a send that cannot go through and is not remembered for dedup.
+    fn fail(&mut self, sub: Submission, seq: u64, desc: &str) -> Committed {
         // Forget it so a retry is attempted for real — unless the cache already
         // holds a newer attempt of the same packet.
         let key = (sub.from_uuid, sub.packet_id.clone());
         if self.dedup.peek(&key).is_some_and(|entry| entry.0 == seq) {
             self.dedup.pop(&key);
         }
-        let frame = pb::ServerAck {
-            packet_id: sub.packet_id,
+        let ack = pb::ServerAck {
+            packet_id: sub.packet_id.clone(),
             sequence: 0,
             timestamp: now_ms(),
             code: codes::INTERNAL,
             desc: format!("not stored: {desc}"),
             delivered: false,
         };
-        send_ack(sub.ack, frame);
+        Committed::Answer { sub, ack }
     }
 }
 
 /// Answers a refused send (not a member, unknown topic) with an error ack.
 fn refuse(sub: Submission, code: u32, desc: String) {
-    send_ack(
+    fanout::send_ack(
         sub.ack,
         pb::ServerAck {
             packet_id: sub.packet_id,
@@ -552,36 +479,6 @@ fn deliver_frame(sub: &Submission, seq: u64, ts: u64) -> Bytes {
         biz_type: sub.biz_type.clone(),
         transient: !sub.persist,
     }))
-}
-
-fn ack(sink: AckSink, packet_id: &str, seq: u64, ts: u64, delivered: bool) {
-    let frame = pb::ServerAck {
-        packet_id: packet_id.to_owned(),
-        sequence: seq,
-        timestamp: ts,
-        code: codes::OK,
-        desc: if delivered {
-            "ok".to_owned()
-        } else {
-            "no online device received it".to_owned()
-        },
-        delivered,
-    };
-    send_ack(sink, frame);
-}
-
-fn send_ack(sink: AckSink, frame: pb::ServerAck) {
-    match sink {
-        AckSink::Device(device) => {
-            device.push(Outbound {
-                seq: 0,
-                frame: codec::encode(Kind::ServerAck(frame)),
-            });
-        }
-        AckSink::Caller(tx) => {
-            let _ = tx.send(frame);
-        }
-    }
 }
 
 /// Converts a stored message to its delivery record.

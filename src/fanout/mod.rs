@@ -1,0 +1,311 @@
+//! The seam between "committed, in order" and "delivered to devices".
+//!
+//! The router's commit loop hands every committed batch, in commit order, to the
+//! fanout stage over a bounded channel ([`FANOUT_QUEUE_BATCHES`] batches), and goes
+//! on committing: a 10,000-member fan-out runs beside the next commit instead of
+//! inside it. The stage, one task, takes the batches in order and for each item
+//! queues its delivery frame (encoded once) on the devices concerned through a
+//! [`Fanout`], then answers the sender. Since one task does both in commit order,
+//! every device still receives its timeline, and its own ServerAcks, in sequence
+//! order.
+//!
+//! [`Fanout`] is where the devices are: the in-process [`Hub`] of this node today; a
+//! NATS bus that also publishes to the nodes holding a user's other devices later.
+//!
+//! The stage also owns the one outcome only delivery knows: whether a transient
+//! (online-only) send reached any device. A retry of such a send is answered with the
+//! original's outcome from [`UNDELIVERED_REMEMBERED`] recent ones.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lru::LruCache;
+use tokio::sync::mpsc;
+
+use crate::directory::TopicView;
+use crate::hub::{Audience, Hub, Outbound};
+use crate::pb::{self, frame::Kind};
+use crate::protocol::{codec, codes};
+use crate::router::{AckSink, Submission};
+
+/// Committed batches waiting for the stage before the commit loop waits.
+pub const FANOUT_QUEUE_BATCHES: usize = 8;
+
+/// Transient sends that reached no device, remembered for their retries.
+pub const UNDELIVERED_REMEMBERED: usize = 100_000;
+
+/// Where devices are reached.
+pub trait Fanout: Send + Sync + 'static {
+    /// Queues `out` on the devices of user `uuid` that `audience` selects; returns
+    /// how many took it.
+    fn to_user(&self, uuid: u64, audience: Audience<'_>, out: &Outbound) -> usize;
+}
+
+impl Fanout for Hub {
+    fn to_user(&self, uuid: u64, audience: Audience<'_>, out: &Outbound) -> usize {
+        self.deliver(uuid, audience, out)
+    }
+}
+
+/// One committed item, in commit order.
+pub enum Committed {
+    /// A message committed (or transient) in this batch: deliver it, then ack.
+    Message {
+        sub: Submission,
+        seq: u64,
+        ts: u64,
+        frame: Bytes,
+        /// The topic's members when it was sent (topic messages only).
+        topic: Option<Arc<TopicView>>,
+    },
+    /// A retry of a recent send: ack with the original's sequence and outcome.
+    Retry { sub: Submission, seq: u64, ts: u64 },
+    /// An answer the commit loop decided (a duplicate the store had, a failure).
+    Answer { sub: Submission, ack: pb::ServerAck },
+}
+
+/// Starts the stage; it ends when the sender side is dropped and what was sent is done.
+pub fn start(
+    fanout: Arc<dyn Fanout>,
+) -> (mpsc::Sender<Vec<Committed>>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(FANOUT_QUEUE_BATCHES);
+    let stage = Stage {
+        fanout,
+        undelivered: LruCache::new(
+            NonZeroUsize::new(UNDELIVERED_REMEMBERED).unwrap_or(NonZeroUsize::MIN),
+        ),
+    };
+    (tx, tokio::spawn(stage.run(rx)))
+}
+
+struct Stage {
+    fanout: Arc<dyn Fanout>,
+    /// (sender uuid, packetId) of transient sends no device took.
+    undelivered: LruCache<(u64, String), ()>,
+}
+
+impl Stage {
+    async fn run(mut self, mut rx: mpsc::Receiver<Vec<Committed>>) {
+        while let Some(batch) = rx.recv().await {
+            for item in batch {
+                self.handle(item);
+            }
+        }
+    }
+
+    fn handle(&mut self, item: Committed) {
+        match item {
+            Committed::Message {
+                sub,
+                seq,
+                ts,
+                frame,
+                topic,
+            } => {
+                let reached = match &topic {
+                    Some(view) => self.to_topic(&sub, seq, frame, view),
+                    None => self.to_users(&sub, seq, frame),
+                };
+                let delivered = sub.persist || reached > 0;
+                if !delivered {
+                    self.undelivered
+                        .put((sub.from_uuid, sub.packet_id.clone()), ());
+                }
+                ack(sub.ack, &sub.packet_id, seq, ts, delivered);
+            }
+            Committed::Retry { sub, seq, ts } => {
+                let key = (sub.from_uuid, sub.packet_id.clone());
+                let delivered = self.undelivered.peek(&key).is_none();
+                ack(sub.ack, &sub.packet_id, seq, ts, delivered);
+            }
+            Committed::Answer { sub, ack } => send_ack(sub.ack, ack),
+        }
+    }
+
+    /// Queues a topic message on every member's devices but the sending one;
+    /// returns how many devices of other members took it.
+    fn to_topic(&self, sub: &Submission, seq: u64, frame: Bytes, view: &TopicView) -> usize {
+        let out = Outbound {
+            seq: if sub.persist { seq } else { 0 },
+            frame,
+        };
+        let mut n = 0;
+        for member in &view.topic.members {
+            let except_conn =
+                (member.uuid == sub.from_uuid && sub.from_conn != 0).then_some(sub.from_conn);
+            let audience = Audience {
+                except_conn,
+                only_resource: None,
+            };
+            let got = self.fanout.to_user(member.uuid, audience, &out);
+            if member.uuid != sub.from_uuid {
+                n += got;
+            }
+        }
+        n
+    }
+
+    /// Queues a p2p message on the recipient's devices and the sender's other
+    /// devices; returns how many recipient devices took it.
+    fn to_users(&self, sub: &Submission, seq: u64, frame: Bytes) -> usize {
+        let out = Outbound {
+            seq: if sub.persist { seq } else { 0 },
+            frame,
+        };
+        let to_resource = (!sub.to_resource.is_empty()).then_some(sub.to_resource.as_str());
+        let except_conn = (sub.from_conn != 0).then_some(sub.from_conn);
+        if sub.to_uuid == sub.from_uuid {
+            let audience = Audience {
+                except_conn,
+                only_resource: to_resource,
+            };
+            return self.fanout.to_user(sub.to_uuid, audience, &out);
+        }
+        let to_recipient = Audience {
+            except_conn: None,
+            only_resource: to_resource,
+        };
+        let n = self.fanout.to_user(sub.to_uuid, to_recipient, &out);
+        // The sender's other devices keep their view of the conversation.
+        let to_sender = Audience {
+            except_conn,
+            only_resource: None,
+        };
+        self.fanout.to_user(sub.from_uuid, to_sender, &out);
+        n
+    }
+}
+
+/// Answers a send that went through.
+fn ack(sink: AckSink, packet_id: &str, seq: u64, ts: u64, delivered: bool) {
+    let frame = pb::ServerAck {
+        packet_id: packet_id.to_owned(),
+        sequence: seq,
+        timestamp: ts,
+        code: codes::OK,
+        desc: if delivered {
+            "ok".to_owned()
+        } else {
+            "no online device received it".to_owned()
+        },
+        delivered,
+    };
+    send_ack(sink, frame);
+}
+
+/// Queues a ServerAck on the sending device, or hands it to a waiting caller.
+pub fn send_ack(sink: AckSink, frame: pb::ServerAck) {
+    match sink {
+        AckSink::Device(device) => {
+            device.push(Outbound {
+                seq: 0,
+                frame: codec::encode(Kind::ServerAck(frame)),
+            });
+        }
+        AckSink::Caller(tx) => {
+            let _ = tx.send(frame);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::hub::{DeviceHandle, KillSwitch, QueueBytes};
+
+    fn submission(to_uuid: u64, persist: bool, ack: AckSink) -> Submission {
+        Submission {
+            app_id: 1,
+            from_uuid: 1,
+            from_account: "ann".into(),
+            from_resource: "phone".into(),
+            from_conn: 0,
+            packet_id: "p1".into(),
+            to_uuid,
+            to_account: "x".into(),
+            to_resource: String::new(),
+            topic_id: 0,
+            topic: None,
+            biz_type: String::new(),
+            payload: Bytes::from_static(b"hi"),
+            persist,
+            ack,
+            inflight: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_then_acks_in_order_and_remembers_undelivered_transients() {
+        let hub = Arc::new(Hub::new());
+        let (tx, mut rx) = mpsc::channel(16);
+        let device = DeviceHandle::new(
+            7,
+            "phone".into(),
+            tx,
+            QueueBytes::new(1 << 20),
+            Arc::new(KillSwitch::default()),
+        );
+        hub.register(2, device).unwrap();
+        let (stage, task) = start(hub.clone());
+
+        let (stored_tx, stored_rx) = oneshot::channel();
+        let (lost_tx, lost_rx) = oneshot::channel();
+        let (retry_tx, retry_rx) = oneshot::channel();
+        let frame = Bytes::from_static(b"frame");
+        stage
+            .send(vec![
+                // Stored, to user 2 who is online.
+                Committed::Message {
+                    sub: submission(2, true, AckSink::Caller(stored_tx)),
+                    seq: 10,
+                    ts: 1,
+                    frame: frame.clone(),
+                    topic: None,
+                },
+                // Transient, to user 3 who is not.
+                Committed::Message {
+                    sub: submission(3, false, AckSink::Caller(lost_tx)),
+                    seq: 11,
+                    ts: 1,
+                    frame,
+                    topic: None,
+                },
+                Committed::Retry {
+                    sub: submission(3, false, AckSink::Caller(retry_tx)),
+                    seq: 11,
+                    ts: 1,
+                },
+            ])
+            .await
+            .unwrap();
+        drop(stage);
+        task.await.unwrap();
+
+        let out = rx.recv().await.unwrap();
+        assert_eq!(out.seq, 10);
+        let stored = stored_rx.await.unwrap();
+        assert_eq!((stored.sequence, stored.delivered), (10, true));
+        let lost = lost_rx.await.unwrap();
+        assert_eq!((lost.sequence, lost.delivered), (11, false));
+        let retry = retry_rx.await.unwrap();
+        assert_eq!((retry.sequence, retry.delivered), (11, false));
+        assert_eq!(retry.desc, "no online device received it");
+        // The ack of a device sender is a ServerAck frame in its queue.
+        let (tx, mut queue) = mpsc::channel(4);
+        let sender = DeviceHandle::new(
+            8,
+            "pad".into(),
+            tx,
+            QueueBytes::new(1 << 20),
+            Arc::new(KillSwitch::default()),
+        );
+        send_ack(AckSink::Device(sender), pb::ServerAck::default());
+        let frame = queue.recv().await.unwrap().frame;
+        let kind = pb::Frame::decode(frame.as_ref()).unwrap().kind.unwrap();
+        assert!(matches!(kind, Kind::ServerAck(_)));
+    }
+}
