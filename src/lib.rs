@@ -23,6 +23,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod time;
+pub mod topics;
 pub mod transport;
 
 /// Generated protobuf types of `proto/courier.proto`.

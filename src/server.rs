@@ -23,6 +23,7 @@ use crate::router::{Router, RouterConfig};
 use crate::store::cursors::CursorBuffer;
 use crate::store::sqlite::SqliteOptions;
 use crate::store::{App, SqliteStore, Store};
+use crate::topics::Topics;
 use crate::transport::listener::{self, ConnectionSlots};
 
 /// Everything a connection or request handler needs, shared.
@@ -41,6 +42,8 @@ pub struct AppState {
     pub slots: ConnectionSlots,
     /// REST quotas per account and per app.
     pub quotas: Quotas,
+    /// Topic membership: every change goes through it.
+    pub topics: Topics,
     next_conn_id: AtomicU64,
 }
 
@@ -131,6 +134,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         cursor_stop.clone(),
     ));
 
+    let topics = Topics::new(
+        store.clone(),
+        directory.clone(),
+        router.clone(),
+        config.topic_member_limit,
+    );
     let state = Arc::new(AppState {
         directory,
         config: config.clone(),
@@ -146,6 +155,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             config.rest_names_per_account,
             config.rest_rate_per_app,
         ),
+        topics,
         next_conn_id: AtomicU64::new(1),
     });
 

@@ -1,7 +1,7 @@
 //! Topic (group) REST API, the manual's 群聊消息 section: create, get one, list mine,
 //! invite, quit, kick, update, dismiss. Every call authenticates the user (see
-//! `caller`); owner-only calls check ownership; every change is one store
-//! transaction, after which the router's cached view of the topic is refreshed, so a
+//! `caller`) and checks who may do what (member, owner); the change itself — limit,
+//! sequence boundary, store write, cache refresh — is `crate::topics::Topics`'s, so a
 //! membership change applies to every message sent after the call returns.
 
 use std::collections::HashSet;
@@ -22,6 +22,7 @@ use crate::names;
 use crate::server::AppState;
 use crate::store::{StoreError, Topic, TopicSummary, TopicUpdate};
 use crate::time::now_ms;
+use crate::topics::TopicError;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -126,14 +127,6 @@ fn too_many_names(max: usize) -> ApiError {
     ))
 }
 
-/// The manual's 400 for a membership that would pass the limit, given before any
-/// account is created.
-fn over_limit(limit: usize, have: usize, adding: usize) -> ApiError {
-    ApiError::bad_request(format!(
-        "topic member limit is {limit}: it has {have} members, {adding} more would exceed it"
-    ))
-}
-
 fn parse_id(raw: &str, what: &str) -> Result<u64, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::bad_request(format!(
@@ -151,12 +144,14 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-async fn uuids(state: &AppState, app_id: u64, names: Vec<String>) -> Result<Vec<u64>, ApiError> {
-    state
-        .directory
-        .uuids(app_id, names)
-        .await
-        .map_err(ApiError::internal)
+impl From<TopicError> for ApiError {
+    fn from(e: TopicError) -> Self {
+        match e {
+            TopicError::OverLimit { .. } => ApiError::bad_request(e.to_string()),
+            TopicError::Unknown(_) => ApiError::new(404, e.to_string()),
+            TopicError::Store(e) => store_error(e),
+        }
+    }
 }
 
 /// Charges a state-changing topic call to the caller and its app.
@@ -166,15 +161,6 @@ fn charge(state: &AppState, caller: &Caller, names: usize) -> Result<(), ApiErro
         .quotas
         .charge(caller.app.app_id, Some(caller.uuid), cost, now_ms())?;
     Ok(())
-}
-
-async fn member_limit(state: &AppState, app_id: u64) -> Result<usize, ApiError> {
-    let custom = state
-        .store
-        .topic_member_limit(app_id)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(custom.map_or(state.config.topic_member_limit, |n| n as usize))
 }
 
 /// The live (not dismissed) topic `topic_id` of app `app_id`.
@@ -227,23 +213,6 @@ fn require_owner(view: &TopicView, caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-/// After members were added in the store: refreshes the router's view, then starts
-/// the new members' reading after the newest sequence, and answers with the topic.
-/// Every message sent before the view changed is either before that boundary (not
-/// theirs) or was delivered to them live; none falls between.
-async fn admit(state: &AppState, topic_id: u64, added: Vec<u64>) -> Result<Response, ApiError> {
-    let view = refreshed(state, topic_id).await?;
-    if !added.is_empty() {
-        let boundary = state.router.last_sequence();
-        state
-            .store
-            .start_memberships(topic_id, added, boundary)
-            .await
-            .map_err(store_error)?;
-    }
-    Ok(with_members(&view.topic))
-}
-
 /// The common start of every call on one topic: ids from the path, the caller, and
 /// the live topic of the caller's app.
 async fn topic_call(
@@ -256,16 +225,6 @@ async fn topic_call(
     let caller = authenticate(state, app_id, headers).await?;
     let view = live_topic(state, caller.app.app_id, topic_id).await?;
     Ok((caller, view))
-}
-
-/// Re-reads the topic after a change, for the router and the answer.
-async fn refreshed(state: &AppState, topic_id: u64) -> Result<Arc<TopicView>, ApiError> {
-    state
-        .directory
-        .refresh_topic(topic_id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(404, format!("unknown topic {topic_id}")))
 }
 
 #[derive(Deserialize)]
@@ -293,32 +252,17 @@ pub async fn create(
         state.config.max_topic_name_bytes,
         false,
     )?;
-    let mut names = match req.accounts {
+    let names = match req.accounts {
         Some(a) => a.names(state.config.max_names_per_call)?,
         None => Vec::new(),
     };
-    names.retain(|n| *n != caller.account);
     charge(&state, &caller, 1 + names.len())?;
-    let limit = member_limit(&state, app_id).await?;
-    if names.len() + 1 > limit {
-        return Err(over_limit(limit, 0, names.len() + 1));
-    }
-    let members = uuids(&state, app_id, names).await?;
-    let boundary = state.router.last_sequence();
-    let topic = state
-        .store
-        .create_topic(
-            app_id,
-            caller.uuid,
-            &req.topic_name,
-            members,
-            limit,
-            boundary,
-        )
-        .await
-        .map_err(store_error)?;
-    let everyone = topic.members.iter().map(|m| m.uuid).collect();
-    admit(&state, topic.topic_id, everyone).await
+    let owner = (caller.uuid, caller.account.as_str());
+    let view = state
+        .topics
+        .create(app_id, owner, &req.topic_name, names)
+        .await?;
+    Ok(with_members(&view.topic))
 }
 
 /// `GET /api/topic/{appId}/{topicId}`
@@ -361,36 +305,16 @@ pub async fn invite(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (caller, view) = topic_call(&state, ids, &headers).await?;
-    let (app_id, topic_id) = (caller.app.app_id, view.topic.topic_id);
     let body = read_body(&state, body, state.config.body_limit_topic_bytes).await?;
     let req: AccountsBody = parse_json(&body)?;
-    let mut names = req.accounts.names(state.config.max_names_per_call)?;
+    let names = req.accounts.names(state.config.max_names_per_call)?;
     if names.is_empty() {
         return Err(ApiError::bad_request("accounts is empty"));
     }
     require_member(&view, &caller)?;
     charge(&state, &caller, names.len())?;
-    // Only accounts that are not members yet are created and counted.
-    let current: HashSet<&str> = view
-        .topic
-        .members
-        .iter()
-        .map(|m| m.account.as_str())
-        .collect();
-    names.retain(|n| !current.contains(n.as_str()));
-    let limit = member_limit(&state, app_id).await?;
-    let have = view.topic.members.len();
-    if have + names.len() > limit {
-        return Err(over_limit(limit, have, names.len()));
-    }
-    let members = uuids(&state, app_id, names).await?;
-    let boundary = state.router.last_sequence();
-    let added = state
-        .store
-        .add_members(topic_id, members, limit, boundary)
-        .await
-        .map_err(store_error)?;
-    admit(&state, topic_id, added).await
+    let view = state.topics.invite(&view, names).await?;
+    Ok(with_members(&view.topic))
 }
 
 /// `DELETE /api/topic/{appId}/{topicId}/account` — a non-owner member leaves.
@@ -411,13 +335,7 @@ pub async fn quit(
         )
             .into_response());
     }
-    let boundary = state.router.last_sequence().saturating_add(1);
-    state
-        .store
-        .remove_members(topic_id, vec![caller.uuid], boundary)
-        .await
-        .map_err(store_error)?;
-    refreshed(&state, topic_id).await?;
+    state.topics.remove(topic_id, vec![caller.uuid]).await?;
     Ok(success(serde_json::Value::Null))
 }
 
@@ -462,13 +380,8 @@ pub async fn kick(
             names::quote(first)
         )));
     }
-    let boundary = state.router.last_sequence().saturating_add(1);
-    state
-        .store
-        .remove_members(topic_id, kicked, boundary)
-        .await
-        .map_err(store_error)?;
-    Ok(with_members(&refreshed(&state, topic_id).await?.topic))
+    let view = state.topics.remove(topic_id, kicked).await?;
+    Ok(with_members(&view.topic))
 }
 
 #[derive(Deserialize)]
@@ -528,12 +441,8 @@ pub async fn update(
         name: req.topic_name,
         bulletin: req.bulletin,
     };
-    state
-        .store
-        .update_topic(topic_id, change)
-        .await
-        .map_err(store_error)?;
-    Ok(with_members(&refreshed(&state, topic_id).await?.topic))
+    let view = state.topics.update(topic_id, change).await?;
+    Ok(with_members(&view.topic))
 }
 
 /// `DELETE /api/topic/{appId}/{topicId}` — the owner dismisses the topic.
@@ -546,13 +455,7 @@ pub async fn dismiss(
     let topic_id = view.topic.topic_id;
     require_owner(&view, &caller)?;
     charge(&state, &caller, 1)?;
-    let boundary = state.router.last_sequence().saturating_add(1);
-    state
-        .store
-        .dismiss_topic(topic_id, boundary)
-        .await
-        .map_err(store_error)?;
-    refreshed(&state, topic_id).await?;
+    state.topics.dismiss(topic_id).await?;
     // The manual's exact answer, full-width exclamation mark included.
     Ok(Json(json!({"code": 200, "message": "success！", "data": null})).into_response())
 }

@@ -601,3 +601,25 @@ async fn per_app_member_limit_applies_at_once() {
         .await;
     assert_eq!(status, 200);
 }
+
+/// Every membership change goes through the topics service, which tells its
+/// subscribers (other nodes' caches, later) the topic and its new version.
+#[tokio::test]
+async fn membership_changes_publish_a_change_event() {
+    let s = TestServer::start().await;
+    let owner = Auth::App("owner".into());
+    let mut events = s.server.as_ref().unwrap().state.topics.subscribe();
+    let topic = create(&s, &owner, "t", "ann,ben").await;
+    let created = events.recv().await.unwrap();
+    assert_eq!(created.topic_id, topic);
+    let path = format!("/api/topic/{}/{topic}/accounts?accounts=ben", s.app.app_id);
+    let (status, v) = s.call(Method::DELETE, &path, &owner, None).await;
+    assert_eq!(status, 200, "{v}");
+    let kicked = events.recv().await.unwrap();
+    assert_eq!(kicked.topic_id, topic);
+    assert!(kicked.version > created.version);
+    // The router's view follows: ben's send to the topic is refused.
+    let (mut ben, _) = s.connect_synced("ben", "phone").await;
+    topic_send(&mut ben, "b1", topic, "still here?").await;
+    assert_eq!(next_ack(&mut ben).await.code, 403);
+}
