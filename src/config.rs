@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::protocol::codec::Limits;
 use crate::protocol::session::SessionConfig;
 
+/// Bytes a WebSocket gathers before writing to its socket (tungstenite's default);
+/// `ws_max_write_buffer_bytes` must leave room above it.
+pub const WS_WRITE_BUFFER_BYTES: usize = 128 * 1024;
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -303,9 +307,7 @@ impl Config {
         // The largest frame the server writes: a backlog batch, or one message.
         let biggest_out =
             crate::protocol::backlog::MAX_BATCH_FRAME_BYTES.max(self.max_payload_bytes + 1024);
-        if self.ws_max_write_buffer_bytes
-            < crate::transport::ws::WRITE_BUFFER_BYTES + 2 * biggest_out
-        {
+        if self.ws_max_write_buffer_bytes < WS_WRITE_BUFFER_BYTES + 2 * biggest_out {
             return bad(
                 "ws_max_write_buffer_bytes must be at least 128 KiB + 2 * max(256 KiB, max_payload_bytes + 1 KiB)",
             );

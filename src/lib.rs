@@ -21,10 +21,13 @@ pub mod quota;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod store;
+pub mod submission;
 pub mod time;
 pub mod topics;
 pub mod transport;
+pub mod wire;
 
 /// Generated protobuf types of `proto/courier.proto`.
 pub mod pb {

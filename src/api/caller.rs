@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 use super::ApiError;
 use crate::auth;
 use crate::log_limited;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::App;
 use crate::time::now_ms;
 

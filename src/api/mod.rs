@@ -31,7 +31,7 @@ use serde_json::json;
 use crate::log_limited;
 use crate::names::NameError;
 use crate::quota::QuotaExceeded;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// An error answer in the manual's envelope.
 #[derive(Debug, thiserror::Error)]

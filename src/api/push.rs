@@ -22,7 +22,7 @@ use super::{de_id, parse_json, read_body, success, ApiError};
 use crate::names;
 use crate::protocol::codes;
 use crate::router::{AckSink, Submission};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::App;
 use crate::time::now_ms;
 

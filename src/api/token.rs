@@ -7,12 +7,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::caller::app_from_credentials;
 use super::{de_id, parse_json, read_body, success, ApiError};
 use crate::auth::{self, Claims};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::now_ms;
 
 /// MIMC's channel id, a constant of the protocol.
@@ -28,18 +28,7 @@ struct TokenRequest {
     app_account: String,
 }
 
-/// The `data` of the answer, field for field as the manual shows it.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenData {
-    pub app_id: u64,
-    pub app_package: String,
-    pub app_account: String,
-    pub mi_chid: u32,
-    pub mi_user_id: u64,
-    pub mi_user_security_key: String,
-    pub token: String,
-}
+pub use crate::wire::rest::TokenData;
 
 pub async fn issue(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
     let body = read_body(&state, body, state.config.body_limit_token_bytes).await?;

@@ -19,7 +19,7 @@ use super::caller::{authenticate, Caller};
 use super::{parse_json, read_body, success, ApiError};
 use crate::directory::TopicView;
 use crate::names;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{StoreError, Topic, TopicSummary, TopicUpdate};
 use crate::time::now_ms;
 use crate::topics::TopicError;

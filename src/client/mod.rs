@@ -26,9 +26,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub use crate::api::token::TokenData;
 use crate::pb::{self, frame::Kind};
 use crate::protocol::{codec, PROTOCOL_VERSION, WS_SUBPROTOCOL};
+pub use crate::wire::rest::TokenData;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

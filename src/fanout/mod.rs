@@ -27,7 +27,7 @@ use crate::directory::TopicView;
 use crate::hub::{Audience, Hub, Outbound};
 use crate::pb::{self, frame::Kind};
 use crate::protocol::{codec, codes};
-use crate::router::{AckSink, Submission};
+use crate::submission::{AckSink, Submission};
 
 /// Committed batches waiting for the stage before the commit loop waits.
 pub const FANOUT_QUEUE_BATCHES: usize = 8;

@@ -23,57 +23,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use lru::LruCache;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::directory::{Directory, TopicLookup, TopicView};
 use crate::fanout::{self, Committed, Fanout};
-use crate::hub::DeviceHandle;
 use crate::pb::{self, frame::Kind};
 use crate::protocol::{codec, codes};
 use crate::store::{AppendOutcome, NewMessage, Store};
 use crate::time::now_ms;
 pub use sequence::Sequencer;
 
-/// Where the ServerAck of a submission goes.
-#[derive(Debug)]
-pub enum AckSink {
-    /// The sending device's queue.
-    Device(DeviceHandle),
-    /// A caller awaiting the result (push API).
-    Caller(oneshot::Sender<pb::ServerAck>),
-}
-
-/// One message to route.
-#[derive(Debug)]
-pub struct Submission {
-    pub app_id: u64,
-    pub from_uuid: u64,
-    pub from_account: Arc<str>,
-    pub from_resource: Arc<str>,
-    /// The sending connection, which gets the ack instead of a delivery (0: none).
-    pub from_conn: u64,
-    pub packet_id: String,
-    /// The recipient (p2p); 0 for a topic message.
-    pub to_uuid: u64,
-    pub to_account: String,
-    /// Empty: every device of the recipient.
-    pub to_resource: String,
-    /// The topic (0 for p2p). The sender must be a member; every member's devices
-    /// get it.
-    pub topic_id: u64,
-    /// The topic as the caller loaded it, used if the directory's cache evicted it
-    /// meanwhile (the cache's copy wins when it is newer).
-    pub topic: Option<Arc<TopicView>>,
-    pub biz_type: String,
-    pub payload: Bytes,
-    /// Store it (offline delivery, history); false: online devices only.
-    pub persist: bool,
-    pub ack: AckSink,
-    /// The sending connection's in-flight slot, given back when this send is
-    /// answered (dropped with the submission right after its ack is queued).
-    pub inflight: Option<tokio::sync::OwnedSemaphorePermit>,
-}
+pub use crate::submission::{AckSink, Submission};
 
 /// Why a submission was not accepted.
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,7 @@ use crate::protocol::backlog::{self, BacklogRules, BacklogStep, BacklogSync, Pag
 use crate::protocol::session::{Identity, Session, SessionEvent};
 use crate::protocol::{codec, codes};
 use crate::router::{self, AckSink, RouterError, Submission};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{Order, StoreError, TimelineRange};
 use crate::time::now_ms;
 

@@ -17,14 +17,11 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 
 use crate::protocol::WS_SUBPROTOCOL;
-use crate::server::AppState;
 use crate::session::{self, Inbound};
+use crate::state::AppState;
 
 /// Per-connection read buffer; larger frames grow it as needed.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-
-/// Bytes tungstenite gathers before writing to the socket (its default).
-pub const WRITE_BUFFER_BYTES: usize = 128 * 1024;
 
 /// Upgrades the request and runs the session.
 pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
@@ -36,7 +33,7 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -
         // tungstenite zero-fills up to this much per socket read and keeps it per
         // connection: the 128 KiB default costs CPU and memory for small frames.
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .write_buffer_size(crate::config::WS_WRITE_BUFFER_BYTES)
         .max_write_buffer_size(state.config.ws_max_write_buffer_bytes)
         .max_message_size(max)
         .max_frame_size(max)
