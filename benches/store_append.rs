@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use courier::store::sqlite::{SqliteOptions, SqliteStore};
-use courier::store::{NewMessage, Store};
+use courier::store::{MessageStore, NewMessage};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn batch(next: &AtomicU64, n: usize, users: u64) -> Vec<NewMessage> {

@@ -11,7 +11,7 @@ use courier::client::{fetch_token, Client, Event};
 use courier::config::ServeArgs;
 use courier::pb::{self, frame::Kind};
 use courier::store::sqlite::{SqliteOptions, SqliteStore};
-use courier::store::{App, Store};
+use courier::store::{App, AppStore};
 
 #[derive(Parser)]
 #[command(

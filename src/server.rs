@@ -23,7 +23,7 @@ use crate::router::{Router, RouterConfig};
 use crate::state::AppState;
 use crate::store::cursors::CursorBuffer;
 use crate::store::sqlite::SqliteOptions;
-use crate::store::{App, SqliteStore, Store};
+use crate::store::{self, App, StoreConfig};
 use crate::topics::Topics;
 use crate::transport::listener::{self, ConnectionSlots};
 
@@ -61,15 +61,14 @@ impl RunningServer {
 /// Opens the store, binds the listener and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
-    let sqlite = Arc::new(SqliteStore::open(
-        &config.data_dir,
-        SqliteOptions {
+    let store = store::open(&StoreConfig::Embedded {
+        dir: config.data_dir.clone(),
+        options: SqliteOptions {
             readers: config.store_readers,
             write_queue: config.router_queue,
             max_ops_per_commit: config.commit_batch_max * 2,
         },
-    )?);
-    let store: Arc<dyn Store> = sqlite.clone();
+    })?;
     let created_app = if store.list_apps().await?.is_empty() {
         Some(store.create_app("default").await?)
     } else {
@@ -161,7 +160,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         cursor_stop.cancel();
         let _ = cursor_task.await;
         serve_state.store.flush().await.ok();
-        let store = sqlite.clone();
+        let store = serve_state.store.clone();
         tokio::task::spawn_blocking(move || store.close()).await?;
         tracing::info!("shutdown complete");
         Ok(())

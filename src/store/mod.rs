@@ -1,9 +1,11 @@
-//! Persistence: the async [`Store`] trait and its records.
+//! Persistence: the async [`Store`] traits and their records, backend-neutral.
 //!
-//! The store owns apps, accounts, messages with their per-user timelines, per-device
-//! cursors and the dedup record of (sender, packetId). `sqlite` is the embedded
-//! implementation (the default); every write goes through one writer that commits
-//! many operations per transaction and fsync (group commit).
+//! One sub-trait per aggregate — [`AppStore`] (apps, settings, accounts),
+//! [`MessageStore`] (messages, timelines, cursors, dedup), [`TopicStore`] (topics,
+//! members, membership intervals) — gathered under [`Store`]; [`open`] picks the
+//! backend from a [`StoreConfig`]. Errors are [`StoreError`], which names no backend.
+//! `sqlite` is the embedded implementation (the default): every write goes through
+//! one writer that commits many operations per transaction and fsync (group commit).
 
 pub mod cursors;
 pub mod sqlite;
@@ -24,12 +26,6 @@ pub enum StoreError {
     NotFound(String),
     #[error("invalid: {0}")]
     Invalid(String),
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
-    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -148,8 +144,9 @@ pub struct TimelineRange {
     pub order: Order,
 }
 
+/// Apps (tenants), their settings, and accounts.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait AppStore: Send + Sync + 'static {
     /// Creates an app with fresh credentials.
     async fn create_app(&self, name: &str) -> StoreResult<App>;
     async fn list_apps(&self) -> StoreResult<Vec<App>>;
@@ -159,6 +156,14 @@ pub trait Store: Send + Sync + 'static {
     /// The uuids of `accounts` of one app, in order, creating the missing ones in
     /// one write.
     async fn accounts(&self, app_id: u64, accounts: Vec<String>) -> StoreResult<Vec<u64>>;
+    /// An app's topic member limit, if it overrides the server default.
+    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()>;
+    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>>;
+}
+
+/// Messages, per-user timelines, device cursors and the dedup record.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
     /// Persists messages in one transaction, deduplicating on (sender, packetId).
     async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>>;
     /// Reads a range of a user's timeline as device `resource` sees it: messages
@@ -187,10 +192,12 @@ pub trait Store: Send + Sync + 'static {
     async fn max_sequence(&self) -> StoreResult<u64>;
     /// Waits until every write queued so far is committed.
     async fn flush(&self) -> StoreResult<()>;
-    /// An app's topic member limit, if it overrides the server default.
-    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()>;
-    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>>;
+}
 
+/// Topics, their members, and the membership intervals that decide what a member
+/// reads from the topic log.
+#[async_trait]
+pub trait TopicStore: Send + Sync + 'static {
     /// Creates a topic owned by `owner` with `members` (owner first; duplicates
     /// ignored). Membership starts after sequence `boundary`. Fails with
     /// [`StoreError::Invalid`] above `limit` members.
@@ -233,4 +240,31 @@ pub trait Store: Send + Sync + 'static {
     async fn update_topic(&self, topic_id: u64, update: TopicUpdate) -> StoreResult<()>;
     /// Marks the topic dismissed and ends every membership at `boundary`.
     async fn dismiss_topic(&self, topic_id: u64, boundary: u64) -> StoreResult<()>;
+}
+
+/// A whole store: every aggregate, plus its lifecycle. `Arc<dyn Store>` is what the
+/// server holds; [`open`] picks the backend.
+pub trait Store: AppStore + MessageStore + TopicStore {
+    /// Commits what is queued and releases the backend (blocking: call it from a
+    /// blocking context at shutdown).
+    fn close(&self);
+}
+
+/// Which backend to open, and its settings.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded SQLite store in a data directory.
+    Embedded {
+        dir: std::path::PathBuf,
+        options: sqlite::SqliteOptions,
+    },
+}
+
+/// Opens the configured backend.
+pub fn open(config: &StoreConfig) -> StoreResult<std::sync::Arc<dyn Store>> {
+    match config {
+        StoreConfig::Embedded { dir, options } => {
+            Ok(std::sync::Arc::new(SqliteStore::open(dir, *options)?))
+        }
+    }
 }

@@ -19,8 +19,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
-    App, AppendOutcome, NewMessage, Order, Store, StoreError, StoreResult, StoredMessage,
-    TimelineRange, Topic, TopicSummary, TopicUpdate,
+    App, AppStore, AppendOutcome, MessageStore, NewMessage, Order, Store, StoreError, StoreResult,
+    StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
 };
 use crate::time::now_ms;
 
@@ -596,8 +596,20 @@ fn append_in(conn: &Connection, messages: &[NewMessage]) -> StoreResult<Vec<Appe
     Ok(outcomes)
 }
 
-#[async_trait]
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
 impl Store for SqliteStore {
+    fn close(&self) {
+        SqliteStore::close(self);
+    }
+}
+
+#[async_trait]
+impl AppStore for SqliteStore {
     async fn create_app(&self, name: &str) -> StoreResult<App> {
         let app = random_app(name);
         let stored = app.clone();
@@ -719,6 +731,33 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()> {
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE apps SET topic_member_limit = ?2 WHERE app_id = ?1")?
+                .execute(params![app_id as i64, limit.map(i64::from)])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("app {app_id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>> {
+        self.read(move |conn| {
+            let v: Option<Option<i64>> = conn
+                .prepare_cached("SELECT topic_member_limit FROM apps WHERE app_id = ?1")?
+                .query_row([app_id as i64], |r| r.get(0))
+                .optional()?;
+            Ok(v.flatten().map(|n| n as u32))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
     async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>> {
         self.write(move |conn| append_in(conn, &messages)).await
     }
@@ -806,31 +845,10 @@ impl Store for SqliteStore {
     async fn flush(&self) -> StoreResult<()> {
         self.write(|_| Ok(())).await
     }
+}
 
-    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()> {
-        self.write(move |conn| {
-            let n = conn
-                .prepare_cached("UPDATE apps SET topic_member_limit = ?2 WHERE app_id = ?1")?
-                .execute(params![app_id as i64, limit.map(i64::from)])?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("app {app_id}")));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>> {
-        self.read(move |conn| {
-            let v: Option<Option<i64>> = conn
-                .prepare_cached("SELECT topic_member_limit FROM apps WHERE app_id = ?1")?
-                .query_row([app_id as i64], |r| r.get(0))
-                .optional()?;
-            Ok(v.flatten().map(|n| n as u32))
-        })
-        .await
-    }
-
+#[async_trait]
+impl TopicStore for SqliteStore {
     async fn create_topic(
         &self,
         app_id: u64,
