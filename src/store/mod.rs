@@ -7,6 +7,8 @@
 //! `sqlite` is the embedded implementation (the default): every write goes through
 //! one writer that commits many operations per transaction and fsync (group commit).
 
+#[cfg(test)]
+pub mod conformance;
 pub mod cursors;
 pub mod sqlite;
 

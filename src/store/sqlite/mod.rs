@@ -919,67 +919,16 @@ impl TopicStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(seq: u64, from: u64, to: u64, packet: &str) -> NewMessage {
-        NewMessage {
-            seq,
-            ts: 1000 + seq,
-            app_id: 1,
-            from_uuid: from,
-            from_account: format!("u{from}"),
-            from_resource: "phone".into(),
-            packet_id: packet.into(),
-            to_uuid: to,
-            to_account: format!("u{to}"),
-            to_resource: String::new(),
-            topic_id: 0,
-            biz_type: "TEXT".into(),
-            payload: bytes::Bytes::from(format!("m{seq}")),
-        }
-    }
-
-    fn range(uuid: u64, after: u64) -> TimelineRange {
-        TimelineRange {
-            uuid,
-            after,
-            before: 0,
-            limit: 100,
-            order: Order::OldestFirst,
-        }
-    }
+    use crate::store::conformance;
 
     #[tokio::test]
-    async fn append_builds_both_timelines_and_dedups() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-        let out = store
-            .append(vec![
-                msg(10, 1, 2, "a"),
-                msg(11, 2, 1, "b"),
-                msg(12, 1, 2, "a"),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(
-            out,
-            vec![
-                AppendOutcome::Stored,
-                AppendOutcome::Stored,
-                AppendOutcome::Duplicate { seq: 10, ts: 1010 }
-            ]
-        );
-        let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
-        assert_eq!(
-            seqs(store.timeline(range(2, 0), "x").await.unwrap()),
-            vec![10, 11]
-        );
-        assert_eq!(
-            seqs(store.timeline(range(1, 10), "x").await.unwrap()),
-            vec![11]
-        );
-        assert_eq!(store.count_after(2, "x", 0, 1).await.unwrap(), 1);
-        assert_eq!(store.count_after(2, "x", 0, 10).await.unwrap(), 2);
-        assert_eq!(store.max_sequence().await.unwrap(), 11);
+    async fn conformance_suite() {
+        conformance::run_all(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+            (std::sync::Arc::new(store) as std::sync::Arc<dyn Store>, dir)
+        })
+        .await;
     }
 
     #[tokio::test]
@@ -998,7 +947,10 @@ mod tests {
                 store.account(app.app_id, "bob", true).await.unwrap(),
                 Some(uuid)
             );
-            store.append(vec![msg(5, 1, uuid, "p")]).await.unwrap();
+            store
+                .append(vec![conformance::msg(5, 1, uuid, "p")])
+                .await
+                .unwrap();
             store
                 .set_cursors(vec![(uuid, "phone".into(), 5)])
                 .await
@@ -1021,115 +973,11 @@ mod tests {
         assert_eq!(store.max_cursor(uuid).await.unwrap(), 5);
         // Dedup survives the restart too.
         assert_eq!(
-            store.append(vec![msg(9, 1, uuid, "p")]).await.unwrap(),
+            store
+                .append(vec![conformance::msg(9, 1, uuid, "p")])
+                .await
+                .unwrap(),
             vec![AppendOutcome::Duplicate { seq: 5, ts: 1005 }]
         );
-    }
-
-    #[tokio::test]
-    async fn resource_addressed_messages_reach_only_that_device() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-        let mut m = msg(7, 1, 2, "x");
-        m.to_resource = "watch".into();
-        store.append(vec![m, msg(8, 1, 2, "y")]).await.unwrap();
-        let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
-        assert_eq!(
-            seqs(store.timeline(range(2, 0), "phone").await.unwrap()),
-            vec![8]
-        );
-        assert_eq!(
-            seqs(store.timeline(range(2, 0), "watch").await.unwrap()),
-            vec![7, 8]
-        );
-        // The sender's devices see what they sent.
-        assert_eq!(
-            seqs(store.timeline(range(1, 0), "tablet").await.unwrap()),
-            vec![7, 8]
-        );
-    }
-
-    #[tokio::test]
-    async fn newest_first_reads_the_end_of_the_range() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-        let batch = (1..=5).map(|i| msg(i, 1, 2, &format!("p{i}"))).collect();
-        store.append(batch).await.unwrap();
-        let r = TimelineRange {
-            limit: 2,
-            order: Order::NewestFirst,
-            ..range(2, 0)
-        };
-        let got: Vec<u64> = store
-            .timeline(r, "x")
-            .await
-            .unwrap()
-            .iter()
-            .map(|m| m.seq)
-            .collect();
-        assert_eq!(got, vec![5, 4]);
-    }
-
-    #[tokio::test]
-    async fn topic_messages_are_read_within_membership_intervals() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-        let topic = store
-            .create_topic(1, 1, "t", vec![2, 3], 10, 5)
-            .await
-            .unwrap();
-        assert_eq!(
-            topic.members.iter().map(|m| m.uuid).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
-        let in_topic = |seq: u64| NewMessage {
-            topic_id: topic.topic_id,
-            to_uuid: 0,
-            to_account: String::new(),
-            ..msg(seq, 1, 0, &format!("t{seq}"))
-        };
-        // Stored once: no timeline rows, one topic-log row each.
-        store.append(vec![in_topic(4), in_topic(10)]).await.unwrap();
-        store
-            .remove_members(topic.topic_id, vec![2], 11)
-            .await
-            .unwrap();
-        store.append(vec![in_topic(12)]).await.unwrap();
-        let added = store
-            .add_members(topic.topic_id, vec![2, 3], 10, 13)
-            .await
-            .unwrap();
-        assert_eq!(added, vec![2], "3 was already a member");
-        store
-            .append(vec![in_topic(14), msg(15, 9, 2, "p2p")])
-            .await
-            .unwrap();
-        let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
-        // 4 predates the topic; 12 was sent while 2 was out; p2p 15 merges in order.
-        assert_eq!(
-            seqs(store.timeline(range(2, 0), "x").await.unwrap()),
-            vec![10, 14, 15]
-        );
-        assert_eq!(
-            seqs(store.timeline(range(3, 0), "x").await.unwrap()),
-            vec![10, 12, 14]
-        );
-        assert_eq!(store.count_after(2, "x", 0, 100).await.unwrap(), 3);
-        let newest = TimelineRange {
-            limit: 2,
-            order: Order::NewestFirst,
-            ..range(2, 0)
-        };
-        assert_eq!(
-            seqs(store.timeline(newest, "x").await.unwrap()),
-            vec![15, 14]
-        );
-        store.dismiss_topic(topic.topic_id, 16).await.unwrap();
-        store.append(vec![in_topic(17)]).await.unwrap();
-        assert_eq!(
-            seqs(store.timeline(range(3, 14), "x").await.unwrap()),
-            Vec::<u64>::new()
-        );
-        assert!(store.topics_of(3).await.unwrap().is_empty());
     }
 }

@@ -1,0 +1,238 @@
+//! The store conformance suite: what every backend must do, written against
+//! `dyn Store` only. A backend's own tests call [`run_all`] with a way to open fresh,
+//! empty stores; today the embedded SQLite store runs it, and a PostgreSQL backend
+//! will run the same checks.
+
+use std::sync::Arc;
+
+use super::{AppendOutcome, NewMessage, Order, Store, StoredMessage, TimelineRange};
+
+/// Runs every check, each on a fresh store from `fresh` (whose second value, e.g.
+/// a temp dir, is kept until the check ends).
+pub async fn run_all<G>(mut fresh: impl FnMut() -> (Arc<dyn Store>, G)) {
+    macro_rules! check {
+        ($($name:ident),* $(,)?) => {$(
+            let (store, guard) = fresh();
+            $name(store.as_ref()).await;
+            store.close();
+            drop(guard);
+        )*};
+    }
+    check!(
+        apps_and_accounts,
+        cursors_only_advance,
+        append_builds_both_timelines_and_dedups,
+        resource_addressed_messages_reach_only_that_device,
+        newest_first_reads_the_end_of_the_range,
+        topic_messages_are_read_within_membership_intervals,
+    );
+}
+
+/// A p2p message `from` → `to` with sequence `seq`.
+pub fn msg(seq: u64, from: u64, to: u64, packet: &str) -> NewMessage {
+    NewMessage {
+        seq,
+        ts: 1000 + seq,
+        app_id: 1,
+        from_uuid: from,
+        from_account: format!("u{from}"),
+        from_resource: "phone".into(),
+        packet_id: packet.into(),
+        to_uuid: to,
+        to_account: format!("u{to}"),
+        to_resource: String::new(),
+        topic_id: 0,
+        biz_type: "TEXT".into(),
+        payload: bytes::Bytes::from(format!("m{seq}")),
+    }
+}
+
+/// The whole timeline of `uuid` after `after`, oldest first.
+pub fn range(uuid: u64, after: u64) -> TimelineRange {
+    TimelineRange {
+        uuid,
+        after,
+        before: 0,
+        limit: 100,
+        order: Order::OldestFirst,
+    }
+}
+
+/// Apps are listed and found; an account is created once and found again; a batch
+/// of accounts keeps its order and creates only the missing ones.
+pub async fn apps_and_accounts(store: &dyn Store) {
+    let app = store.create_app("demo").await.unwrap();
+    assert_eq!(store.list_apps().await.unwrap(), vec![app.clone()]);
+    assert_eq!(store.app(app.app_id).await.unwrap(), Some(app.clone()));
+    assert_eq!(store.account(app.app_id, "bob", false).await.unwrap(), None);
+    let bob = store
+        .account(app.app_id, "bob", true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.account(app.app_id, "bob", true).await.unwrap(),
+        Some(bob)
+    );
+    let names = vec!["amy".to_owned(), "bob".to_owned(), "cy".to_owned()];
+    let uuids = store.accounts(app.app_id, names).await.unwrap();
+    assert_eq!(uuids[1], bob);
+    assert!(uuids[0] != uuids[2] && uuids[0] != bob);
+    assert_eq!(
+        store.account(app.app_id, "cy", false).await.unwrap(),
+        Some(uuids[2])
+    );
+    assert_eq!(store.topic_member_limit(app.app_id).await.unwrap(), None);
+    store
+        .set_topic_member_limit(app.app_id, Some(7))
+        .await
+        .unwrap();
+    assert_eq!(store.topic_member_limit(app.app_id).await.unwrap(), Some(7));
+}
+
+/// Device cursors never move back; the user's highest is the max of its devices.
+pub async fn cursors_only_advance(store: &dyn Store) {
+    store
+        .set_cursors(vec![(9, "phone".into(), 5)])
+        .await
+        .unwrap();
+    store
+        .set_cursors(vec![(9, "phone".into(), 3)])
+        .await
+        .unwrap();
+    store.set_cursors(vec![(9, "pad".into(), 4)]).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.cursor(9, "phone").await.unwrap(), Some(5));
+    assert_eq!(store.cursor(9, "tablet").await.unwrap(), None);
+    assert_eq!(store.max_cursor(9).await.unwrap(), 5);
+    assert_eq!(store.max_cursor(10).await.unwrap(), 0);
+}
+
+pub async fn append_builds_both_timelines_and_dedups(store: &dyn Store) {
+    let out = store
+        .append(vec![
+            msg(10, 1, 2, "a"),
+            msg(11, 2, 1, "b"),
+            msg(12, 1, 2, "a"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            AppendOutcome::Stored,
+            AppendOutcome::Stored,
+            AppendOutcome::Duplicate { seq: 10, ts: 1010 }
+        ]
+    );
+    let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.timeline(range(2, 0), "x").await.unwrap()),
+        vec![10, 11]
+    );
+    assert_eq!(
+        seqs(store.timeline(range(1, 10), "x").await.unwrap()),
+        vec![11]
+    );
+    assert_eq!(store.count_after(2, "x", 0, 1).await.unwrap(), 1);
+    assert_eq!(store.count_after(2, "x", 0, 10).await.unwrap(), 2);
+    assert_eq!(store.max_sequence().await.unwrap(), 11);
+}
+
+pub async fn resource_addressed_messages_reach_only_that_device(store: &dyn Store) {
+    let mut m = msg(7, 1, 2, "x");
+    m.to_resource = "watch".into();
+    store.append(vec![m, msg(8, 1, 2, "y")]).await.unwrap();
+    let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.timeline(range(2, 0), "phone").await.unwrap()),
+        vec![8]
+    );
+    assert_eq!(
+        seqs(store.timeline(range(2, 0), "watch").await.unwrap()),
+        vec![7, 8]
+    );
+    // The sender's devices see what they sent.
+    assert_eq!(
+        seqs(store.timeline(range(1, 0), "tablet").await.unwrap()),
+        vec![7, 8]
+    );
+}
+
+pub async fn newest_first_reads_the_end_of_the_range(store: &dyn Store) {
+    let batch = (1..=5).map(|i| msg(i, 1, 2, &format!("p{i}"))).collect();
+    store.append(batch).await.unwrap();
+    let r = TimelineRange {
+        limit: 2,
+        order: Order::NewestFirst,
+        ..range(2, 0)
+    };
+    let got: Vec<u64> = store
+        .timeline(r, "x")
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(got, vec![5, 4]);
+}
+
+pub async fn topic_messages_are_read_within_membership_intervals(store: &dyn Store) {
+    let topic = store
+        .create_topic(1, 1, "t", vec![2, 3], 10, 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        topic.members.iter().map(|m| m.uuid).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let in_topic = |seq: u64| NewMessage {
+        topic_id: topic.topic_id,
+        to_uuid: 0,
+        to_account: String::new(),
+        ..msg(seq, 1, 0, &format!("t{seq}"))
+    };
+    // Stored once: no timeline rows, one topic-log row each.
+    store.append(vec![in_topic(4), in_topic(10)]).await.unwrap();
+    store
+        .remove_members(topic.topic_id, vec![2], 11)
+        .await
+        .unwrap();
+    store.append(vec![in_topic(12)]).await.unwrap();
+    let added = store
+        .add_members(topic.topic_id, vec![2, 3], 10, 13)
+        .await
+        .unwrap();
+    assert_eq!(added, vec![2], "3 was already a member");
+    store
+        .append(vec![in_topic(14), msg(15, 9, 2, "p2p")])
+        .await
+        .unwrap();
+    let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+    // 4 predates the topic; 12 was sent while 2 was out; p2p 15 merges in order.
+    assert_eq!(
+        seqs(store.timeline(range(2, 0), "x").await.unwrap()),
+        vec![10, 14, 15]
+    );
+    assert_eq!(
+        seqs(store.timeline(range(3, 0), "x").await.unwrap()),
+        vec![10, 12, 14]
+    );
+    assert_eq!(store.count_after(2, "x", 0, 100).await.unwrap(), 3);
+    let newest = TimelineRange {
+        limit: 2,
+        order: Order::NewestFirst,
+        ..range(2, 0)
+    };
+    assert_eq!(
+        seqs(store.timeline(newest, "x").await.unwrap()),
+        vec![15, 14]
+    );
+    store.dismiss_topic(topic.topic_id, 16).await.unwrap();
+    store.append(vec![in_topic(17)]).await.unwrap();
+    assert_eq!(
+        seqs(store.timeline(range(3, 14), "x").await.unwrap()),
+        Vec::<u64>::new()
+    );
+    assert!(store.topics_of(3).await.unwrap().is_empty());
+}
