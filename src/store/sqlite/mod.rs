@@ -24,97 +24,16 @@ use super::{
 };
 use crate::time::now_ms;
 
+mod messages;
+mod schema;
 mod topics;
+mod writer;
 
-/// Completes a write operation once its transaction's commit result is known.
-type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// A write operation, run by the writer thread inside the open transaction.
-/// Given `None` (the transaction could not begin) it must not touch the database and
-/// only yields a completion to answer with the error.
-type WriteOp = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
-
-/// Ordered schema migrations; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE apps (
-    app_id     INTEGER PRIMARY KEY,
-    name       TEXT    NOT NULL,
-    app_key    TEXT    NOT NULL UNIQUE,
-    app_secret TEXT    NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE accounts (
-    uuid       INTEGER PRIMARY KEY,
-    app_id     INTEGER NOT NULL,
-    account    TEXT    NOT NULL,
-    created_ms INTEGER NOT NULL,
-    UNIQUE (app_id, account)
-);
-CREATE TABLE messages (
-    seq           INTEGER PRIMARY KEY,
-    ts            INTEGER NOT NULL,
-    app_id        INTEGER NOT NULL,
-    from_uuid     INTEGER NOT NULL,
-    from_account  TEXT    NOT NULL,
-    from_resource TEXT    NOT NULL,
-    packet_id     TEXT    NOT NULL,
-    to_uuid       INTEGER NOT NULL,
-    to_account    TEXT    NOT NULL,
-    to_resource   TEXT    NOT NULL,
-    biz_type      TEXT    NOT NULL,
-    payload       BLOB    NOT NULL
-);
-CREATE UNIQUE INDEX messages_dedup ON messages (from_uuid, packet_id);
-CREATE TABLE timeline (
-    uuid INTEGER NOT NULL,
-    seq  INTEGER NOT NULL,
-    PRIMARY KEY (uuid, seq)
-) WITHOUT ROWID;
-CREATE TABLE cursors (
-    uuid     INTEGER NOT NULL,
-    resource TEXT    NOT NULL,
-    seq      INTEGER NOT NULL,
-    PRIMARY KEY (uuid, resource)
-) WITHOUT ROWID;
-"#,
-    r#"
-ALTER TABLE messages ADD COLUMN topic_id INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE apps ADD COLUMN topic_member_limit INTEGER;
-CREATE TABLE topics (
-    topic_id   INTEGER PRIMARY KEY,
-    app_id     INTEGER NOT NULL,
-    owner_uuid INTEGER NOT NULL,
-    name       TEXT    NOT NULL,
-    bulletin   TEXT    NOT NULL DEFAULT '',
-    created_ms INTEGER NOT NULL,
-    dismissed  INTEGER NOT NULL DEFAULT 0,
-    version    INTEGER NOT NULL DEFAULT 0
-);
--- Current members, in the order they joined.
-CREATE TABLE topic_members (
-    topic_id INTEGER NOT NULL,
-    uuid     INTEGER NOT NULL,
-    position INTEGER NOT NULL,
-    PRIMARY KEY (topic_id, uuid)
-) WITHOUT ROWID;
-CREATE INDEX topic_members_by_user ON topic_members (uuid);
--- Membership history as sequence intervals (from_seq, to_seq): a member reads the
--- topic log entries sent while it belonged. to_seq is i64::MAX while it belongs.
-CREATE TABLE topic_membership (
-    uuid     INTEGER NOT NULL,
-    topic_id INTEGER NOT NULL,
-    from_seq INTEGER NOT NULL,
-    to_seq   INTEGER NOT NULL
-);
-CREATE INDEX topic_membership_by_user ON topic_membership (uuid, topic_id);
--- A topic's messages, stored once (the rows live in messages).
-CREATE TABLE topic_log (
-    topic_id INTEGER NOT NULL,
-    seq      INTEGER NOT NULL,
-    PRIMARY KEY (topic_id, seq)
-) WITHOUT ROWID;
-"#,
-];
+use messages::{append_in, user_messages};
+use schema::{
+    migrate, open_connection, private_dir, private_file, READER_CACHE_KIB, WRITER_CACHE_KIB,
+};
+use writer::{checkpoint_loop, in_savepoint, writer_loop, WriteOp};
 
 /// Tuning of the embedded store.
 #[derive(Debug, Clone, Copy)]
@@ -142,12 +61,6 @@ struct ReaderPool {
     permits: Arc<Semaphore>,
 }
 
-/// Commits between the writer's own checkpoint passes.
-const WRITER_CHECKPOINT_EVERY: u32 = 64;
-
-/// How often the checkpointer copies the WAL into the database file.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
@@ -155,82 +68,6 @@ pub struct SqliteStore {
     /// Stops the checkpointer (dropping the sender wakes it).
     checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
     readers: Arc<ReaderPool>,
-}
-
-/// Page cache of the writer connection, KiB. SQLite walks the writer's page cache
-/// at the end of every transaction (`pcache1TruncateUnsafe`): with a 32 MiB cache
-/// that walk was 9 % of the server's CPU at 25k msgs/s; 4 MiB measured best (p99 at
-/// 25k msgs/s over 50 pairs 15–16 ms vs 16–21 ms; 1 MiB was worse again).
-const WRITER_CACHE_KIB: i64 = 4 * 1024;
-/// Page cache of each read connection, KiB (backlog and history reads).
-const READER_CACHE_KIB: i64 = 32 * 1024;
-
-fn open_connection(path: &Path, cache_kib: i64) -> StoreResult<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch(&format!(
-        "PRAGMA page_size = 2048;
-         PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = OFF;
-         PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -{cache_kib};"
-    ))?;
-    Ok(conn)
-}
-
-/// Creates the data dir readable by its owner only (0700): it holds app secrets.
-/// An existing directory's mode is tightened too.
-fn private_dir(dir: &Path) -> StoreResult<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let fail = |e: std::io::Error| StoreError::Database(format!("data dir {}: {e}", dir.display()));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(fail)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
-}
-
-/// Creates the database file 0600 before SQLite opens it (SQLite gives its WAL and
-/// shared-memory files the database file's mode).
-fn private_file(path: &Path) -> StoreResult<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let fail = |e: std::io::Error| StoreError::Database(format!("{}: {e}", path.display()));
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(fail)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-    // WAL files left by an older version keep their own mode: tighten them too.
-    for suffix in ["-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        let side = Path::new(&name);
-        if side.exists() {
-            std::fs::set_permissions(side, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-        }
-    }
-    Ok(())
-}
-
-fn migrate(conn: &mut Connection) -> StoreResult<()> {
-    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > MIGRATIONS.len() {
-        return Err(StoreError::Invalid(format!(
-            "data dir schema version {version} is newer than this binary ({})",
-            MIGRATIONS.len()
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
-        tx.commit()?;
-    }
-    Ok(())
 }
 
 impl SqliteStore {
@@ -344,86 +181,6 @@ impl Drop for SqliteStore {
     }
 }
 
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> StoreResult<T>,
-) -> StoreResult<T> {
-    conn.execute_batch("SAVEPOINT op")?;
-    let result = f(conn).and_then(|v| {
-        conn.execute_batch("RELEASE op")?;
-        Ok(v)
-    });
-    if result.is_err() {
-        // Undo this op's writes so they do not commit with the others.
-        let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
-    }
-    result
-}
-
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, max_ops: usize) {
-    let mut completions: Vec<Completion> = Vec::new();
-    let mut commits_since_checkpoint = 0u32;
-    while let Some(first) = rx.blocking_recv() {
-        commits_since_checkpoint += 1;
-        if commits_since_checkpoint >= WRITER_CHECKPOINT_EVERY {
-            // Under constant load the background checkpointer never catches up with
-            // the end of the WAL, so the WAL could never restart and would grow
-            // without bound. Between transactions nothing is appended, so this pass
-            // (copying only what the background pass has not) lets the next
-            // transaction restart the WAL from its beginning.
-            commits_since_checkpoint = 0;
-            if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-                tracing::debug!(error = %e, "store: writer checkpoint skipped");
-            }
-        }
-        let t_begin = std::time::Instant::now();
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = StoreError::from(e);
-            tracing::error!(error = %err, "store: cannot begin transaction");
-            // Answer without running: outside a transaction its writes would commit
-            // on their own while its caller is told it failed.
-            first(None)(Err(err));
-            continue;
-        }
-        completions.push(first(Some(&conn)));
-        while completions.len() < max_ops {
-            match rx.try_recv() {
-                Ok(op) => completions.push(op(Some(&conn))),
-                Err(_) => break,
-            }
-        }
-        let t_commit = std::time::Instant::now();
-        let committed = conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            let err = StoreError::from(e);
-            tracing::error!(error = %err, "store: commit failed");
-            err
-        });
-        tracing::trace!(
-            ops = completions.len(),
-            work_us = (t_commit - t_begin).as_micros() as u64,
-            commit_us = t_commit.elapsed().as_micros() as u64,
-            "store: group commit"
-        );
-        for done in completions.drain(..) {
-            done(committed.clone());
-        }
-    }
-    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-        tracing::warn!(error = %e, "store: final checkpoint failed");
-    }
-}
-
-fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-        stop.recv_timeout(CHECKPOINT_INTERVAL)
-    {
-        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-            tracing::warn!(error = %e, "store: checkpoint failed");
-        }
-    }
-}
-
 fn random_app(name: &str) -> App {
     let mut rng = rand::rng();
     // Below 2^53 so JavaScript clients read it exactly as a JSON number.
@@ -450,150 +207,6 @@ fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
         app_secret: r.get(3)?,
         created_ms: r.get::<_, i64>(4)? as u64,
     })
-}
-
-/// Reads what a user sees, oldest or newest first, at most `limit` messages with
-/// `after < seq < before`: its p2p timeline merged with the log of every topic it
-/// belonged to, within each membership interval. Every part is one index-ordered,
-/// limited range read (the timeline, then each overlapping membership's slice of its
-/// topic log), merged here; nothing is sorted whole, however large the backlog.
-fn user_messages(
-    conn: &Connection,
-    uuid: u64,
-    resource: &str,
-    after: u64,
-    before: u64,
-    limit: usize,
-    order: Order,
-) -> StoreResult<Vec<StoredMessage>> {
-    let dir = match order {
-        Order::OldestFirst => "ASC",
-        Order::NewestFirst => "DESC",
-    };
-    let before = if before == 0 { i64::MAX } else { before as i64 };
-    let timeline_sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM timeline t JOIN messages m ON m.seq = t.seq \
-         WHERE t.uuid = ?1 AND t.seq > ?2 AND t.seq < ?3 AND {VISIBLE_TO_DEVICE} \
-         ORDER BY t.seq {dir} LIMIT ?5"
-    );
-    let mut out = conn
-        .prepare_cached(&timeline_sql)?
-        .query_map(
-            params![uuid as i64, after as i64, before, resource, limit as i64],
-            row_to_message,
-        )?
-        .collect::<Result<Vec<_>, _>>()?;
-    let memberships = conn
-        .prepare_cached(
-            "SELECT topic_id, max(from_seq, ?2), min(to_seq, ?3) FROM topic_membership \
-             WHERE uuid = ?1 AND to_seq > ?2 AND from_seq < ?3",
-        )?
-        .query_map(params![uuid as i64, after as i64, before], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    if memberships.is_empty() {
-        return Ok(out);
-    }
-    let log_sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM topic_log l JOIN messages m ON m.seq = l.seq \
-         WHERE l.topic_id = ?1 AND l.seq > ?2 AND l.seq < ?3 ORDER BY l.seq {dir} LIMIT ?4"
-    );
-    let mut log = conn.prepare_cached(&log_sql)?;
-    for (topic_id, from, to) in memberships {
-        let rows = log.query_map(params![topic_id, from, to, limit as i64], row_to_message)?;
-        for row in rows {
-            out.push(row?);
-        }
-    }
-    match order {
-        Order::OldestFirst => out.sort_unstable_by_key(|m| m.seq),
-        Order::NewestFirst => out.sort_unstable_by_key(|m| std::cmp::Reverse(m.seq)),
-    }
-    out.dedup_by_key(|m| m.seq);
-    out.truncate(limit);
-    Ok(out)
-}
-
-/// Timeline filter for one device (`?1` = uuid, `?4` = resource): a message addressed
-/// to one resource of this user is seen only by that device; messages this user sent
-/// to others are seen by all its devices.
-const VISIBLE_TO_DEVICE: &str = "(m.to_resource = '' OR m.to_uuid != ?1 OR m.to_resource = ?4)";
-
-const MESSAGE_COLUMNS: &str = "m.seq, m.ts, m.packet_id, m.from_uuid, m.from_account, \
-     m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload, m.topic_id";
-
-fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
-    Ok(StoredMessage {
-        seq: r.get::<_, i64>(0)? as u64,
-        ts: r.get::<_, i64>(1)? as u64,
-        packet_id: r.get(2)?,
-        from_uuid: r.get::<_, i64>(3)? as u64,
-        from_account: r.get(4)?,
-        from_resource: r.get(5)?,
-        to_uuid: r.get::<_, i64>(6)? as u64,
-        to_account: r.get(7)?,
-        to_resource: r.get(8)?,
-        biz_type: r.get(9)?,
-        payload: r.get::<_, Vec<u8>>(10)?.into(),
-        topic_id: r.get::<_, i64>(11)? as u64,
-    })
-}
-
-fn append_in(conn: &Connection, messages: &[NewMessage]) -> StoreResult<Vec<AppendOutcome>> {
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO messages (seq, ts, app_id, from_uuid, from_account, from_resource, \
-         packet_id, to_uuid, to_account, to_resource, biz_type, payload, topic_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-         ON CONFLICT (from_uuid, packet_id) DO NOTHING",
-    )?;
-    let mut existing = conn
-        .prepare_cached("SELECT seq, ts FROM messages WHERE from_uuid = ?1 AND packet_id = ?2")?;
-    let mut timeline =
-        conn.prepare_cached("INSERT OR IGNORE INTO timeline (uuid, seq) VALUES (?1, ?2)")?;
-    let mut topic_log =
-        conn.prepare_cached("INSERT OR IGNORE INTO topic_log (topic_id, seq) VALUES (?1, ?2)")?;
-    let mut outcomes = Vec::with_capacity(messages.len());
-    for m in messages {
-        let inserted = insert.execute(params![
-            m.seq as i64,
-            m.ts as i64,
-            m.app_id as i64,
-            m.from_uuid as i64,
-            m.from_account,
-            m.from_resource,
-            m.packet_id,
-            m.to_uuid as i64,
-            m.to_account,
-            m.to_resource,
-            m.biz_type,
-            m.payload.as_ref(),
-            m.topic_id as i64,
-        ])?;
-        if inserted == 0 {
-            let (seq, ts) = existing.query_row(params![m.from_uuid as i64, m.packet_id], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })?;
-            outcomes.push(AppendOutcome::Duplicate { seq, ts });
-            continue;
-        }
-        if m.topic_id != 0 {
-            // Stored once, in the topic's log, whatever the topic's size.
-            topic_log.execute(params![m.topic_id as i64, m.seq as i64])?;
-            outcomes.push(AppendOutcome::Stored);
-            continue;
-        }
-        timeline.execute(params![m.to_uuid as i64, m.seq as i64])?;
-        if m.from_uuid != m.to_uuid {
-            timeline.execute(params![m.from_uuid as i64, m.seq as i64])?;
-        }
-        outcomes.push(AppendOutcome::Stored);
-    }
-    Ok(outcomes)
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -1,0 +1,154 @@
+//! Messages in the embedded store: appending (with dedup of (sender, packetId), the
+//! two timeline rows of a p2p message, one topic-log row of a topic message) and
+//! reading what one device sees, timeline and topic logs merged in sequence order.
+
+use rusqlite::{params, Connection};
+
+use crate::store::{AppendOutcome, NewMessage, Order, StoreResult, StoredMessage};
+
+/// Reads what a user sees, oldest or newest first, at most `limit` messages with
+/// `after < seq < before`: its p2p timeline merged with the log of every topic it
+/// belonged to, within each membership interval. Every part is one index-ordered,
+/// limited range read (the timeline, then each overlapping membership's slice of its
+/// topic log), merged here; nothing is sorted whole, however large the backlog.
+pub(super) fn user_messages(
+    conn: &Connection,
+    uuid: u64,
+    resource: &str,
+    after: u64,
+    before: u64,
+    limit: usize,
+    order: Order,
+) -> StoreResult<Vec<StoredMessage>> {
+    let dir = match order {
+        Order::OldestFirst => "ASC",
+        Order::NewestFirst => "DESC",
+    };
+    let before = if before == 0 { i64::MAX } else { before as i64 };
+    let timeline_sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM timeline t JOIN messages m ON m.seq = t.seq \
+         WHERE t.uuid = ?1 AND t.seq > ?2 AND t.seq < ?3 AND {VISIBLE_TO_DEVICE} \
+         ORDER BY t.seq {dir} LIMIT ?5"
+    );
+    let mut out = conn
+        .prepare_cached(&timeline_sql)?
+        .query_map(
+            params![uuid as i64, after as i64, before, resource, limit as i64],
+            row_to_message,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let memberships = conn
+        .prepare_cached(
+            "SELECT topic_id, max(from_seq, ?2), min(to_seq, ?3) FROM topic_membership \
+             WHERE uuid = ?1 AND to_seq > ?2 AND from_seq < ?3",
+        )?
+        .query_map(params![uuid as i64, after as i64, before], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    if memberships.is_empty() {
+        return Ok(out);
+    }
+    let log_sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM topic_log l JOIN messages m ON m.seq = l.seq \
+         WHERE l.topic_id = ?1 AND l.seq > ?2 AND l.seq < ?3 ORDER BY l.seq {dir} LIMIT ?4"
+    );
+    let mut log = conn.prepare_cached(&log_sql)?;
+    for (topic_id, from, to) in memberships {
+        let rows = log.query_map(params![topic_id, from, to, limit as i64], row_to_message)?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    match order {
+        Order::OldestFirst => out.sort_unstable_by_key(|m| m.seq),
+        Order::NewestFirst => out.sort_unstable_by_key(|m| std::cmp::Reverse(m.seq)),
+    }
+    out.dedup_by_key(|m| m.seq);
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// Timeline filter for one device (`?1` = uuid, `?4` = resource): a message addressed
+/// to one resource of this user is seen only by that device; messages this user sent
+/// to others are seen by all its devices.
+const VISIBLE_TO_DEVICE: &str = "(m.to_resource = '' OR m.to_uuid != ?1 OR m.to_resource = ?4)";
+
+const MESSAGE_COLUMNS: &str = "m.seq, m.ts, m.packet_id, m.from_uuid, m.from_account, \
+     m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload, m.topic_id";
+
+pub(super) fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        seq: r.get::<_, i64>(0)? as u64,
+        ts: r.get::<_, i64>(1)? as u64,
+        packet_id: r.get(2)?,
+        from_uuid: r.get::<_, i64>(3)? as u64,
+        from_account: r.get(4)?,
+        from_resource: r.get(5)?,
+        to_uuid: r.get::<_, i64>(6)? as u64,
+        to_account: r.get(7)?,
+        to_resource: r.get(8)?,
+        biz_type: r.get(9)?,
+        payload: r.get::<_, Vec<u8>>(10)?.into(),
+        topic_id: r.get::<_, i64>(11)? as u64,
+    })
+}
+
+pub(super) fn append_in(
+    conn: &Connection,
+    messages: &[NewMessage],
+) -> StoreResult<Vec<AppendOutcome>> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO messages (seq, ts, app_id, from_uuid, from_account, from_resource, \
+         packet_id, to_uuid, to_account, to_resource, biz_type, payload, topic_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+         ON CONFLICT (from_uuid, packet_id) DO NOTHING",
+    )?;
+    let mut existing = conn
+        .prepare_cached("SELECT seq, ts FROM messages WHERE from_uuid = ?1 AND packet_id = ?2")?;
+    let mut timeline =
+        conn.prepare_cached("INSERT OR IGNORE INTO timeline (uuid, seq) VALUES (?1, ?2)")?;
+    let mut topic_log =
+        conn.prepare_cached("INSERT OR IGNORE INTO topic_log (topic_id, seq) VALUES (?1, ?2)")?;
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for m in messages {
+        let inserted = insert.execute(params![
+            m.seq as i64,
+            m.ts as i64,
+            m.app_id as i64,
+            m.from_uuid as i64,
+            m.from_account,
+            m.from_resource,
+            m.packet_id,
+            m.to_uuid as i64,
+            m.to_account,
+            m.to_resource,
+            m.biz_type,
+            m.payload.as_ref(),
+            m.topic_id as i64,
+        ])?;
+        if inserted == 0 {
+            let (seq, ts) = existing.query_row(params![m.from_uuid as i64, m.packet_id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })?;
+            outcomes.push(AppendOutcome::Duplicate { seq, ts });
+            continue;
+        }
+        if m.topic_id != 0 {
+            // Stored once, in the topic's log, whatever the topic's size.
+            topic_log.execute(params![m.topic_id as i64, m.seq as i64])?;
+            outcomes.push(AppendOutcome::Stored);
+            continue;
+        }
+        timeline.execute(params![m.to_uuid as i64, m.seq as i64])?;
+        if m.from_uuid != m.to_uuid {
+            timeline.execute(params![m.from_uuid as i64, m.seq as i64])?;
+        }
+        outcomes.push(AppendOutcome::Stored);
+    }
+    Ok(outcomes)
+}
