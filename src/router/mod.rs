@@ -458,3 +458,135 @@ pub fn stored_to_deliver(m: crate::store::StoredMessage) -> pb::Deliver {
         transient: false,
     }
 }
+
+/// The router's failure paths, on a real store with injected faults: a failed
+/// commit, a retry after it, and shutdown with sends still queued.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering as AtomicOrdering;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::hub::Hub;
+    use crate::store::faulty::FaultyStore;
+    use crate::store::sqlite::SqliteOptions;
+    use crate::store::{MessageStore, SqliteStore};
+
+    struct Fixture {
+        router: Router,
+        task: tokio::task::JoinHandle<()>,
+        stop: CancellationToken,
+        store: Arc<FaultyStore>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let store = Arc::new(FaultyStore::new(Arc::new(sqlite)));
+        let directory = Arc::new(Directory::new(store.clone(), 16, 16));
+        let stop = CancellationToken::new();
+        let config = RouterConfig {
+            node_id: 0,
+            queue: 64,
+            commit_batch_max: 16,
+            dedup_cache: 64,
+        };
+        let (router, task) = Router::start(
+            config,
+            store.clone(),
+            Arc::new(Hub::new()),
+            directory,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        Fixture {
+            router,
+            task,
+            stop,
+            store,
+            _dir: dir,
+        }
+    }
+
+    fn send(packet_id: &str) -> (Submission, oneshot::Receiver<pb::ServerAck>) {
+        let (tx, rx) = oneshot::channel();
+        let sub = Submission {
+            app_id: 1,
+            from_uuid: 1,
+            from_account: "ann".into(),
+            from_resource: "phone".into(),
+            from_conn: 0,
+            packet_id: packet_id.into(),
+            to_uuid: 2,
+            to_account: "ben".into(),
+            to_resource: String::new(),
+            topic_id: 0,
+            topic: None,
+            biz_type: String::new(),
+            payload: Bytes::from_static(b"hi"),
+            persist: true,
+            ack: AckSink::Caller(tx),
+            inflight: None,
+        };
+        (sub, rx)
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_answers_500_and_its_retry_is_stored_for_real() {
+        let f = fixture().await;
+        f.store.faults.append.store(true, AtomicOrdering::SeqCst);
+        let (sub, rx) = send("p1");
+        f.router.submit(sub).await.unwrap();
+        let ack = rx.await.unwrap();
+        assert_eq!((ack.code, ack.sequence), (codes::INTERNAL, 0));
+        assert!(ack.desc.starts_with("not stored"), "{}", ack.desc);
+
+        // The failure was not remembered for dedup: the retry is stored.
+        f.store.faults.append.store(false, AtomicOrdering::SeqCst);
+        let (sub, rx) = send("p1");
+        f.router.submit(sub).await.unwrap();
+        let ack = rx.await.unwrap();
+        assert_eq!(ack.code, codes::OK);
+        assert!(ack.sequence > 0);
+        let stored = f.store.max_sequence().await.unwrap();
+        assert_eq!(stored, ack.sequence);
+        // A second retry now is a duplicate: the same sequence, nothing stored again.
+        let (sub, rx) = send("p1");
+        f.router.submit(sub).await.unwrap();
+        assert_eq!(rx.await.unwrap().sequence, ack.sequence);
+    }
+
+    #[tokio::test]
+    async fn shutdown_mid_batch_answers_every_queued_send() {
+        let f = fixture().await;
+        let mut acks = Vec::new();
+        for i in 0..50 {
+            let (sub, rx) = send(&format!("s{i}"));
+            f.router.submit(sub).await.unwrap();
+            acks.push(rx);
+        }
+        f.stop.cancel();
+        let mut sequences = Vec::new();
+        for rx in acks {
+            let ack = rx.await.expect("every queued send is answered");
+            assert_eq!(ack.code, codes::OK);
+            sequences.push(ack.sequence);
+        }
+        f.task.await.unwrap();
+        // In order, all stored.
+        assert!(sequences.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            f.store.max_sequence().await.unwrap(),
+            *sequences.last().unwrap()
+        );
+        // After shutdown the router refuses new work with the packet id.
+        let (sub, _rx) = send("late");
+        match f.router.submit(sub).await {
+            Err(RouterError::Closed { packet_id }) => assert_eq!(packet_id, "late"),
+            Ok(()) => panic!("a stopped router took a send"),
+        }
+    }
+}

@@ -10,6 +10,8 @@
 #[cfg(test)]
 pub mod conformance;
 pub mod cursors;
+#[cfg(test)]
+pub mod faulty;
 pub mod sqlite;
 
 use async_trait::async_trait;

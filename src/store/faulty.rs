@@ -1,0 +1,174 @@
+//! A fault-injecting store for tests: delegates to a real store, and fails the
+//! operations a test switches on, so the failure paths of the router and the
+//! session (a failed commit, a failed lookup) are exercised for real.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{
+    App, AppStore, AppendOutcome, MessageStore, NewMessage, Store, StoreError, StoreResult,
+    StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
+};
+
+/// Which operations fail.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// `append`: the group commit of messages.
+    pub append: AtomicBool,
+    /// `account` and `accounts`: account lookups and creation.
+    pub accounts: AtomicBool,
+}
+
+/// A store whose operations fail while their fault is on.
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    pub faults: Arc<Faults>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        FaultyStore {
+            inner,
+            faults: Arc::new(Faults::default()),
+        }
+    }
+}
+
+fn check(fault: &AtomicBool) -> StoreResult<()> {
+    if fault.load(Ordering::SeqCst) {
+        return Err(StoreError::Database("injected fault".into()));
+    }
+    Ok(())
+}
+
+impl Store for FaultyStore {
+    fn close(&self) {
+        self.inner.close();
+    }
+}
+
+#[async_trait]
+impl AppStore for FaultyStore {
+    async fn create_app(&self, name: &str) -> StoreResult<App> {
+        self.inner.create_app(name).await
+    }
+    async fn list_apps(&self) -> StoreResult<Vec<App>> {
+        self.inner.list_apps().await
+    }
+    async fn app(&self, app_id: u64) -> StoreResult<Option<App>> {
+        self.inner.app(app_id).await
+    }
+    async fn account(&self, app_id: u64, account: &str, create: bool) -> StoreResult<Option<u64>> {
+        check(&self.faults.accounts)?;
+        self.inner.account(app_id, account, create).await
+    }
+    async fn accounts(&self, app_id: u64, accounts: Vec<String>) -> StoreResult<Vec<u64>> {
+        check(&self.faults.accounts)?;
+        self.inner.accounts(app_id, accounts).await
+    }
+    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()> {
+        self.inner.set_topic_member_limit(app_id, limit).await
+    }
+    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>> {
+        self.inner.topic_member_limit(app_id).await
+    }
+}
+
+#[async_trait]
+impl MessageStore for FaultyStore {
+    async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>> {
+        check(&self.faults.append)?;
+        self.inner.append(messages).await
+    }
+    async fn timeline(
+        &self,
+        range: TimelineRange,
+        resource: &str,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        self.inner.timeline(range, resource).await
+    }
+    async fn count_after(
+        &self,
+        uuid: u64,
+        resource: &str,
+        after: u64,
+        cap: usize,
+    ) -> StoreResult<usize> {
+        self.inner.count_after(uuid, resource, after, cap).await
+    }
+    async fn cursor(&self, uuid: u64, resource: &str) -> StoreResult<Option<u64>> {
+        self.inner.cursor(uuid, resource).await
+    }
+    async fn max_cursor(&self, uuid: u64) -> StoreResult<u64> {
+        self.inner.max_cursor(uuid).await
+    }
+    async fn set_cursors(&self, cursors: Vec<(u64, String, u64)>) -> StoreResult<()> {
+        self.inner.set_cursors(cursors).await
+    }
+    async fn max_sequence(&self) -> StoreResult<u64> {
+        self.inner.max_sequence().await
+    }
+    async fn flush(&self) -> StoreResult<()> {
+        self.inner.flush().await
+    }
+}
+
+#[async_trait]
+impl TopicStore for FaultyStore {
+    async fn create_topic(
+        &self,
+        app_id: u64,
+        owner: u64,
+        name: &str,
+        members: Vec<u64>,
+        limit: usize,
+        boundary: u64,
+    ) -> StoreResult<Topic> {
+        self.inner
+            .create_topic(app_id, owner, name, members, limit, boundary)
+            .await
+    }
+    async fn topic(&self, topic_id: u64) -> StoreResult<Option<Topic>> {
+        self.inner.topic(topic_id).await
+    }
+    async fn topics_of(&self, uuid: u64) -> StoreResult<Vec<TopicSummary>> {
+        self.inner.topics_of(uuid).await
+    }
+    async fn add_members(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
+        limit: usize,
+        boundary: u64,
+    ) -> StoreResult<Vec<u64>> {
+        self.inner
+            .add_members(topic_id, uuids, limit, boundary)
+            .await
+    }
+    async fn start_memberships(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
+        boundary: u64,
+    ) -> StoreResult<()> {
+        self.inner
+            .start_memberships(topic_id, uuids, boundary)
+            .await
+    }
+    async fn remove_members(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
+        boundary: u64,
+    ) -> StoreResult<()> {
+        self.inner.remove_members(topic_id, uuids, boundary).await
+    }
+    async fn update_topic(&self, topic_id: u64, update: TopicUpdate) -> StoreResult<()> {
+        self.inner.update_topic(topic_id, update).await
+    }
+    async fn dismiss_topic(&self, topic_id: u64, boundary: u64) -> StoreResult<()> {
+        self.inner.dismiss_topic(topic_id, boundary).await
+    }
+}
