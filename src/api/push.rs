@@ -20,7 +20,7 @@ use super::caller::app_from_credentials;
 use super::topic::live_topic;
 use super::{de_id, parse_json, read_body, success, ApiError};
 use crate::names;
-use crate::protocol::codes;
+use crate::protocol::Status;
 use crate::router::{AckSink, Submission};
 use crate::state::AppState;
 use crate::store::App;
@@ -186,7 +186,7 @@ async fn send_all(
         let ack = rx
             .await
             .map_err(|_| ApiError::new(503, "server shutting down"))?;
-        if ack.code != codes::OK {
+        if ack.code != Status::Ok.code() {
             let code = u16::try_from(ack.code).unwrap_or(500);
             return Err(ApiError::new(code, ack.desc));
         }

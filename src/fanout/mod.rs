@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use crate::directory::TopicView;
 use crate::hub::{Audience, Hub, Outbound};
 use crate::pb::{self, frame::Kind};
-use crate::protocol::{codec, codes};
+use crate::protocol::{codec, Status};
 use crate::submission::{AckSink, Submission};
 
 /// Committed batches waiting for the stage before the commit loop waits.
@@ -183,7 +183,7 @@ fn ack(sink: AckSink, packet_id: &str, seq: u64, ts: u64, delivered: bool) {
         packet_id: packet_id.to_owned(),
         sequence: seq,
         timestamp: ts,
-        code: codes::OK,
+        code: Status::Ok.code(),
         desc: if delivered {
             "ok".to_owned()
         } else {

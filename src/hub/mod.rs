@@ -18,7 +18,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::{mpsc, Notify};
 
-use crate::protocol::codes;
+use crate::protocol::KickReason;
 
 /// A frame queued for one device. `seq` is the timeline sequence it carries
 /// (0 for frames that are not timeline messages, e.g. acks), so a device still
@@ -32,28 +32,28 @@ pub struct Outbound {
 /// Why a connection must end, set once by whoever ends it.
 #[derive(Debug, Default)]
 pub struct KillSwitch {
-    reason: OnceLock<(u32, String)>,
+    reason: OnceLock<KickReason>,
     notify: Notify,
 }
 
 impl KillSwitch {
-    /// Asks the connection to send `Kick{code, reason}` and close. The first reason wins.
-    pub fn kill(&self, code: u32, reason: &str) {
-        if self.reason.set((code, reason.to_owned())).is_ok() {
+    /// Asks the connection to send `Kick{reason}` and close. The first reason wins.
+    pub fn kill(&self, reason: KickReason) {
+        if self.reason.set(reason).is_ok() {
             self.notify.notify_one();
         }
     }
 
     /// The kick reason, if [`KillSwitch::kill`] was called.
-    pub fn reason(&self) -> Option<(u32, String)> {
-        self.reason.get().cloned()
+    pub fn reason(&self) -> Option<KickReason> {
+        self.reason.get().copied()
     }
 
     /// Resolves once [`KillSwitch::kill`] was called.
-    pub async fn killed(&self) -> (u32, String) {
+    pub async fn killed(&self) -> KickReason {
         loop {
             if let Some(r) = self.reason.get() {
-                return r.clone();
+                return *r;
             }
             self.notify.notified().await;
         }
@@ -157,15 +157,12 @@ impl DeviceHandle {
                 "slow consumer kicked: device queue full"
             );
         }
-        self.kill.kill(
-            codes::KICK_SLOW_CONSUMER,
-            "slow consumer: send queue full; reconnect to resync",
-        );
+        self.kill.kill(KickReason::SlowConsumer);
     }
 
     /// Ends the device's connection with a kick.
-    pub fn kick(&self, code: u32, reason: &str) {
-        self.kill.kill(code, reason);
+    pub fn kick(&self, reason: KickReason) {
+        self.kill.kill(reason);
     }
 }
 
@@ -234,10 +231,7 @@ impl Hub {
         }
         devices.retain(|d| {
             if d.resource == device.resource {
-                d.kick(
-                    codes::KICK_REPLACED,
-                    "logged in again elsewhere with the same resource",
-                );
+                d.kick(KickReason::Replaced);
                 false
             } else {
                 true
@@ -288,10 +282,10 @@ impl Hub {
     }
 
     /// Kicks every device (shutdown).
-    pub fn kick_all(&self, code: u32, reason: &str) {
+    pub fn kick_all(&self, reason: KickReason) {
         for entry in self.users.iter() {
             for d in entry.value() {
-                d.kick(code, reason);
+                d.kick(reason);
             }
         }
     }
@@ -358,7 +352,7 @@ mod tests {
         let (new, _r2, _) = device(2, "phone", 8);
         hub.register(7, old).unwrap();
         hub.register(7, new).unwrap();
-        assert_eq!(old_kill.killed().await.0, codes::KICK_REPLACED);
+        assert_eq!(old_kill.killed().await, KickReason::Replaced);
         assert_eq!(hub.device_count(7), 1);
         // The old connection's cleanup does not remove the new one.
         hub.unregister(7, 1);
@@ -375,7 +369,7 @@ mod tests {
         assert_eq!(hub.deliver(7, Audience::default(), &out(1)), 1);
         assert_eq!(hub.deliver(7, Audience::default(), &out(2)), 1);
         assert_eq!(hub.deliver(7, Audience::default(), &out(3)), 0);
-        assert_eq!(kill.killed().await.0, codes::KICK_SLOW_CONSUMER);
+        assert_eq!(kill.killed().await, KickReason::SlowConsumer);
     }
 
     #[tokio::test]
@@ -393,7 +387,7 @@ mod tests {
         assert_eq!(hub.deliver(7, Audience::default(), &big), 1);
         assert_eq!(bytes.queued(), 6);
         assert_eq!(hub.deliver(7, Audience::default(), &big), 0);
-        assert_eq!(kill.killed().await.0, codes::KICK_SLOW_CONSUMER);
+        assert_eq!(kill.killed().await, KickReason::SlowConsumer);
         // Draining gives the bytes back.
         let taken = rx.recv().await.unwrap();
         bytes.release(taken.frame.len());

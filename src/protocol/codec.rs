@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use prost::Message;
 
+use super::{KickReason, Status};
 use crate::pb::{self, frame::Kind, Frame};
 
 /// Size limits applied to every inbound frame.
@@ -103,19 +104,19 @@ pub fn encode(kind: Kind) -> Bytes {
 }
 
 /// Encodes an `Error` frame.
-pub fn error_frame(code: u32, desc: impl Into<String>, packet_id: impl Into<String>) -> Bytes {
+pub fn error_frame(status: Status, desc: impl Into<String>, packet_id: impl Into<String>) -> Bytes {
     encode(Kind::Error(pb::Error {
-        code,
+        code: status.code(),
         desc: desc.into(),
         packet_id: packet_id.into(),
     }))
 }
 
-/// Encodes a `Kick` frame.
-pub fn kick_frame(code: u32, reason: impl Into<String>) -> Bytes {
+/// Encodes a `Kick` frame with the reason's code and text.
+pub fn kick_frame(reason: KickReason) -> Bytes {
     encode(Kind::Kick(pb::Kick {
-        code,
-        reason: reason.into(),
+        code: reason.code(),
+        reason: reason.text().to_owned(),
     }))
 }
 

@@ -14,39 +14,97 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// WebSocket subprotocol name for version 1.
 pub const WS_SUBPROTOCOL: &str = "courier.v1";
 
-/// Error and kick codes carried by `Error.code`, `Kick.code` and `ServerAck.code`.
-pub mod codes {
+/// Status codes of `Error.code`, `ServerAck.code` and `LoginResult.code`: the
+/// HTTP-like values of docs/protocol.md §7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Status {
     /// Success.
-    pub const OK: u32 = 200;
+    Ok = 200,
     /// Malformed frame, unknown frame type or invalid field.
-    pub const BAD_REQUEST: u32 = 400;
+    BadRequest = 400,
     /// Token missing, wrong, expired or for another app.
-    pub const UNAUTHORIZED: u32 = 401;
+    Unauthorized = 401,
     /// The sender may not send there (not a member, …).
-    pub const FORBIDDEN: u32 = 403;
+    Forbidden = 403,
     /// Target does not exist.
-    pub const NOT_FOUND: u32 = 404;
+    NotFound = 404,
     /// Frame not allowed in the current session state (Send before Login, second Login).
-    pub const CONFLICT: u32 = 409;
+    Conflict = 409,
     /// Frame or payload over the configured size limit.
-    pub const TOO_LARGE: u32 = 413;
-    /// Too many frames per second.
-    pub const RATE_LIMITED: u32 = 429;
+    TooLarge = 413,
+    /// Too many frames per second, devices, or a quota.
+    RateLimited = 429,
     /// Server-side failure (store unavailable, …).
-    pub const INTERNAL: u32 = 500;
-    /// The server is shutting down or overloaded.
-    pub const UNAVAILABLE: u32 = 503;
+    Internal = 500,
+    /// The server is shutting down, or the send must be retried.
+    Unavailable = 503,
+}
 
-    /// Kick: the same (user, resource) logged in again elsewhere.
-    pub const KICK_REPLACED: u32 = 1;
-    /// Kick: the device did not read fast enough; its send queue filled.
-    pub const KICK_SLOW_CONSUMER: u32 = 2;
-    /// Kick: nothing received for the idle timeout.
-    pub const KICK_IDLE: u32 = 3;
-    /// Kick: no Login within the login timeout.
-    pub const KICK_LOGIN_TIMEOUT: u32 = 4;
-    /// Kick: the server is shutting down.
-    pub const KICK_SHUTDOWN: u32 = 5;
-    /// Kick: the server could not read the store during login; reconnect later.
-    pub const KICK_STORE_UNAVAILABLE: u32 = 6;
+impl Status {
+    /// The value on the wire.
+    pub const fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// Why the server ends a connection: `Kick.code` and its reason text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum KickReason {
+    /// The same (user, resource) logged in again elsewhere.
+    Replaced = 1,
+    /// The device did not read fast enough; its queue filled.
+    SlowConsumer = 2,
+    /// Nothing received for the idle timeout.
+    Idle = 3,
+    /// No Login within the login timeout.
+    LoginTimeout = 4,
+    /// The server is shutting down.
+    Shutdown = 5,
+    /// The server could not read the store during login; reconnect later.
+    StoreUnavailable = 6,
+}
+
+impl KickReason {
+    /// The value on the wire.
+    pub const fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The `Kick.reason` text.
+    pub const fn text(self) -> &'static str {
+        match self {
+            KickReason::Replaced => "logged in again elsewhere with the same resource",
+            KickReason::SlowConsumer => "slow consumer: send queue full; reconnect to resync",
+            KickReason::Idle => "idle timeout",
+            KickReason::LoginTimeout => "no login within the login timeout",
+            KickReason::Shutdown => "server shutting down",
+            KickReason::StoreUnavailable => "store unavailable",
+        }
+    }
+}
+
+/// The wire values of [`Status`] and [`KickReason`] as plain numbers, for clients
+/// and tests that compare the `code` fields of decoded frames.
+pub mod codes {
+    use super::{KickReason, Status};
+
+    pub const OK: u32 = Status::Ok.code();
+    pub const BAD_REQUEST: u32 = Status::BadRequest.code();
+    pub const UNAUTHORIZED: u32 = Status::Unauthorized.code();
+    pub const FORBIDDEN: u32 = Status::Forbidden.code();
+    pub const NOT_FOUND: u32 = Status::NotFound.code();
+    pub const CONFLICT: u32 = Status::Conflict.code();
+    pub const TOO_LARGE: u32 = Status::TooLarge.code();
+    pub const RATE_LIMITED: u32 = Status::RateLimited.code();
+    pub const INTERNAL: u32 = Status::Internal.code();
+    pub const UNAVAILABLE: u32 = Status::Unavailable.code();
+
+    pub const KICK_REPLACED: u32 = KickReason::Replaced.code();
+    pub const KICK_SLOW_CONSUMER: u32 = KickReason::SlowConsumer.code();
+    pub const KICK_IDLE: u32 = KickReason::Idle.code();
+    pub const KICK_LOGIN_TIMEOUT: u32 = KickReason::LoginTimeout.code();
+    pub const KICK_SHUTDOWN: u32 = KickReason::Shutdown.code();
+    pub const KICK_STORE_UNAVAILABLE: u32 = KickReason::StoreUnavailable.code();
 }

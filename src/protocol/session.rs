@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::codec::{self, CodecError, Limits};
-use super::{codes, PROTOCOL_VERSION};
+use super::{KickReason, Status, PROTOCOL_VERSION};
 use crate::names;
 use crate::pb::{self, frame::Kind};
 
@@ -129,7 +129,7 @@ impl Session {
                 // Every refused Send is answered, so its sender knows to retry it.
                 Ok(Kind::Send(send)) if send.packet_id.len() <= self.config.limits.max_id_bytes => {
                     SessionEvent::Reply(codec::error_frame(
-                        codes::RATE_LIMITED,
+                        Status::RateLimited,
                         format!("more than {max} frames per second; this send was not processed, retry it"),
                         send.packet_id,
                     ))
@@ -144,14 +144,14 @@ impl Session {
             Err(err @ CodecError::FrameTooLarge { .. }) => {
                 self.state = State::Closed;
                 return SessionEvent::Close(codec::error_frame(
-                    codes::TOO_LARGE,
+                    Status::TooLarge,
                     err.to_string(),
                     "",
                 ));
             }
             Err(err) => {
                 return SessionEvent::Reply(codec::error_frame(
-                    codes::BAD_REQUEST,
+                    Status::BadRequest,
                     err.to_string(),
                     "",
                 ))
@@ -165,8 +165,8 @@ impl Session {
                 _ => String::new(),
             };
             let code = match err {
-                CodecError::PayloadTooLarge { .. } => codes::TOO_LARGE,
-                _ => codes::BAD_REQUEST,
+                CodecError::PayloadTooLarge { .. } => Status::TooLarge,
+                _ => Status::BadRequest,
             };
             return SessionEvent::Reply(codec::error_frame(code, err.to_string(), packet_id));
         }
@@ -183,7 +183,7 @@ impl Session {
                             "unsupported protocol version {version}; this server speaks {PROTOCOL_VERSION}"
                         );
                         return SessionEvent::Close(self.refuse_login(
-                            codes::BAD_REQUEST,
+                            Status::BadRequest,
                             &desc,
                             now_ms,
                         ));
@@ -193,7 +193,7 @@ impl Session {
                         Err(e) => {
                             let desc = e.to_string();
                             return SessionEvent::Close(self.refuse_login(
-                                codes::BAD_REQUEST,
+                                Status::BadRequest,
                                 &desc,
                                 now_ms,
                             ));
@@ -206,7 +206,7 @@ impl Session {
                     }
                 }
                 _ => SessionEvent::Reply(codec::error_frame(
-                    codes::CONFLICT,
+                    Status::Conflict,
                     "already logged in on this connection",
                     "",
                 )),
@@ -214,7 +214,7 @@ impl Session {
             Kind::Send(send) => {
                 if self.identity().is_none() {
                     return SessionEvent::Reply(codec::error_frame(
-                        codes::CONFLICT,
+                        Status::Conflict,
                         "send before login",
                         send.packet_id,
                     ));
@@ -222,7 +222,7 @@ impl Session {
                 let mut send = send;
                 if let Err(desc) = validate_send(&mut send) {
                     return SessionEvent::Reply(codec::error_frame(
-                        codes::BAD_REQUEST,
+                        Status::BadRequest,
                         desc,
                         send.packet_id,
                     ));
@@ -246,7 +246,7 @@ impl Session {
                 SessionEvent::Logout
             }
             _ => SessionEvent::Reply(codec::error_frame(
-                codes::BAD_REQUEST,
+                Status::BadRequest,
                 "frame type is server-to-client only",
                 "",
             )),
@@ -263,7 +263,7 @@ impl Session {
         match self.rate_limited(now_ms) {
             Some(false) => SessionEvent::None,
             Some(true) => self.frames_dropped(),
-            None => SessionEvent::Reply(codec::error_frame(codes::BAD_REQUEST, why, "")),
+            None => SessionEvent::Reply(codec::error_frame(Status::BadRequest, why, "")),
         }
     }
 
@@ -283,7 +283,7 @@ impl Session {
     /// The answer to the first frame of a window dropped by the rate limit.
     fn frames_dropped(&self) -> SessionEvent {
         SessionEvent::Reply(codec::error_frame(
-            codes::RATE_LIMITED,
+            Status::RateLimited,
             format!(
                 "more than {} frames per second; frames dropped",
                 self.config.max_frames_per_sec
@@ -299,10 +299,10 @@ impl Session {
 
     /// The login is refused (bad token, too many devices, …): the session ends, and
     /// this `LoginResult` is the last frame to write.
-    pub fn refuse_login(&mut self, code: u32, desc: &str, now_ms: u64) -> Bytes {
+    pub fn refuse_login(&mut self, status: Status, desc: &str, now_ms: u64) -> Bytes {
         self.state = State::Closed;
         codec::encode(Kind::LoginResult(pb::LoginResult {
-            code,
+            code: status.code(),
             desc: desc.to_owned(),
             protocol_version: PROTOCOL_VERSION,
             server_time: now_ms,
@@ -315,7 +315,7 @@ impl Session {
     pub fn login_result(&self, cursor: u64, now_ms: u64) -> Option<Bytes> {
         let id = self.identity()?;
         Some(codec::encode(Kind::LoginResult(pb::LoginResult {
-            code: codes::OK,
+            code: Status::Ok.code(),
             desc: "ok".into(),
             app_id: id.app_id,
             uuid: id.uuid,
@@ -360,19 +360,16 @@ impl Session {
 
     /// Returns the kick to send if a timeout has passed at `now_ms`.
     pub fn check_timeout(&mut self, now_ms: u64) -> Option<Bytes> {
-        let (code, reason) = match self.state {
+        let reason = match self.state {
             State::Closed => return None,
-            State::AwaitingLogin | State::LoggingIn => (
-                codes::KICK_LOGIN_TIMEOUT,
-                "no login within the login timeout",
-            ),
-            State::Active(_) => (codes::KICK_IDLE, "idle timeout"),
+            State::AwaitingLogin | State::LoggingIn => KickReason::LoginTimeout,
+            State::Active(_) => KickReason::Idle,
         };
         if now_ms < self.next_deadline_ms() {
             return None;
         }
         self.state = State::Closed;
-        Some(codec::kick_frame(code, reason))
+        Some(codec::kick_frame(reason))
     }
 
     /// Counts a frame against the per-second limit: `None` if it is within it,
@@ -400,7 +397,7 @@ impl Session {
 
 fn not_logged_in(what: &str) -> SessionEvent {
     SessionEvent::Reply(codec::error_frame(
-        codes::CONFLICT,
+        Status::Conflict,
         format!("{what} before login"),
         "",
     ))
@@ -440,6 +437,7 @@ fn validate_send(send: &mut pb::Send) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::codes;
     use prost::Message;
 
     fn frame(kind: Kind) -> Vec<u8> {
@@ -706,6 +704,7 @@ mod whole_session {
 
     use super::*;
     use crate::protocol::backlog::{self, BacklogRules, BacklogStep, BacklogSync};
+    use crate::protocol::codes;
     use crate::router::sequence::{Sequencer, EPOCH_MS};
 
     fn kinds(frames: &[Bytes]) -> Vec<Kind> {

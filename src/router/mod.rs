@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::directory::{Directory, TopicLookup, TopicView};
 use crate::fanout::{self, Committed, Fanout};
 use crate::pb::{self, frame::Kind};
-use crate::protocol::{codec, codes};
+use crate::protocol::{codec, Status};
 use crate::store::{AppendOutcome, NewMessage, Store};
 use crate::time::now_ms;
 pub use sequence::Sequencer;
@@ -357,34 +357,34 @@ impl CommitLoop {
     }
 
     /// The topic of a topic message, if the sender may send there.
-    fn check_topic(&self, sub: &Submission) -> Result<Arc<TopicView>, (u32, String)> {
+    fn check_topic(&self, sub: &Submission) -> Result<Arc<TopicView>, (Status, String)> {
         let view = match self
             .directory
             .current_topic(sub.topic_id, sub.topic.as_ref())
         {
             TopicLookup::Current(view) => view,
             TopicLookup::Unknown => {
-                return Err((codes::NOT_FOUND, format!("unknown topic {}", sub.topic_id)))
+                return Err((Status::NotFound, format!("unknown topic {}", sub.topic_id)))
             }
             TopicLookup::Stale => {
                 return Err((
-                    codes::UNAVAILABLE,
+                    Status::Unavailable,
                     format!("topic {} changed while sending; retry", sub.topic_id),
                 ))
             }
         };
         if view.topic.app_id != sub.app_id {
-            return Err((codes::NOT_FOUND, format!("unknown topic {}", sub.topic_id)));
+            return Err((Status::NotFound, format!("unknown topic {}", sub.topic_id)));
         }
         if view.topic.dismissed {
             return Err((
-                codes::NOT_FOUND,
+                Status::NotFound,
                 format!("topic {} was dismissed", sub.topic_id),
             ));
         }
         if !view.is_member(sub.from_uuid) {
             return Err((
-                codes::FORBIDDEN,
+                Status::Forbidden,
                 format!("not a member of topic {}", sub.topic_id),
             ));
         }
@@ -403,7 +403,7 @@ impl CommitLoop {
             packet_id: sub.packet_id.clone(),
             sequence: 0,
             timestamp: now_ms(),
-            code: codes::INTERNAL,
+            code: Status::Internal.code(),
             desc: format!("not stored: {desc}"),
             delivered: false,
         };
@@ -412,14 +412,14 @@ impl CommitLoop {
 }
 
 /// Answers a refused send (not a member, unknown topic) with an error ack.
-fn refuse(sub: Submission, code: u32, desc: String) {
+fn refuse(sub: Submission, status: Status, desc: String) {
     fanout::send_ack(
         sub.ack,
         pb::ServerAck {
             packet_id: sub.packet_id,
             sequence: 0,
             timestamp: now_ms(),
-            code,
+            code: status.code(),
             desc,
             delivered: false,
         },
@@ -469,6 +469,7 @@ mod tests {
 
     use super::*;
     use crate::hub::Hub;
+    use crate::protocol::codes;
     use crate::store::faulty::FaultyStore;
     use crate::store::sqlite::SqliteOptions;
     use crate::store::{MessageStore, SqliteStore};

@@ -30,7 +30,7 @@ use crate::hub::{DeviceHandle, KillSwitch, Outbound, QueueBytes};
 use crate::pb;
 use crate::protocol::backlog::{self, BacklogRules, BacklogStep, BacklogSync, PageRead};
 use crate::protocol::session::{Identity, Session, SessionEvent};
-use crate::protocol::{codec, codes};
+use crate::protocol::{codec, KickReason, Status};
 use crate::router::{self, AckSink, RouterError, Submission};
 use crate::state::AppState;
 use crate::store::{Order, StoreError, TimelineRange};
@@ -98,8 +98,8 @@ pub async fn drive<E1: Display, E2: Display>(
     conn.run(&mut queue_rx).await;
     if !conn.kicked {
         // A kick that interrupted a write still owes the peer its reason.
-        if let Some((code, reason)) = conn.kill.reason() {
-            conn.kick(code, &reason).await;
+        if let Some(reason) = conn.kill.reason() {
+            conn.kick(reason).await;
         }
     }
     if let Some((uuid, device)) = &conn.device {
@@ -149,11 +149,11 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             // (acks, pings, sends) read.
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    self.kick(codes::KICK_SHUTDOWN, "server shutting down").await;
+                    self.kick(KickReason::Shutdown).await;
                     return;
                 }
-                (code, reason) = kill.killed() => {
-                    self.kick(code, &reason).await;
+                reason = kill.killed() => {
+                    self.kick(reason).await;
                     return;
                 }
                 n = queue_rx.recv_many(&mut burst, QUEUE_BURST), if logged_in => {
@@ -252,7 +252,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         if let Err(e) = self.state.hub.register(identity.uuid, device.clone()) {
             let refusal = self
                 .session
-                .refuse_login(codes::RATE_LIMITED, &e.to_string(), now_ms());
+                .refuse_login(Status::RateLimited, &e.to_string(), now_ms());
             let _ = self.write_one(refusal).await;
             return Flow::Close;
         }
@@ -263,25 +263,22 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             Err(e) => {
                 crate::log_limited!(error, conn = self.conn_id, error = %e, "login backlog failed: store unavailable");
                 let _ = self
-                    .write_one(codec::kick_frame(
-                        codes::KICK_STORE_UNAVAILABLE,
-                        "store unavailable",
-                    ))
+                    .write_one(codec::kick_frame(KickReason::StoreUnavailable))
                     .await;
                 Flow::Close
             }
         }
     }
 
-    async fn verify(&mut self, token: &str) -> Result<auth::Claims, (u32, String)> {
-        let unauthorized = |e: auth::AuthError| (codes::UNAUTHORIZED, e.to_string());
+    async fn verify(&mut self, token: &str) -> Result<auth::Claims, (Status, String)> {
+        let unauthorized = |e: auth::AuthError| (Status::Unauthorized, e.to_string());
         let unverified = auth::parse(token).map_err(unauthorized)?;
         let app = self
             .state
             .directory
             .app(unverified.app_id())
             .await
-            .map_err(|e| (codes::INTERNAL, e.to_string()))?
+            .map_err(|e| (Status::Internal, e.to_string()))?
             .ok_or_else(|| unauthorized(auth::AuthError::UnknownApp))?;
         unverified
             .verify(&app.app_secret, now_ms())
@@ -362,7 +359,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             let now = now_ms();
             if let Err(e) = self.state.quotas.charge_names(id.app_id, id.uuid, 1, now) {
                 crate::log_limited!(info, reason = %e, "send refused: quota");
-                let err = codec::error_frame(codes::RATE_LIMITED, e.to_string(), send.packet_id);
+                let err = codec::error_frame(Status::RateLimited, e.to_string(), send.packet_id);
                 return self.write_one(err).await;
             }
             directory
@@ -374,7 +371,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             Ok(found) => found,
             Err(e) => {
                 crate::log_limited!(error, error = %e, "account or topic lookup failed");
-                let err = codec::error_frame(codes::INTERNAL, "store unavailable", send.packet_id);
+                let err = codec::error_frame(Status::Internal, "store unavailable", send.packet_id);
                 return self.write_one(err).await;
             }
         };
@@ -406,7 +403,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             inflight: Some(inflight),
         };
         if let Err(RouterError::Closed { packet_id }) = self.state.router.submit(sub).await {
-            let err = codec::error_frame(codes::UNAVAILABLE, "server shutting down", packet_id);
+            let err = codec::error_frame(Status::Unavailable, "server shutting down", packet_id);
             return self.write_one(err).await;
         }
         Flow::Continue
@@ -429,8 +426,12 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             }
             Err(e) => {
                 crate::log_limited!(error, error = %e, "pull failed");
-                self.write_one(codec::error_frame(codes::INTERNAL, "store unavailable", ""))
-                    .await
+                self.write_one(codec::error_frame(
+                    Status::Internal,
+                    "store unavailable",
+                    "",
+                ))
+                .await
             }
         }
     }
@@ -452,11 +453,11 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
     }
 
     /// Sends a Kick (giving up after [`CLOSE_TIMEOUT`] if the peer does not read).
-    async fn kick(&mut self, code: u32, reason: &str) {
+    async fn kick(&mut self, reason: KickReason) {
         self.session.close();
         self.kicked = true;
-        tracing::debug!(conn = self.conn_id, code, reason, "kicking connection");
-        let frame = codec::kick_frame(code, reason);
+        tracing::debug!(conn = self.conn_id, ?reason, "kicking connection");
+        let frame = codec::kick_frame(reason);
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.write_frames([frame])).await;
     }
 
@@ -473,8 +474,8 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         let limit = std::time::Duration::from_secs(self.state.config.write_timeout_secs);
         tokio::select! {
             flow = self.write_frames(frames) => flow,
-            (code, reason) = kill.killed() => {
-                tracing::debug!(conn = self.conn_id, code, reason, "write abandoned: connection kicked");
+            reason = kill.killed() => {
+                tracing::debug!(conn = self.conn_id, ?reason, "write abandoned: connection kicked");
                 Flow::Close
             }
             _ = shutdown.cancelled() => Flow::Close,
