@@ -7,6 +7,8 @@
 //! `api` serves the REST paths of the operation manual; `client` is the Rust client
 //! library the CLI, tests and load generator use.
 
+#![warn(unreachable_pub, missing_debug_implementations)]
+
 pub mod api;
 pub mod auth;
 pub mod client;

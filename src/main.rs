@@ -408,7 +408,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("signal received; shutting down");
         state.shutdown.cancel();
     });
-    server.wait().await
+    Ok(server.wait().await?)
 }
 
 async fn wait_for_signal() {

@@ -27,6 +27,19 @@ use crate::store::{self, App, StoreConfig};
 use crate::topics::Topics;
 use crate::transport::listener::{self, ConnectionSlots};
 
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// A started server.
 pub struct RunningServer {
     /// The bound address (useful with port 0).
@@ -34,7 +47,7 @@ pub struct RunningServer {
     /// The app created on first start of an empty data dir.
     pub created_app: Option<App>,
     pub state: Arc<AppState>,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
 }
 
 impl RunningServer {
@@ -47,19 +60,19 @@ impl RunningServer {
     }
 
     /// Starts the graceful shutdown and waits for it to finish.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(self) -> Result<(), ServerError> {
         self.state.shutdown.cancel();
         self.wait().await
     }
 
     /// Waits until the server has stopped.
-    pub async fn wait(self) -> anyhow::Result<()> {
+    pub async fn wait(self) -> Result<(), ServerError> {
         self.task.await?
     }
 }
 
 /// Opens the store, binds the listener and starts serving.
-pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     config.validate()?;
     let store = store::open(&StoreConfig::Embedded {
         dir: config.data_dir.clone(),
@@ -171,4 +184,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         state,
         task,
     })
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer").finish_non_exhaustive()
+    }
 }

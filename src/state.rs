@@ -49,3 +49,9 @@ impl AppState {
         (u64::from(self.config.node_id) << 56) | counter
     }
 }
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}

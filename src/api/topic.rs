@@ -339,7 +339,7 @@ pub async fn quit(
     Ok(success(serde_json::Value::Null))
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct KickQuery {
     accounts: Option<String>,
 }

@@ -209,6 +209,12 @@ pub fn send_ack(sink: AckSink, frame: pb::ServerAck) {
     }
 }
 
+impl std::fmt::Debug for Committed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committed").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;

@@ -459,6 +459,12 @@ pub fn stored_to_deliver(m: crate::store::StoredMessage) -> pb::Deliver {
     }
 }
 
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
+}
+
 /// The router's failure paths, on a real store with injected faults: a failed
 /// commit, a retry after it, and shutdown with sends still queued.
 #[cfg(test)]

@@ -98,3 +98,9 @@ impl CursorBuffer {
         self.flush(store.as_ref()).await;
     }
 }
+
+impl std::fmt::Debug for CursorBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CursorBuffer").finish_non_exhaustive()
+    }
+}

@@ -36,6 +36,14 @@ impl FaultyStore {
     }
 }
 
+impl std::fmt::Debug for FaultyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyStore")
+            .field("faults", &self.faults)
+            .finish_non_exhaustive()
+    }
+}
+
 fn check(fault: &AtomicBool) -> StoreResult<()> {
     if fault.load(Ordering::SeqCst) {
         return Err(StoreError::Database("injected fault".into()));
