@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::protocol::codec::Limits;
 use crate::protocol::session::SessionConfig;
@@ -23,166 +23,209 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
     #[error("invalid setting: {0}")]
     Invalid(String),
 }
 
-/// The whole server configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// HTTP + WebSocket listen address.
-    pub listen: SocketAddr,
-    /// Directory of the embedded store.
-    pub data_dir: PathBuf,
-    /// Node id (0–15), part of every sequence.
-    pub node_id: u8,
-    /// Token lifetime in seconds.
-    pub token_ttl_secs: u64,
-    /// Largest inbound frame in bytes.
-    pub max_frame_bytes: usize,
-    /// Largest message payload in bytes.
-    pub max_payload_bytes: usize,
-    /// Frames per second accepted per connection (0 = unlimited).
-    pub max_frames_per_sec: u32,
-    /// Frames queued for one device before it is kicked as a slow consumer.
-    pub device_queue_frames: usize,
-    /// Seconds a connection may stay silent before it is closed.
-    pub idle_timeout_secs: u64,
-    /// Seconds a connection may take to log in.
-    pub login_timeout_secs: u64,
-    /// Seconds stored messages remain offline-deliverable (default 7 days).
-    pub offline_ttl_secs: u64,
-    /// Most backlog messages sent at login; above it the newest are sent with a pull notice.
-    pub backlog_limit: usize,
-    /// Messages per backlog batch frame.
-    pub backlog_batch: usize,
-    /// (sender, packetId) pairs remembered in memory for dedup (the store remembers all).
-    pub dedup_cache: usize,
-    /// Most messages in one group commit.
-    pub commit_batch_max: usize,
-    /// Sends queued to the router before senders wait.
-    pub router_queue: usize,
-    /// Seconds to drain connections and the store on shutdown.
-    pub shutdown_grace_secs: u64,
-    /// Read connections of the embedded store.
-    pub store_readers: usize,
-    /// Members a topic may have, unless the app sets its own limit.
-    pub topic_member_limit: usize,
+/// Defines every setting once — its section, name, type, default, environment
+/// variable and doc — and from that the [`Config`] struct, its defaults, the TOML
+/// reader, the `courier serve` flags ([`ServeArgs`]) and their overlay.
+macro_rules! settings {
+    ($( $section:ident { $( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr, env $env:literal; )* } )*) => {
+        /// The whole server configuration (flat in code; sectioned in TOML).
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        pub struct Config {
+            $( $( $(#[doc = $doc])* pub $name: $ty, )* )*
+        }
 
-    // --- bounds on what peers control (docs/security.md) ---
-    /// Open TCP connections on the HTTP listener (HTTP and WebSocket together).
-    pub max_connections: usize,
-    /// Seconds a connection may take to send a request's headers; also how long a
-    /// kept-alive connection may wait idle for its next request.
-    pub http_header_timeout_secs: u64,
-    /// Seconds a request body may take to arrive completely.
-    pub http_body_timeout_secs: u64,
-    /// Most header fields in one request.
-    pub http_max_headers: usize,
-    /// Largest request head (request line and headers), bytes.
-    pub http_max_header_bytes: usize,
-    /// Largest body of `POST /api/account/token`, bytes.
-    pub body_limit_token_bytes: usize,
-    /// Largest body of a topic call, bytes.
-    pub body_limit_topic_bytes: usize,
-    /// Largest body of a push call, bytes.
-    pub body_limit_push_bytes: usize,
-    /// Bytes a WebSocket may hold unsent (frames and control replies) before the
-    /// connection is closed.
-    pub ws_max_write_buffer_bytes: usize,
-    /// Seconds one write may stay blocked on a peer that does not read.
-    pub write_timeout_secs: u64,
-    /// Bytes queued for one device before it is kicked as a slow consumer.
-    pub device_queue_bytes: usize,
-    /// Devices (resources) of one user online at once; another login is refused.
-    pub max_devices_per_user: usize,
-    /// Sends of one connection waiting for their ServerAck; the connection reads
-    /// no further frame until one is answered.
-    pub max_inflight_sends: usize,
-    /// Longest topic name, bytes.
-    pub max_topic_name_bytes: usize,
-    /// Longest topic bulletin, bytes.
-    pub max_bulletin_bytes: usize,
-    /// Most account names (or topic ids) in one REST call.
-    pub max_names_per_call: usize,
-    /// State-changing calls per second of one account (burst: twice this).
-    pub rest_rate_per_account: u32,
-    /// Accounts one account may name per second in state-changing calls (burst:
-    /// twice this).
-    pub rest_names_per_account: u32,
-    /// Units of state-changing REST work per second of one app (a call costs one
-    /// unit per account or topic it names, at least one; burst: twice this).
-    pub rest_rate_per_app: u32,
-    /// Topics kept in the in-memory topic cache (least recently used evicted).
-    pub topic_cache: usize,
-    /// Account → uuid entries kept in memory.
-    pub account_cache: usize,
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $( $name: $default, )* )* }
+            }
+        }
+
+        /// Every setting as `(section, key)`, in the order of the docs.
+        pub const KEYS: &[(&str, &str)] = &[ $( $( (stringify!($section), stringify!($name)), )* )* ];
+
+        impl Config {
+            /// Sets `key` from a TOML value; `Ok(false)` for an unknown key.
+            fn set(&mut self, key: &str, value: toml::Value) -> Result<bool, toml::de::Error> {
+                match key {
+                    $( $( stringify!($name) => { self.$name = value.try_into()?; Ok(true) } )* )*
+                    _ => Ok(false),
+                }
+            }
+        }
+
+        /// `courier serve` flags; each also reads a `COURIER_*` variable and
+        /// overrides the file.
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct ServeArgs {
+            /// TOML config file (see courier.example.toml).
+            #[arg(long, short, env = "COURIER_CONFIG")]
+            pub config: Option<PathBuf>,
+            $( $( $(#[doc = $doc])* #[arg(long, env = $env)] pub $name: Option<$ty>, )* )*
+        }
+
+        impl ServeArgs {
+            fn overlay(&self, c: &mut Config) {
+                $( $( if let Some(v) = self.$name.clone() { c.$name = v; } )* )*
+            }
+        }
+    };
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("courier-data"),
-            node_id: 0,
-            token_ttl_secs: 24 * 3600,
-            max_frame_bytes: 64 * 1024,
-            max_payload_bytes: 15 * 1024,
-            max_frames_per_sec: 10_000,
-            device_queue_frames: 4096,
-            idle_timeout_secs: 180,
-            login_timeout_secs: 10,
-            offline_ttl_secs: 7 * 24 * 3600,
-            backlog_limit: 1000,
-            backlog_batch: 100,
-            dedup_cache: 200_000,
-            commit_batch_max: 2048,
-            router_queue: 16_384,
-            shutdown_grace_secs: 10,
-            store_readers: 4,
-            topic_member_limit: 500,
-            max_connections: 10_000,
-            http_header_timeout_secs: 10,
-            http_body_timeout_secs: 10,
-            http_max_headers: 64,
-            http_max_header_bytes: 64 * 1024,
-            body_limit_token_bytes: 4 * 1024,
-            body_limit_topic_bytes: 128 * 1024,
-            body_limit_push_bytes: 128 * 1024,
-            ws_max_write_buffer_bytes: 1024 * 1024,
-            write_timeout_secs: 30,
-            device_queue_bytes: 4 * 1024 * 1024,
-            max_devices_per_user: 10,
-            max_inflight_sends: 128,
-            max_topic_name_bytes: 256,
-            max_bulletin_bytes: 4096,
-            max_names_per_call: 500,
-            rest_rate_per_account: 10,
-            rest_names_per_account: 1000,
-            rest_rate_per_app: 5000,
-            topic_cache: 100_000,
-            account_cache: 1_000_000,
-        }
+settings! {
+    server {
+        /// HTTP + WebSocket listen address.
+        listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), env "COURIER_LISTEN";
+        /// Directory of the embedded store.
+        data_dir: PathBuf = PathBuf::from("courier-data"), env "COURIER_DATA_DIR";
+        /// Node id (0–15), part of every sequence.
+        node_id: u8 = 0, env "COURIER_NODE_ID";
+        /// Token lifetime in seconds.
+        token_ttl_secs: u64 = 24 * 3600, env "COURIER_TOKEN_TTL_SECS";
+        /// Seconds to drain connections and the store on shutdown.
+        shutdown_grace_secs: u64 = 10, env "COURIER_SHUTDOWN_GRACE_SECS";
+        /// Topics kept in the in-memory topic cache (least recently used evicted).
+        topic_cache: usize = 100_000, env "COURIER_TOPIC_CACHE";
+        /// Account → uuid entries kept in memory.
+        account_cache: usize = 1_000_000, env "COURIER_ACCOUNT_CACHE";
+    }
+    limits {
+        /// Largest inbound frame in bytes.
+        max_frame_bytes: usize = 64 * 1024, env "COURIER_MAX_FRAME_BYTES";
+        /// Largest message payload in bytes.
+        max_payload_bytes: usize = 15 * 1024, env "COURIER_MAX_PAYLOAD_BYTES";
+        /// Frames per second accepted per connection (0 = unlimited).
+        max_frames_per_sec: u32 = 10_000, env "COURIER_MAX_FRAMES_PER_SEC";
+        /// Frames queued for one device before it is kicked as a slow consumer.
+        device_queue_frames: usize = 4096, env "COURIER_DEVICE_QUEUE_FRAMES";
+        /// Bytes queued for one device before it is kicked as a slow consumer.
+        device_queue_bytes: usize = 4 * 1024 * 1024, env "COURIER_DEVICE_QUEUE_BYTES";
+        /// Seconds a logged-in connection may stay silent before it is closed.
+        idle_timeout_secs: u64 = 180, env "COURIER_IDLE_TIMEOUT_SECS";
+        /// Seconds a connection may take to log in.
+        login_timeout_secs: u64 = 10, env "COURIER_LOGIN_TIMEOUT_SECS";
+        /// Seconds one write may stay blocked on a peer that does not read.
+        write_timeout_secs: u64 = 30, env "COURIER_WRITE_TIMEOUT_SECS";
+        /// Bytes a WebSocket may hold unsent (frames and owed pongs) before it is closed.
+        ws_max_write_buffer_bytes: usize = 1024 * 1024, env "COURIER_WS_MAX_WRITE_BUFFER_BYTES";
+        /// Open TCP connections on the HTTP listener (HTTP and WebSocket together).
+        max_connections: usize = 10_000, env "COURIER_MAX_CONNECTIONS";
+        /// Seconds to receive a request's headers; also the idle limit of a kept-alive connection.
+        http_header_timeout_secs: u64 = 10, env "COURIER_HTTP_HEADER_TIMEOUT_SECS";
+        /// Seconds a request body may take to arrive completely.
+        http_body_timeout_secs: u64 = 10, env "COURIER_HTTP_BODY_TIMEOUT_SECS";
+        /// Most header fields in one request.
+        http_max_headers: usize = 64, env "COURIER_HTTP_MAX_HEADERS";
+        /// Largest request head (request line and headers), bytes.
+        http_max_header_bytes: usize = 64 * 1024, env "COURIER_HTTP_MAX_HEADER_BYTES";
+        /// Largest body of `POST /api/account/token`, bytes.
+        body_limit_token_bytes: usize = 4 * 1024, env "COURIER_BODY_LIMIT_TOKEN_BYTES";
+        /// Largest body of a topic call, bytes.
+        body_limit_topic_bytes: usize = 128 * 1024, env "COURIER_BODY_LIMIT_TOPIC_BYTES";
+        /// Largest body of a push call, bytes.
+        body_limit_push_bytes: usize = 128 * 1024, env "COURIER_BODY_LIMIT_PUSH_BYTES";
+        /// Devices (resources) of one user online at once; another login is refused.
+        max_devices_per_user: usize = 10, env "COURIER_MAX_DEVICES_PER_USER";
+        /// Sends of one connection waiting for their ServerAck; at the limit the connection is not read.
+        max_inflight_sends: usize = 128, env "COURIER_MAX_INFLIGHT_SENDS";
+        /// Longest topic name, bytes.
+        max_topic_name_bytes: usize = 256, env "COURIER_MAX_TOPIC_NAME_BYTES";
+        /// Longest topic bulletin, bytes.
+        max_bulletin_bytes: usize = 4096, env "COURIER_MAX_BULLETIN_BYTES";
+        /// Most account names (or topic ids, push targets) in one REST call.
+        max_names_per_call: usize = 500, env "COURIER_MAX_NAMES_PER_CALL";
+        /// State-changing calls per second of one account (burst: twice this; 0 = unlimited).
+        rest_rate_per_account: u32 = 10, env "COURIER_REST_RATE_PER_ACCOUNT";
+        /// Accounts one account may name per second (burst: twice this; 0 = unlimited).
+        rest_names_per_account: u32 = 1000, env "COURIER_REST_NAMES_PER_ACCOUNT";
+        /// Units of state-changing work per second of one app, one per name (burst: twice this; 0 = unlimited).
+        rest_rate_per_app: u32 = 5000, env "COURIER_REST_RATE_PER_APP";
+        /// Members a topic may have, unless the app sets its own limit.
+        topic_member_limit: usize = 500, env "COURIER_TOPIC_MEMBER_LIMIT";
+    }
+    delivery {
+        /// Seconds stored messages remain offline-deliverable (default 7 days).
+        offline_ttl_secs: u64 = 7 * 24 * 3600, env "COURIER_OFFLINE_TTL_SECS";
+        /// Most backlog messages sent at login; above it the newest are sent with a pull notice.
+        backlog_limit: usize = 1000, env "COURIER_BACKLOG_LIMIT";
+        /// Messages per backlog batch frame and most per Pull.
+        backlog_batch: usize = 100, env "COURIER_BACKLOG_BATCH";
+        /// (sender, packetId) pairs remembered in memory for dedup (the store remembers all).
+        dedup_cache: usize = 200_000, env "COURIER_DEDUP_CACHE";
+    }
+    store {
+        /// Read connections of the embedded store.
+        store_readers: usize = 4, env "COURIER_STORE_READERS";
+        /// Most messages in one group commit.
+        commit_batch_max: usize = 2048, env "COURIER_COMMIT_BATCH_MAX";
+        /// Sends queued to the router before senders wait.
+        router_queue: usize = 16_384, env "COURIER_ROUTER_QUEUE";
     }
 }
 
+/// The section a key belongs to.
+pub fn section_of(key: &str) -> Option<&'static str> {
+    KEYS.iter().find(|(_, k)| *k == key).map(|(s, _)| *s)
+}
+
 impl Config {
-    /// Reads a TOML file; keys it does not set keep their defaults.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+    /// Reads a TOML file; keys it does not set keep their defaults. Returns the
+    /// configuration and warnings (flat keys of the old layout).
+    pub fn from_file(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Invalid(msg) => ConfigError::Invalid(format!("{}: {msg}", path.display())),
+            other => other,
         })
+    }
+
+    /// Reads TOML text: keys under their `[section]`; a key at the top level (the
+    /// old flat layout) still works for one release, with a warning.
+    pub fn from_toml(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let mut config = Config::default();
+        let mut warnings = Vec::new();
+        let bad = |what: String| ConfigError::Invalid(what);
+        for (name, value) in table {
+            match value {
+                toml::Value::Table(keys) if KEYS.iter().any(|(s, _)| *s == name) => {
+                    for (key, value) in keys {
+                        if section_of(&key) != Some(name.as_str()) {
+                            return Err(bad(match section_of(&key) {
+                                Some(right) => {
+                                    format!("key `{key}` belongs in [{right}], not [{name}]")
+                                }
+                                None => format!("unknown key `{key}` in [{name}]"),
+                            }));
+                        }
+                        config
+                            .set(&key, value)
+                            .map_err(|e| bad(format!("[{name}] {key}: {e}")))?;
+                    }
+                }
+                toml::Value::Table(_) => return Err(bad(format!("unknown section [{name}]"))),
+                value => match section_of(&name) {
+                    Some(section) => {
+                        config
+                            .set(&name, value)
+                            .map_err(|e| bad(format!("{name}: {e}")))?;
+                        warnings.push(format!(
+                            "config key `{name}` at the top level is deprecated: put it under [{section}]"
+                        ));
+                    }
+                    None => return Err(bad(format!("unknown key `{name}`"))),
+                },
+            }
+        }
+        Ok((config, warnings))
     }
 
     /// Rejects settings the server cannot run with: every number is checked
@@ -348,188 +391,21 @@ impl Config {
     }
 }
 
-/// `courier serve` flags; each also reads a `COURIER_*` variable and overrides the file.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServeArgs {
-    /// TOML config file (see courier.example.toml).
-    #[arg(long, short, env = "COURIER_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// HTTP + WebSocket listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "COURIER_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Data directory of the embedded store [default: ./courier-data].
-    #[arg(long, env = "COURIER_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Node id 0-15, part of every sequence [default: 0].
-    #[arg(long, env = "COURIER_NODE_ID")]
-    pub node_id: Option<u8>,
-    /// Token lifetime in seconds [default: 86400].
-    #[arg(long, env = "COURIER_TOKEN_TTL_SECS")]
-    pub token_ttl_secs: Option<u64>,
-    /// Largest inbound frame in bytes [default: 65536].
-    #[arg(long, env = "COURIER_MAX_FRAME_BYTES")]
-    pub max_frame_bytes: Option<usize>,
-    /// Largest message payload in bytes [default: 15360].
-    #[arg(long, env = "COURIER_MAX_PAYLOAD_BYTES")]
-    pub max_payload_bytes: Option<usize>,
-    /// Frames per second per connection, 0 = unlimited [default: 10000].
-    #[arg(long, env = "COURIER_MAX_FRAMES_PER_SEC")]
-    pub max_frames_per_sec: Option<u32>,
-    /// Frames queued per device before it is kicked as a slow consumer [default: 4096].
-    #[arg(long, env = "COURIER_DEVICE_QUEUE_FRAMES")]
-    pub device_queue_frames: Option<usize>,
-    /// Seconds of silence before a connection is closed [default: 180].
-    #[arg(long, env = "COURIER_IDLE_TIMEOUT_SECS")]
-    pub idle_timeout_secs: Option<u64>,
-    /// Seconds a connection may take to log in [default: 10].
-    #[arg(long, env = "COURIER_LOGIN_TIMEOUT_SECS")]
-    pub login_timeout_secs: Option<u64>,
-    /// Seconds stored messages stay offline-deliverable [default: 604800].
-    #[arg(long, env = "COURIER_OFFLINE_TTL_SECS")]
-    pub offline_ttl_secs: Option<u64>,
-    /// Most backlog messages sent at login [default: 1000].
-    #[arg(long, env = "COURIER_BACKLOG_LIMIT")]
-    pub backlog_limit: Option<usize>,
-    /// Messages per backlog batch frame [default: 100].
-    #[arg(long, env = "COURIER_BACKLOG_BATCH")]
-    pub backlog_batch: Option<usize>,
-    /// (sender, packetId) pairs kept in memory for dedup [default: 200000].
-    #[arg(long, env = "COURIER_DEDUP_CACHE")]
-    pub dedup_cache: Option<usize>,
-    /// Most messages per group commit [default: 2048].
-    #[arg(long, env = "COURIER_COMMIT_BATCH_MAX")]
-    pub commit_batch_max: Option<usize>,
-    /// Sends queued to the router before senders wait [default: 16384].
-    #[arg(long, env = "COURIER_ROUTER_QUEUE")]
-    pub router_queue: Option<usize>,
-    /// Seconds to drain on shutdown [default: 10].
-    #[arg(long, env = "COURIER_SHUTDOWN_GRACE_SECS")]
-    pub shutdown_grace_secs: Option<u64>,
-    /// Read connections of the embedded store [default: 4].
-    #[arg(long, env = "COURIER_STORE_READERS")]
-    pub store_readers: Option<usize>,
-    /// Members per topic unless the app sets its own limit [default: 500].
-    #[arg(long, env = "COURIER_TOPIC_MEMBER_LIMIT")]
-    pub topic_member_limit: Option<usize>,
-    /// Open connections on the HTTP listener (HTTP + WebSocket) [default: 10000].
-    #[arg(long, env = "COURIER_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Seconds to receive request headers; also the keep-alive idle limit [default: 10].
-    #[arg(long, env = "COURIER_HTTP_HEADER_TIMEOUT_SECS")]
-    pub http_header_timeout_secs: Option<u64>,
-    /// Seconds to receive a request body [default: 10].
-    #[arg(long, env = "COURIER_HTTP_BODY_TIMEOUT_SECS")]
-    pub http_body_timeout_secs: Option<u64>,
-    /// Most header fields per request [default: 64].
-    #[arg(long, env = "COURIER_HTTP_MAX_HEADERS")]
-    pub http_max_headers: Option<usize>,
-    /// Largest token request body [default: 4096].
-    #[arg(long, env = "COURIER_BODY_LIMIT_TOKEN_BYTES")]
-    pub body_limit_token_bytes: Option<usize>,
-    /// Largest topic call body [default: 131072].
-    #[arg(long, env = "COURIER_BODY_LIMIT_TOPIC_BYTES")]
-    pub body_limit_topic_bytes: Option<usize>,
-    /// Largest push call body [default: 131072].
-    #[arg(long, env = "COURIER_BODY_LIMIT_PUSH_BYTES")]
-    pub body_limit_push_bytes: Option<usize>,
-    /// Unsent bytes a WebSocket may hold before it is closed [default: 1048576].
-    #[arg(long, env = "COURIER_WS_MAX_WRITE_BUFFER_BYTES")]
-    pub ws_max_write_buffer_bytes: Option<usize>,
-    /// Seconds a write may stay blocked on a peer that does not read [default: 30].
-    #[arg(long, env = "COURIER_WRITE_TIMEOUT_SECS")]
-    pub write_timeout_secs: Option<u64>,
-    /// Bytes queued per device before a slow-consumer kick [default: 4194304].
-    #[arg(long, env = "COURIER_DEVICE_QUEUE_BYTES")]
-    pub device_queue_bytes: Option<usize>,
-    /// Devices of one user online at once [default: 10].
-    #[arg(long, env = "COURIER_MAX_DEVICES_PER_USER")]
-    pub max_devices_per_user: Option<usize>,
-    /// Unacknowledged sends per connection [default: 128].
-    #[arg(long, env = "COURIER_MAX_INFLIGHT_SENDS")]
-    pub max_inflight_sends: Option<usize>,
-    /// Longest topic name in bytes [default: 256].
-    #[arg(long, env = "COURIER_MAX_TOPIC_NAME_BYTES")]
-    pub max_topic_name_bytes: Option<usize>,
-    /// Longest topic bulletin in bytes [default: 4096].
-    #[arg(long, env = "COURIER_MAX_BULLETIN_BYTES")]
-    pub max_bulletin_bytes: Option<usize>,
-    /// Most accounts or topic ids named in one REST call [default: 500].
-    #[arg(long, env = "COURIER_MAX_NAMES_PER_CALL")]
-    pub max_names_per_call: Option<usize>,
-    /// State-changing calls per second per account, 0 = unlimited [default: 10].
-    #[arg(long, env = "COURIER_REST_RATE_PER_ACCOUNT")]
-    pub rest_rate_per_account: Option<u32>,
-    /// Accounts named per second per account, 0 = unlimited [default: 1000].
-    #[arg(long, env = "COURIER_REST_NAMES_PER_ACCOUNT")]
-    pub rest_names_per_account: Option<u32>,
-    /// Largest request head in bytes [default: 65536].
-    #[arg(long, env = "COURIER_HTTP_MAX_HEADER_BYTES")]
-    pub http_max_header_bytes: Option<usize>,
-    /// REST work units per second per app, 0 = unlimited [default: 5000].
-    #[arg(long, env = "COURIER_REST_RATE_PER_APP")]
-    pub rest_rate_per_app: Option<u32>,
-    /// Topics kept in memory [default: 100000].
-    #[arg(long, env = "COURIER_TOPIC_CACHE")]
-    pub topic_cache: Option<usize>,
-    /// Account ids kept in memory [default: 1000000].
-    #[arg(long, env = "COURIER_ACCOUNT_CACHE")]
-    pub account_cache: Option<usize>,
-}
-
 impl ServeArgs {
-    /// Defaults, then the config file, then these flags / environment variables.
+    /// Defaults, then the config file, then these flags / environment variables;
+    /// validated. Warnings about the file are logged.
     pub fn resolve(&self) -> Result<Config, ConfigError> {
         let mut c = match &self.config {
-            Some(path) => Config::from_file(path)?,
+            Some(path) => {
+                let (c, warnings) = Config::from_file(path)?;
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                c
+            }
             None => Config::default(),
         };
-        macro_rules! overlay {
-            ($($field:ident),* $(,)?) => {$(
-                if let Some(v) = self.$field.clone() { c.$field = v; }
-            )*};
-        }
-        overlay!(
-            listen,
-            data_dir,
-            node_id,
-            token_ttl_secs,
-            max_frame_bytes,
-            max_payload_bytes,
-            max_frames_per_sec,
-            device_queue_frames,
-            idle_timeout_secs,
-            login_timeout_secs,
-            offline_ttl_secs,
-            backlog_limit,
-            backlog_batch,
-            dedup_cache,
-            commit_batch_max,
-            router_queue,
-            shutdown_grace_secs,
-            store_readers,
-            topic_member_limit,
-            max_connections,
-            http_header_timeout_secs,
-            http_body_timeout_secs,
-            http_max_headers,
-            body_limit_token_bytes,
-            body_limit_topic_bytes,
-            body_limit_push_bytes,
-            ws_max_write_buffer_bytes,
-            write_timeout_secs,
-            device_queue_bytes,
-            max_devices_per_user,
-            max_inflight_sends,
-            max_topic_name_bytes,
-            max_bulletin_bytes,
-            max_names_per_call,
-            rest_rate_per_account,
-            rest_names_per_account,
-            http_max_header_bytes,
-            rest_rate_per_app,
-            topic_cache,
-            account_cache,
-        );
+        self.overlay(&mut c);
         c.validate()?;
         Ok(c)
     }
@@ -543,7 +419,8 @@ mod tests {
     fn file_then_flags_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nbacklog_limit = 500\n").unwrap();
+        let text = "[server]\nlisten = \"127.0.0.1:9000\"\n[delivery]\nbacklog_limit = 500\n";
+        std::fs::write(&path, text).unwrap();
         let args = ServeArgs {
             config: Some(path),
             backlog_limit: Some(600),
@@ -559,8 +436,17 @@ mod tests {
     fn unknown_keys_and_bad_values_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "listn = \"x\"\n").unwrap();
-        assert!(Config::from_file(&path).is_err());
+        for text in [
+            "listn = \"x\"\n",
+            "[server]\nlistn = \"x\"\n",
+            "[limits]\nlisten = \"127.0.0.1:1\"\n",
+            "[quic]\nport = 1\n",
+            "[limits]\nmax_frame_bytes = \"big\"\n",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Config::from_file(&path).unwrap_err().to_string();
+            assert!(err.contains("c.toml"), "{err}");
+        }
         let c = Config {
             node_id: 16,
             ..Config::default()
@@ -595,9 +481,94 @@ mod tests {
     }
 
     #[test]
+    fn flat_keys_of_the_old_layout_still_work_with_a_warning() {
+        let (c, warnings) =
+            Config::from_toml("backlog_limit = 500\n[limits]\nmax_connections = 7\n").unwrap();
+        assert_eq!((c.backlog_limit, c.max_connections), (500, 7));
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("[delivery]"), "{}", warnings[0]);
+    }
+
+    /// A value different from the default for `key`, as TOML and as a flag value.
+    fn other_value(defaults: &toml::Table, key: &str) -> (toml::Value, String) {
+        match &defaults[key] {
+            toml::Value::Integer(n) => (toml::Value::Integer(n + 1), (n + 1).to_string()),
+            toml::Value::String(_) if key == "listen" => {
+                let v = "127.0.0.1:9999".to_owned();
+                (toml::Value::String(v.clone()), v)
+            }
+            toml::Value::String(_) => {
+                let v = "elsewhere".to_owned();
+                (toml::Value::String(v.clone()), v)
+            }
+            other => panic!("{key}: unexpected default {other:?}"),
+        }
+    }
+
+    /// Every key can be set from its TOML section, its flag and its environment
+    /// variable — none is left out of any of the three.
+    #[test]
+    fn every_key_is_reachable_from_toml_flags_and_env() {
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        assert_eq!(defaults.len(), KEYS.len(), "every field is a key");
+        for (section, key) in KEYS {
+            let (value, text) = other_value(&defaults, key);
+            let toml_text = format!("[{section}]\n{key} = {value}\n");
+            let (c, warnings) = Config::from_toml(&toml_text).unwrap();
+            assert!(warnings.is_empty());
+            let got = toml::Table::try_from(&c).unwrap();
+            assert_eq!(got[*key], value, "TOML [{section}] {key}");
+
+            let flag = format!("--{}", key.replace('_', "-"));
+            let cli = Cli::try_parse_from(["serve", flag.as_str(), text.as_str()]).unwrap();
+            let mut c = Config::default();
+            cli.serve.overlay(&mut c);
+            assert_eq!(
+                toml::Table::try_from(&c).unwrap()[*key],
+                value,
+                "flag {flag}"
+            );
+
+            let env = format!("COURIER_{}", key.to_uppercase());
+            // SAFETY: only this test sets COURIER_* variables, one at a time.
+            unsafe { std::env::set_var(&env, &text) };
+            let cli = Cli::try_parse_from(["serve"]).unwrap();
+            unsafe { std::env::remove_var(&env) };
+            let mut c = Config::default();
+            cli.serve.overlay(&mut c);
+            assert_eq!(toml::Table::try_from(&c).unwrap()[*key], value, "env {env}");
+        }
+    }
+
+    #[test]
     fn example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("courier.example.toml");
-        let c = Config::from_file(&path).unwrap();
+        let (c, warnings) = Config::from_file(&path).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c, Config::default(), "the example shows the defaults");
+        for (section, key) in KEYS {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let docs = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+            )
+            .unwrap();
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "{key} missing from the example"
+            );
+            assert!(
+                docs.contains(&format!("`{key}`")),
+                "{key} missing from docs/configuration.md"
+            );
+            let _ = section;
+        }
         c.validate().unwrap();
     }
 }
