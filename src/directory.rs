@@ -257,16 +257,7 @@ mod tests {
     }
 
     fn directory(max_topics: usize) -> Directory {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::SqliteStore::open(
-            dir.path(),
-            crate::store::sqlite::SqliteOptions {
-                readers: 1,
-                write_queue: 8,
-                max_ops_per_commit: 8,
-            },
-        )
-        .unwrap();
+        let store = crate::store::memory::MemoryStore::new();
         Directory::new(Arc::new(store), 16, max_topics)
     }
 

@@ -465,7 +465,7 @@ impl std::fmt::Debug for Router {
     }
 }
 
-/// The router's failure paths, on a real store with injected faults: a failed
+/// The router's failure paths, on the in-memory store with injected faults: a failed
 /// commit, a retry after it, and shutdown with sends still queued.
 #[cfg(test)]
 mod tests {
@@ -477,21 +477,18 @@ mod tests {
     use crate::hub::Hub;
     use crate::protocol::codes;
     use crate::store::faulty::FaultyStore;
-    use crate::store::sqlite::SqliteOptions;
-    use crate::store::{MessageStore, SqliteStore};
+    use crate::store::memory::MemoryStore;
+    use crate::store::MessageStore;
 
     struct Fixture {
         router: Router,
         task: tokio::task::JoinHandle<()>,
         stop: CancellationToken,
         store: Arc<FaultyStore>,
-        _dir: tempfile::TempDir,
     }
 
     async fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let sqlite = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-        let store = Arc::new(FaultyStore::new(Arc::new(sqlite)));
+        let store = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
         let directory = Arc::new(Directory::new(store.clone(), 16, 16));
         let stop = CancellationToken::new();
         let config = RouterConfig {
@@ -514,7 +511,6 @@ mod tests {
             task,
             stop,
             store,
-            _dir: dir,
         }
     }
 

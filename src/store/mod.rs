@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod cursors;
 #[cfg(test)]
 pub mod faulty;
+pub mod memory;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -252,6 +253,27 @@ pub trait Store: AppStore + MessageStore + TopicStore {
     /// Commits what is queued and releases the backend (blocking: call it from a
     /// blocking context at shutdown).
     fn close(&self);
+}
+
+/// A new app with fresh random credentials (any backend stores what this makes).
+pub(crate) fn new_app(name: &str) -> App {
+    use base64::Engine;
+    use rand::Rng;
+    let mut rng = rand::rng();
+    // Below 2^53 so JavaScript clients read it exactly as a JSON number.
+    let app_id = rng.random_range(2_000_000_000_000u64..9_000_000_000_000_000);
+    let app_key = format!(
+        "{:013}",
+        rng.random_range(1_000_000_000_000u64..10_000_000_000_000)
+    );
+    let secret: [u8; 18] = rng.random();
+    App {
+        app_id,
+        name: name.to_owned(),
+        app_key,
+        app_secret: base64::engine::general_purpose::STANDARD.encode(secret),
+        created_ms: crate::time::now_ms(),
+    }
 }
 
 /// Which backend to open, and its settings.

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use base64::Engine;
 use parking_lot::Mutex;
-use rand::Rng;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -181,24 +179,6 @@ impl Drop for SqliteStore {
     }
 }
 
-fn random_app(name: &str) -> App {
-    let mut rng = rand::rng();
-    // Below 2^53 so JavaScript clients read it exactly as a JSON number.
-    let app_id = rng.random_range(2_000_000_000_000u64..9_000_000_000_000_000);
-    let app_key = format!(
-        "{:013}",
-        rng.random_range(1_000_000_000_000u64..10_000_000_000_000)
-    );
-    let secret: [u8; 18] = rng.random();
-    App {
-        app_id,
-        name: name.to_owned(),
-        app_key,
-        app_secret: base64::engine::general_purpose::STANDARD.encode(secret),
-        created_ms: now_ms(),
-    }
-}
-
 fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
     Ok(App {
         app_id: r.get::<_, i64>(0)? as u64,
@@ -224,7 +204,7 @@ impl Store for SqliteStore {
 #[async_trait]
 impl AppStore for SqliteStore {
     async fn create_app(&self, name: &str) -> StoreResult<App> {
-        let app = random_app(name);
+        let app = super::new_app(name);
         let stored = app.clone();
         self.write(move |conn| {
             conn.execute(

@@ -1,0 +1,480 @@
+//! An in-memory store: every aggregate in maps behind one lock, nothing durable.
+//! It has the semantics of the embedded store (the conformance suite runs on both)
+//! and serves the unit tests of the router and the session, which then need no
+//! files. Not a production backend: it forgets everything on exit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rand::Rng;
+
+use super::{
+    App, AppStore, AppendOutcome, Member, MessageStore, NewMessage, Order, Store, StoreError,
+    StoreResult, StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
+};
+use crate::time::now_ms;
+
+/// `to` of a membership that has not ended.
+const OPEN: u64 = u64::MAX;
+
+#[derive(Debug, Clone)]
+struct TopicRow {
+    app_id: u64,
+    owner: u64,
+    name: String,
+    bulletin: String,
+    dismissed: bool,
+    version: u64,
+    created_ms: u64,
+    /// Current members in join order.
+    members: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    apps: BTreeMap<u64, App>,
+    member_limits: HashMap<u64, u32>,
+    accounts: HashMap<(u64, String), u64>,
+    names: HashMap<u64, String>,
+    messages: HashMap<u64, StoredMessage>,
+    dedup: HashMap<(u64, String), (u64, u64)>,
+    timelines: HashMap<u64, BTreeSet<u64>>,
+    topic_logs: HashMap<u64, BTreeSet<u64>>,
+    cursors: HashMap<(u64, String), u64>,
+    topics: HashMap<u64, TopicRow>,
+    /// (uuid, topic, from, to): what a member reads of the topic log.
+    memberships: Vec<(u64, u64, u64, u64)>,
+}
+
+/// The in-memory [`Store`].
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+}
+
+impl Inner {
+    fn account(&mut self, app_id: u64, name: &str, create: bool) -> Option<u64> {
+        if let Some(uuid) = self.accounts.get(&(app_id, name.to_owned())) {
+            return Some(*uuid);
+        }
+        if !create {
+            return None;
+        }
+        let uuid = self.names.len() as u64 + 1;
+        self.accounts.insert((app_id, name.to_owned()), uuid);
+        self.names.insert(uuid, name.to_owned());
+        Some(uuid)
+    }
+
+    /// What device `resource` of `uuid` sees in `after < seq < before`.
+    fn user_messages(
+        &self,
+        uuid: u64,
+        resource: &str,
+        after: u64,
+        before: u64,
+        limit: usize,
+        order: Order,
+    ) -> Vec<StoredMessage> {
+        let before = if before == 0 { u64::MAX } else { before };
+        let mut seqs: BTreeSet<u64> = BTreeSet::new();
+        if let Some(timeline) = self.timelines.get(&uuid) {
+            for &seq in timeline.range(after.saturating_add(1)..before) {
+                let m = &self.messages[&seq];
+                if m.to_resource.is_empty() || m.to_uuid != uuid || m.to_resource == resource {
+                    seqs.insert(seq);
+                }
+            }
+        }
+        for &(member, topic_id, from, to) in &self.memberships {
+            let (lo, hi) = (from.max(after), to.min(before));
+            if member != uuid || lo >= hi {
+                continue;
+            }
+            if let Some(log) = self.topic_logs.get(&topic_id) {
+                seqs.extend(log.range(lo.saturating_add(1)..hi));
+            }
+        }
+        let pick = |seq: &u64| self.messages[seq].clone();
+        match order {
+            Order::OldestFirst => seqs.iter().take(limit).map(pick).collect(),
+            Order::NewestFirst => seqs.iter().rev().take(limit).map(pick).collect(),
+        }
+    }
+
+    fn topic(&self, topic_id: u64) -> Option<Topic> {
+        let t = self.topics.get(&topic_id)?;
+        let name_of = |uuid: &u64| self.names.get(uuid).cloned().unwrap_or_default();
+        Some(Topic {
+            topic_id,
+            app_id: t.app_id,
+            owner_uuid: t.owner,
+            owner_account: name_of(&t.owner),
+            name: t.name.clone(),
+            bulletin: t.bulletin.clone(),
+            dismissed: t.dismissed,
+            version: t.version,
+            members: t
+                .members
+                .iter()
+                .map(|uuid| Member {
+                    uuid: *uuid,
+                    account: name_of(uuid),
+                })
+                .collect(),
+        })
+    }
+
+    fn add_members(
+        &mut self,
+        topic_id: u64,
+        uuids: &[u64],
+        limit: usize,
+        boundary: u64,
+    ) -> StoreResult<Vec<u64>> {
+        let t = self
+            .topics
+            .get_mut(&topic_id)
+            .ok_or_else(|| StoreError::NotFound(format!("topic {topic_id}")))?;
+        let mut seen: HashSet<u64> = t.members.iter().copied().collect();
+        let count = seen.len();
+        let new: Vec<u64> = uuids.iter().copied().filter(|u| seen.insert(*u)).collect();
+        if count + new.len() > limit {
+            return Err(StoreError::Invalid(format!(
+                "topic member limit is {limit}: it has {count} members, {} more would exceed it",
+                new.len()
+            )));
+        }
+        t.members.extend(&new);
+        t.version += 1;
+        for &uuid in &new {
+            self.memberships.push((uuid, topic_id, boundary, OPEN));
+        }
+        Ok(new)
+    }
+
+    fn close_memberships(&mut self, topic_id: u64, uuids: Option<&[u64]>, boundary: u64) {
+        for m in &mut self.memberships {
+            if m.1 == topic_id && m.3 == OPEN && uuids.is_none_or(|u| u.contains(&m.0)) {
+                m.3 = boundary;
+            }
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn close(&self) {}
+}
+
+#[async_trait]
+impl AppStore for MemoryStore {
+    async fn create_app(&self, name: &str) -> StoreResult<App> {
+        let app = super::new_app(name);
+        self.inner.lock().apps.insert(app.app_id, app.clone());
+        Ok(app)
+    }
+
+    async fn list_apps(&self) -> StoreResult<Vec<App>> {
+        Ok(self.inner.lock().apps.values().cloned().collect())
+    }
+
+    async fn app(&self, app_id: u64) -> StoreResult<Option<App>> {
+        Ok(self.inner.lock().apps.get(&app_id).cloned())
+    }
+
+    async fn account(&self, app_id: u64, account: &str, create: bool) -> StoreResult<Option<u64>> {
+        Ok(self.inner.lock().account(app_id, account, create))
+    }
+
+    async fn accounts(&self, app_id: u64, accounts: Vec<String>) -> StoreResult<Vec<u64>> {
+        let mut inner = self.inner.lock();
+        Ok(accounts
+            .iter()
+            .filter_map(|a| inner.account(app_id, a, true))
+            .collect())
+    }
+
+    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        match limit {
+            Some(n) => inner.member_limits.insert(app_id, n),
+            None => inner.member_limits.remove(&app_id),
+        };
+        Ok(())
+    }
+
+    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>> {
+        Ok(self.inner.lock().member_limits.get(&app_id).copied())
+    }
+}
+
+#[async_trait]
+impl MessageStore for MemoryStore {
+    async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>> {
+        let mut inner = self.inner.lock();
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for m in messages {
+            let key = (m.from_uuid, m.packet_id.clone());
+            if let Some(&(seq, ts)) = inner.dedup.get(&key) {
+                outcomes.push(AppendOutcome::Duplicate { seq, ts });
+                continue;
+            }
+            inner.dedup.insert(key, (m.seq, m.ts));
+            if m.topic_id != 0 {
+                inner
+                    .topic_logs
+                    .entry(m.topic_id)
+                    .or_default()
+                    .insert(m.seq);
+            } else {
+                inner.timelines.entry(m.to_uuid).or_default().insert(m.seq);
+                inner
+                    .timelines
+                    .entry(m.from_uuid)
+                    .or_default()
+                    .insert(m.seq);
+            }
+            let stored = StoredMessage {
+                seq: m.seq,
+                ts: m.ts,
+                packet_id: m.packet_id,
+                from_uuid: m.from_uuid,
+                from_account: m.from_account,
+                from_resource: m.from_resource,
+                to_uuid: m.to_uuid,
+                to_account: m.to_account,
+                to_resource: m.to_resource,
+                topic_id: m.topic_id,
+                biz_type: m.biz_type,
+                payload: m.payload,
+            };
+            inner.messages.insert(m.seq, stored);
+            outcomes.push(AppendOutcome::Stored);
+        }
+        Ok(outcomes)
+    }
+
+    async fn timeline(
+        &self,
+        range: TimelineRange,
+        resource: &str,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        Ok(self.inner.lock().user_messages(
+            range.uuid,
+            resource,
+            range.after,
+            range.before,
+            range.limit,
+            range.order,
+        ))
+    }
+
+    async fn count_after(
+        &self,
+        uuid: u64,
+        resource: &str,
+        after: u64,
+        cap: usize,
+    ) -> StoreResult<usize> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .user_messages(uuid, resource, after, 0, cap, Order::OldestFirst)
+            .len())
+    }
+
+    async fn cursor(&self, uuid: u64, resource: &str) -> StoreResult<Option<u64>> {
+        Ok(self
+            .inner
+            .lock()
+            .cursors
+            .get(&(uuid, resource.to_owned()))
+            .copied())
+    }
+
+    async fn max_cursor(&self, uuid: u64) -> StoreResult<u64> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .cursors
+            .iter()
+            .filter(|((u, _), _)| *u == uuid)
+            .map(|(_, seq)| *seq)
+            .max()
+            .unwrap_or(0))
+    }
+
+    async fn set_cursors(&self, cursors: Vec<(u64, String, u64)>) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        for (uuid, resource, seq) in cursors {
+            let cursor = inner.cursors.entry((uuid, resource)).or_insert(0);
+            *cursor = (*cursor).max(seq);
+        }
+        Ok(())
+    }
+
+    async fn max_sequence(&self) -> StoreResult<u64> {
+        Ok(self
+            .inner
+            .lock()
+            .messages
+            .keys()
+            .max()
+            .copied()
+            .unwrap_or(0))
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TopicStore for MemoryStore {
+    async fn create_topic(
+        &self,
+        app_id: u64,
+        owner: u64,
+        name: &str,
+        members: Vec<u64>,
+        limit: usize,
+        boundary: u64,
+    ) -> StoreResult<Topic> {
+        let mut inner = self.inner.lock();
+        let topic_id = rand::rng().random_range(1_000_000_000_000u64..9_000_000_000_000_000);
+        inner.topics.insert(
+            topic_id,
+            TopicRow {
+                app_id,
+                owner,
+                name: name.to_owned(),
+                bulletin: String::new(),
+                dismissed: false,
+                version: 0,
+                created_ms: now_ms(),
+                members: Vec::new(),
+            },
+        );
+        let mut all = vec![owner];
+        all.extend(members);
+        if let Err(e) = inner.add_members(topic_id, &all, limit, boundary) {
+            inner.topics.remove(&topic_id);
+            return Err(e);
+        }
+        inner
+            .topic(topic_id)
+            .ok_or_else(|| StoreError::NotFound(format!("topic {topic_id}")))
+    }
+
+    async fn topic(&self, topic_id: u64) -> StoreResult<Option<Topic>> {
+        Ok(self.inner.lock().topic(topic_id))
+    }
+
+    async fn topics_of(&self, uuid: u64) -> StoreResult<Vec<TopicSummary>> {
+        let inner = self.inner.lock();
+        let mut mine: Vec<(u64, u64, TopicSummary)> = inner
+            .topics
+            .iter()
+            .filter(|(_, t)| !t.dismissed && t.members.contains(&uuid))
+            .map(|(&topic_id, t)| {
+                let summary = TopicSummary {
+                    topic_id,
+                    owner_uuid: t.owner,
+                    owner_account: inner.names.get(&t.owner).cloned().unwrap_or_default(),
+                    name: t.name.clone(),
+                    bulletin: t.bulletin.clone(),
+                };
+                (t.created_ms, topic_id, summary)
+            })
+            .collect();
+        mine.sort_by_key(|(created, id, _)| (*created, *id));
+        Ok(mine.into_iter().map(|(_, _, s)| s).collect())
+    }
+
+    async fn add_members(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
+        limit: usize,
+        boundary: u64,
+    ) -> StoreResult<Vec<u64>> {
+        self.inner
+            .lock()
+            .add_members(topic_id, &uuids, limit, boundary)
+    }
+
+    async fn start_memberships(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
+        boundary: u64,
+    ) -> StoreResult<()> {
+        for m in &mut self.inner.lock().memberships {
+            if m.1 == topic_id && m.3 == OPEN && uuids.contains(&m.0) {
+                m.2 = boundary;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_members(
+        &self,
+        topic_id: u64,
+        uuids: Vec<u64>,
+        boundary: u64,
+    ) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        inner.close_memberships(topic_id, Some(&uuids), boundary);
+        if let Some(t) = inner.topics.get_mut(&topic_id) {
+            t.members.retain(|u| !uuids.contains(u));
+            t.version += 1;
+        }
+        Ok(())
+    }
+
+    async fn update_topic(&self, topic_id: u64, update: TopicUpdate) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        if let Some(t) = inner.topics.get_mut(&topic_id) {
+            if let Some(owner) = update.owner_uuid {
+                t.owner = owner;
+            }
+            if let Some(name) = update.name {
+                t.name = name;
+            }
+            if let Some(bulletin) = update.bulletin {
+                t.bulletin = bulletin;
+            }
+            t.version += 1;
+        }
+        Ok(())
+    }
+
+    async fn dismiss_topic(&self, topic_id: u64, boundary: u64) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        inner.close_memberships(topic_id, None, boundary);
+        if let Some(t) = inner.topics.get_mut(&topic_id) {
+            t.dismissed = true;
+            t.members.clear();
+            t.version += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance_suite() {
+        crate::store::conformance::run_all(|| (Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()))
+            .await;
+    }
+}
