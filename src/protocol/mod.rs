@@ -5,6 +5,8 @@
 pub mod backlog;
 pub mod codec;
 pub mod session;
+#[cfg(test)]
+mod whole_session;
 
 pub use codec::{CodecError, Limits};
 pub use session::{Session, SessionEvent};
