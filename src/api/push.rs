@@ -21,7 +21,7 @@ use super::topic::live_topic;
 use super::{de_id, parse_json, read_body, success, ApiError};
 use crate::names;
 use crate::protocol::Status;
-use crate::router::{AckSink, Submission};
+use crate::router::{AckSink, Submission, Target};
 use crate::state::AppState;
 use crate::store::App;
 use crate::time::now_ms;
@@ -138,14 +138,6 @@ async fn check(
     ))
 }
 
-/// One message of a push, ready for the router.
-struct Target {
-    to_uuid: u64,
-    to_account: String,
-    topic_id: u64,
-    topic: Option<Arc<crate::directory::TopicView>>,
-}
-
 /// Submits every message, then waits for every ack; answers with their packet ids.
 async fn send_all(
     state: &AppState,
@@ -161,13 +153,9 @@ async fn send_all(
             from_uuid: push.from_uuid,
             from_account: push.from_account.clone(),
             from_resource: push.from_resource.clone(),
-            from_conn: 0,
+            from_conn: None,
             packet_id: packet_id.clone(),
-            to_uuid: t.to_uuid,
-            to_account: t.to_account,
-            to_resource: String::new(),
-            topic_id: t.topic_id,
-            topic: t.topic,
+            target: t,
             biz_type: String::new(),
             payload: push.payload.clone(),
             persist: true,
@@ -202,11 +190,10 @@ async fn p2p_target(state: &AppState, app_id: u64, raw: &str) -> Result<Target, 
         .uuid(app_id, account)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Target {
-        to_uuid,
-        to_account: account.to_owned(),
-        topic_id: 0,
-        topic: None,
+    Ok(Target::User {
+        uuid: to_uuid,
+        account: account.to_owned(),
+        resource: None,
     })
 }
 
@@ -219,11 +206,9 @@ async fn topic_target(state: &AppState, push: &Push, topic_id: u64) -> Result<Ta
             format!("{} is not a member of topic {topic_id}", push.from_account),
         ));
     }
-    Ok(Target {
-        to_uuid: 0,
-        to_account: String::new(),
+    Ok(Target::Topic {
         topic_id,
-        topic: Some(view),
+        snapshot: Some(view),
     })
 }
 
@@ -263,11 +248,10 @@ pub async fn p2p_more(
     let targets = names
         .into_iter()
         .zip(uuids)
-        .map(|(to_account, to_uuid)| Target {
-            to_uuid,
-            to_account,
-            topic_id: 0,
-            topic: None,
+        .map(|(account, uuid)| Target::User {
+            uuid,
+            account,
+            resource: None,
         })
         .collect();
     let ids = send_all(&state, &push, targets).await?;

@@ -27,7 +27,7 @@ use crate::directory::TopicView;
 use crate::hub::{Audience, Hub, Outbound};
 use crate::pb::{self, frame::Kind};
 use crate::protocol::{codec, Status};
-use crate::submission::{AckSink, Submission};
+use crate::submission::{AckSink, Submission, Target};
 
 /// Committed batches waiting for the stage before the commit loop waits.
 pub const FANOUT_QUEUE_BATCHES: usize = 8;
@@ -132,8 +132,7 @@ impl Stage {
         };
         let mut n = 0;
         for member in &view.topic.members {
-            let except_conn =
-                (member.uuid == sub.from_uuid && sub.from_conn != 0).then_some(sub.from_conn);
+            let except_conn = sub.from_conn.filter(|_| member.uuid == sub.from_uuid);
             let audience = Audience {
                 except_conn,
                 only_resource: None,
@@ -153,20 +152,23 @@ impl Stage {
             seq: if sub.persist { seq } else { 0 },
             frame,
         };
-        let to_resource = (!sub.to_resource.is_empty()).then_some(sub.to_resource.as_str());
-        let except_conn = (sub.from_conn != 0).then_some(sub.from_conn);
-        if sub.to_uuid == sub.from_uuid {
+        let Target::User { uuid, resource, .. } = &sub.target else {
+            return 0;
+        };
+        let (to_uuid, to_resource) = (*uuid, resource.as_deref());
+        let except_conn = sub.from_conn;
+        if to_uuid == sub.from_uuid {
             let audience = Audience {
                 except_conn,
                 only_resource: to_resource,
             };
-            return self.fanout.to_user(sub.to_uuid, audience, &out);
+            return self.fanout.to_user(to_uuid, audience, &out);
         }
         let to_recipient = Audience {
             except_conn: None,
             only_resource: to_resource,
         };
-        let n = self.fanout.to_user(sub.to_uuid, to_recipient, &out);
+        let n = self.fanout.to_user(to_uuid, to_recipient, &out);
         // The sender's other devices keep their view of the conversation.
         let to_sender = Audience {
             except_conn,
@@ -229,13 +231,13 @@ mod tests {
             from_uuid: 1,
             from_account: "ann".into(),
             from_resource: "phone".into(),
-            from_conn: 0,
+            from_conn: None,
             packet_id: "p1".into(),
-            to_uuid,
-            to_account: "x".into(),
-            to_resource: String::new(),
-            topic_id: 0,
-            topic: None,
+            target: Target::User {
+                uuid: to_uuid,
+                account: "x".into(),
+                resource: None,
+            },
             biz_type: String::new(),
             payload: Bytes::from_static(b"hi"),
             persist,

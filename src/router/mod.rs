@@ -34,7 +34,7 @@ use crate::store::{AppendOutcome, NewMessage, Store};
 use crate::time::now_ms;
 pub use sequence::Sequencer;
 
-pub use crate::submission::{AckSink, Submission};
+pub use crate::submission::{AckSink, Submission, Target};
 
 /// Why a submission was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -228,7 +228,7 @@ impl CommitLoop {
             // concurrently starts after it (or got it live), never in between.
             let seq = self.sequencer.next(now);
             self.last_seq.store(seq, Ordering::Release);
-            let topic = if sub.topic_id == 0 {
+            let topic = if sub.topic_id().is_none() {
                 None
             } else {
                 match self.check_topic(&sub) {
@@ -240,23 +240,9 @@ impl CommitLoop {
                 }
             };
             self.dedup.put(key, (seq, now));
-            let frame = deliver_frame(&sub, seq, now);
+            let frame = codec::encode(Kind::Deliver(sub.deliver(seq, now)));
             let append_index = if sub.persist {
-                to_store.push(NewMessage {
-                    seq,
-                    ts: now,
-                    app_id: sub.app_id,
-                    from_uuid: sub.from_uuid,
-                    from_account: sub.from_account.to_string(),
-                    from_resource: sub.from_resource.to_string(),
-                    packet_id: sub.packet_id.clone(),
-                    to_uuid: sub.to_uuid,
-                    to_account: sub.to_account.clone(),
-                    to_resource: sub.to_resource.clone(),
-                    topic_id: sub.topic_id,
-                    biz_type: sub.biz_type.clone(),
-                    payload: sub.payload.clone(),
-                });
+                to_store.push(sub.new_message(seq, now));
                 Some(to_store.len() - 1)
             } else {
                 None
@@ -358,34 +344,32 @@ impl CommitLoop {
 
     /// The topic of a topic message, if the sender may send there.
     fn check_topic(&self, sub: &Submission) -> Result<Arc<TopicView>, (Status, String)> {
-        let view = match self
-            .directory
-            .current_topic(sub.topic_id, sub.topic.as_ref())
-        {
+        let Target::Topic { topic_id, snapshot } = &sub.target else {
+            return Err((Status::BadRequest, "not a topic message".into()));
+        };
+        let topic_id = *topic_id;
+        let view = match self.directory.current_topic(topic_id, snapshot.as_ref()) {
             TopicLookup::Current(view) => view,
             TopicLookup::Unknown => {
-                return Err((Status::NotFound, format!("unknown topic {}", sub.topic_id)))
+                return Err((Status::NotFound, format!("unknown topic {topic_id}")))
             }
             TopicLookup::Stale => {
                 return Err((
                     Status::Unavailable,
-                    format!("topic {} changed while sending; retry", sub.topic_id),
+                    format!("topic {topic_id} changed while sending; retry"),
                 ))
             }
         };
         if view.topic.app_id != sub.app_id {
-            return Err((Status::NotFound, format!("unknown topic {}", sub.topic_id)));
+            return Err((Status::NotFound, format!("unknown topic {topic_id}")));
         }
         if view.topic.dismissed {
-            return Err((
-                Status::NotFound,
-                format!("topic {} was dismissed", sub.topic_id),
-            ));
+            return Err((Status::NotFound, format!("topic {topic_id} was dismissed")));
         }
         if !view.is_member(sub.from_uuid) {
             return Err((
                 Status::Forbidden,
-                format!("not a member of topic {}", sub.topic_id),
+                format!("not a member of topic {topic_id}"),
             ));
         }
         Ok(view)
@@ -424,22 +408,6 @@ fn refuse(sub: Submission, status: Status, desc: String) {
             delivered: false,
         },
     );
-}
-
-fn deliver_frame(sub: &Submission, seq: u64, ts: u64) -> Bytes {
-    codec::encode(Kind::Deliver(pb::Deliver {
-        sequence: seq,
-        timestamp: ts,
-        packet_id: sub.packet_id.clone(),
-        from_uuid: sub.from_uuid,
-        from_account: sub.from_account.to_string(),
-        from_resource: sub.from_resource.to_string(),
-        to_account: sub.to_account.clone(),
-        topic_id: sub.topic_id,
-        payload: sub.payload.clone(),
-        biz_type: sub.biz_type.clone(),
-        transient: !sub.persist,
-    }))
 }
 
 /// Converts a stored message to its delivery record.
@@ -521,13 +489,13 @@ mod tests {
             from_uuid: 1,
             from_account: "ann".into(),
             from_resource: "phone".into(),
-            from_conn: 0,
+            from_conn: None,
             packet_id: packet_id.into(),
-            to_uuid: 2,
-            to_account: "ben".into(),
-            to_resource: String::new(),
-            topic_id: 0,
-            topic: None,
+            target: Target::User {
+                uuid: 2,
+                account: "ben".into(),
+                resource: None,
+            },
             biz_type: String::new(),
             payload: Bytes::from_static(b"hi"),
             persist: true,

@@ -31,7 +31,7 @@ use crate::pb;
 use crate::protocol::backlog::{self, BacklogRules, BacklogStep, BacklogSync, PageRead};
 use crate::protocol::session::{Identity, Session, SessionEvent};
 use crate::protocol::{codec, KickReason, Status};
-use crate::router::{self, AckSink, RouterError, Submission};
+use crate::router::{self, AckSink, RouterError, Submission, Target};
 use crate::state::AppState;
 use crate::store::{Order, StoreError, TimelineRange};
 use crate::time::now_ms;
@@ -343,7 +343,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         }
     }
 
-    async fn send(&mut self, send: pb::Send) -> Flow {
+    async fn send(&mut self, mut send: pb::Send) -> Flow {
         let (Some(id), Some((_, device))) = (self.session.identity(), &self.device) else {
             return Flow::Continue;
         };
@@ -375,6 +375,19 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                 return self.write_one(err).await;
             }
         };
+        let target = if send.topic_id != 0 {
+            Target::Topic {
+                topic_id: send.topic_id,
+                snapshot: topic,
+            }
+        } else {
+            let resource = std::mem::take(&mut send.to_resource);
+            Target::User {
+                uuid: to_uuid,
+                account: std::mem::take(&mut send.to_account),
+                resource: (!resource.is_empty()).then_some(resource),
+            }
+        };
         let persist = send.is_store.unwrap_or(true) && !send.online_only;
         // The read loop only reads while a slot is free, so this does not wait.
         let inflight = match self.inflight.clone().try_acquire_owned() {
@@ -389,13 +402,9 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             from_uuid: id.uuid,
             from_account: id.account.clone(),
             from_resource: id.resource.clone(),
-            from_conn: self.conn_id,
+            from_conn: Some(self.conn_id),
             packet_id: send.packet_id,
-            to_uuid,
-            to_account: send.to_account,
-            to_resource: send.to_resource,
-            topic_id: send.topic_id,
-            topic,
+            target,
             biz_type: send.biz_type,
             payload: send.payload,
             persist,
