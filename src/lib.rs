@@ -21,6 +21,7 @@ pub mod names;
 pub mod protocol;
 pub mod quota;
 pub mod router;
+pub mod sequence;
 pub mod server;
 pub mod session;
 pub mod state;

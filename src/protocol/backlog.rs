@@ -91,7 +91,7 @@ impl BacklogSync {
     /// offline window. Returns the sync and the count to read first:
     /// `(after, cap)` — entries after `after`, counting stops at `cap`.
     pub fn start(cursor: u64, now_ms: u64, rules: BacklogRules) -> (BacklogSync, (u64, usize)) {
-        let after = crate::router::sequence::backlog_after(cursor, now_ms, rules.ttl_ms);
+        let after = crate::sequence::backlog_after(cursor, now_ms, rules.ttl_ms);
         let sync = BacklogSync {
             rules,
             after,

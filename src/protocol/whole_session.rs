@@ -9,7 +9,7 @@ use super::session::*;
 use super::{codec, codes, PROTOCOL_VERSION};
 use crate::pb::{self, frame::Kind};
 use crate::protocol::backlog::{self, BacklogRules, BacklogStep, BacklogSync};
-use crate::router::sequence::{Sequencer, EPOCH_MS};
+use crate::sequence::{Sequencer, EPOCH_MS};
 use bytes::Bytes;
 
 fn kinds(frames: &[Bytes]) -> Vec<Kind> {

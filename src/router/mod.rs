@@ -11,7 +11,7 @@
 //! assigned in that same order, so every device's queue receives its timeline in
 //! sequence order, and an ack never precedes durability.
 
-pub mod sequence;
+pub use crate::sequence;
 
 use std::collections::HashSet;
 use std::future::Future;
