@@ -138,7 +138,7 @@ settings! {
         /// Most account names (or topic ids, push targets) in one REST call.
         max_names_per_call: usize = 500, env "COURIER_MAX_NAMES_PER_CALL";
         /// State-changing calls per second of one account (burst: twice this; 0 = unlimited).
-        rest_rate_per_account: u32 = 10, env "COURIER_REST_RATE_PER_ACCOUNT";
+        rest_rate_per_account: u32 = 50, env "COURIER_REST_RATE_PER_ACCOUNT";
         /// Accounts one account may name per second (burst: twice this; 0 = unlimited).
         rest_names_per_account: u32 = 1000, env "COURIER_REST_NAMES_PER_ACCOUNT";
         /// Units of state-changing work per second of one app, one per name (burst: twice this; 0 = unlimited).
