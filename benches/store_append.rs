@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use courier::message::{Envelope, Target};
 use courier::store::sqlite::{SqliteOptions, SqliteStore};
 use courier::store::{MessageStore, NewMessage};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -16,17 +17,20 @@ fn batch(next: &AtomicU64, n: usize, users: u64) -> Vec<NewMessage> {
             NewMessage {
                 seq: i + 1,
                 ts: 1_795_658_432_854,
-                app_id: 1,
-                from_uuid: from,
-                from_account: format!("user-{from}"),
-                from_resource: "phone".into(),
-                packet_id: format!("p-{i}"),
-                to_uuid: (from + 1) % users,
-                to_account: format!("user-{}", (from + 1) % users),
-                to_resource: String::new(),
-                topic_id: 0,
-                biz_type: "TEXT".into(),
-                payload: Bytes::from(vec![b'x'; 100]),
+                envelope: Envelope {
+                    app_id: 1,
+                    from_uuid: from,
+                    from_account: format!("user-{from}"),
+                    from_resource: "phone".into(),
+                    packet_id: format!("p-{i}"),
+                    target: Target::User {
+                        uuid: (from + 1) % users,
+                        account: format!("user-{}", (from + 1) % users),
+                        resource: None,
+                    },
+                    biz_type: "TEXT".into(),
+                    payload: Bytes::from(vec![b'x'; 100]),
+                },
             }
         })
         .collect()

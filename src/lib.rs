@@ -17,6 +17,7 @@ pub mod directory;
 pub mod fanout;
 pub mod hub;
 pub mod logging;
+pub mod message;
 pub mod names;
 pub mod protocol;
 pub mod quota;

@@ -19,9 +19,14 @@ use tokio::sync::oneshot;
 use super::caller::app_from_credentials;
 use super::topic::live_topic;
 use super::{de_id, parse_json, read_body, success, ApiError};
+use crate::directory::TopicView;
+use crate::message::{Envelope, Target};
 use crate::names;
 use crate::protocol::Status;
-use crate::router::{AckSink, Submission, Target};
+use crate::router::{AckSink, Submission};
+
+/// One message of a push: whom it is for, and the topic as checked (topic pushes).
+type PushTarget = (Target, Option<Arc<TopicView>>);
 use crate::state::AppState;
 use crate::store::App;
 use crate::time::now_ms;
@@ -142,22 +147,25 @@ async fn check(
 async fn send_all(
     state: &AppState,
     push: &Push,
-    targets: Vec<Target>,
+    targets: Vec<PushTarget>,
 ) -> Result<Vec<String>, ApiError> {
     let mut pending = Vec::with_capacity(targets.len());
-    for t in targets {
+    for (target, topic_snapshot) in targets {
         let (tx, rx) = oneshot::channel();
         let packet_id = new_packet_id();
         let sub = Submission {
-            app_id: push.app.app_id,
-            from_uuid: push.from_uuid,
-            from_account: push.from_account.clone(),
-            from_resource: push.from_resource.clone(),
+            envelope: Envelope {
+                app_id: push.app.app_id,
+                from_uuid: push.from_uuid,
+                from_account: push.from_account.to_string(),
+                from_resource: push.from_resource.to_string(),
+                packet_id: packet_id.clone(),
+                target,
+                biz_type: String::new(),
+                payload: push.payload.clone(),
+            },
+            topic_snapshot,
             from_conn: None,
-            packet_id: packet_id.clone(),
-            target: t,
-            biz_type: String::new(),
-            payload: push.payload.clone(),
             persist: true,
             ack: AckSink::Caller(tx),
             inflight: None,
@@ -183,22 +191,29 @@ async fn send_all(
     Ok(ids)
 }
 
-async fn p2p_target(state: &AppState, app_id: u64, raw: &str) -> Result<Target, ApiError> {
+async fn p2p_target(state: &AppState, app_id: u64, raw: &str) -> Result<PushTarget, ApiError> {
     let account = names::name("toAccount", raw)?;
     let to_uuid = state
         .directory
         .uuid(app_id, account)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Target::User {
-        uuid: to_uuid,
-        account: account.to_owned(),
-        resource: None,
-    })
+    Ok((
+        Target::User {
+            uuid: to_uuid,
+            account: account.to_owned(),
+            resource: None,
+        },
+        None,
+    ))
 }
 
 /// Checks the topic exists, is live and has the sender as a member.
-async fn topic_target(state: &AppState, push: &Push, topic_id: u64) -> Result<Target, ApiError> {
+async fn topic_target(
+    state: &AppState,
+    push: &Push,
+    topic_id: u64,
+) -> Result<PushTarget, ApiError> {
     let view = live_topic(state, push.app.app_id, topic_id).await?;
     if !view.is_member(push.from_uuid) {
         return Err(ApiError::new(
@@ -206,10 +221,7 @@ async fn topic_target(state: &AppState, push: &Push, topic_id: u64) -> Result<Ta
             format!("{} is not a member of topic {topic_id}", push.from_account),
         ));
     }
-    Ok(Target::Topic {
-        topic_id,
-        snapshot: Some(view),
-    })
+    Ok((Target::Topic { topic_id }, Some(view)))
 }
 
 /// `POST /api/push/p2p/`
@@ -248,10 +260,13 @@ pub async fn p2p_more(
     let targets = names
         .into_iter()
         .zip(uuids)
-        .map(|(account, uuid)| Target::User {
-            uuid,
-            account,
-            resource: None,
+        .map(|(account, uuid)| {
+            let target = Target::User {
+                uuid,
+                account,
+                resource: None,
+            };
+            (target, None)
         })
         .collect();
     let ids = send_all(&state, &push, targets).await?;

@@ -25,9 +25,10 @@ use tokio::sync::mpsc;
 
 use crate::directory::TopicView;
 use crate::hub::{Audience, Hub, Outbound};
+use crate::message::Target;
 use crate::pb::{self, frame::Kind};
 use crate::protocol::{codec, Status};
-use crate::submission::{AckSink, Submission, Target};
+use crate::submission::{AckSink, Submission};
 
 /// Committed batches waiting for the stage before the commit loop waits.
 pub const FANOUT_QUEUE_BATCHES: usize = 8;
@@ -110,14 +111,14 @@ impl Stage {
                 let delivered = sub.persist || reached > 0;
                 if !delivered {
                     self.undelivered
-                        .put((sub.from_uuid, sub.packet_id.clone()), ());
+                        .put((sub.envelope.from_uuid, sub.envelope.packet_id.clone()), ());
                 }
-                ack(sub.ack, &sub.packet_id, seq, ts, delivered);
+                ack(sub.ack, &sub.envelope.packet_id, seq, ts, delivered);
             }
             Committed::Retry { sub, seq, ts } => {
-                let key = (sub.from_uuid, sub.packet_id.clone());
+                let key = (sub.envelope.from_uuid, sub.envelope.packet_id.clone());
                 let delivered = self.undelivered.peek(&key).is_none();
-                ack(sub.ack, &sub.packet_id, seq, ts, delivered);
+                ack(sub.ack, &sub.envelope.packet_id, seq, ts, delivered);
             }
             Committed::Answer { sub, ack } => send_ack(sub.ack, ack),
         }
@@ -132,13 +133,15 @@ impl Stage {
         };
         let mut n = 0;
         for member in &view.topic.members {
-            let except_conn = sub.from_conn.filter(|_| member.uuid == sub.from_uuid);
+            let except_conn = sub
+                .from_conn
+                .filter(|_| member.uuid == sub.envelope.from_uuid);
             let audience = Audience {
                 except_conn,
                 only_resource: None,
             };
             let got = self.fanout.to_user(member.uuid, audience, &out);
-            if member.uuid != sub.from_uuid {
+            if member.uuid != sub.envelope.from_uuid {
                 n += got;
             }
         }
@@ -152,12 +155,12 @@ impl Stage {
             seq: if sub.persist { seq } else { 0 },
             frame,
         };
-        let Target::User { uuid, resource, .. } = &sub.target else {
+        let Target::User { uuid, resource, .. } = &sub.envelope.target else {
             return 0;
         };
         let (to_uuid, to_resource) = (*uuid, resource.as_deref());
         let except_conn = sub.from_conn;
-        if to_uuid == sub.from_uuid {
+        if to_uuid == sub.envelope.from_uuid {
             let audience = Audience {
                 except_conn,
                 only_resource: to_resource,
@@ -174,7 +177,7 @@ impl Stage {
             except_conn,
             only_resource: None,
         };
-        self.fanout.to_user(sub.from_uuid, to_sender, &out);
+        self.fanout.to_user(sub.envelope.from_uuid, to_sender, &out);
         n
     }
 }
@@ -227,19 +230,22 @@ mod tests {
 
     fn submission(to_uuid: u64, persist: bool, ack: AckSink) -> Submission {
         Submission {
-            app_id: 1,
-            from_uuid: 1,
-            from_account: "ann".into(),
-            from_resource: "phone".into(),
-            from_conn: None,
-            packet_id: "p1".into(),
-            target: Target::User {
-                uuid: to_uuid,
-                account: "x".into(),
-                resource: None,
+            envelope: crate::message::Envelope {
+                app_id: 1,
+                from_uuid: 1,
+                from_account: "ann".into(),
+                from_resource: "phone".into(),
+                packet_id: "p1".into(),
+                target: Target::User {
+                    uuid: to_uuid,
+                    account: "x".into(),
+                    resource: None,
+                },
+                biz_type: String::new(),
+                payload: Bytes::from_static(b"hi"),
             },
-            biz_type: String::new(),
-            payload: Bytes::from_static(b"hi"),
+            topic_snapshot: None,
+            from_conn: None,
             persist,
             ack,
             inflight: None,

@@ -34,7 +34,8 @@ use crate::store::{AppendOutcome, NewMessage, Store};
 use crate::time::now_ms;
 pub use sequence::Sequencer;
 
-pub use crate::submission::{AckSink, Submission, Target};
+pub use crate::message::Target;
+pub use crate::submission::{AckSink, Submission};
 
 /// Why a submission was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +109,7 @@ impl Router {
     /// Queues a message; waits while the queue is full (backpressure).
     pub async fn submit(&self, sub: Submission) -> Result<(), RouterError> {
         self.tx.send(sub).await.map_err(|e| RouterError::Closed {
-            packet_id: e.0.packet_id,
+            packet_id: e.0.envelope.packet_id,
         })
     }
 }
@@ -218,7 +219,7 @@ impl CommitLoop {
         let mut plans = Vec::with_capacity(batch.len());
         let mut to_store = Vec::new();
         for sub in batch.drain(..) {
-            let key = (sub.from_uuid, sub.packet_id.clone());
+            let key = (sub.envelope.from_uuid, sub.envelope.packet_id.clone());
             if let Some(&(seq, ts)) = self.dedup.get(&key) {
                 plans.push(Planned::Retry { sub, seq, ts });
                 continue;
@@ -228,7 +229,7 @@ impl CommitLoop {
             // concurrently starts after it (or got it live), never in between.
             let seq = self.sequencer.next(now);
             self.last_seq.store(seq, Ordering::Release);
-            let topic = if sub.topic_id().is_none() {
+            let topic = if sub.envelope.topic_id().is_none() {
                 None
             } else {
                 match self.check_topic(&sub) {
@@ -240,9 +241,10 @@ impl CommitLoop {
                 }
             };
             self.dedup.put(key, (seq, now));
-            let frame = codec::encode(Kind::Deliver(sub.deliver(seq, now)));
+            let deliver = sub.envelope.to_deliver(seq, now, !sub.persist);
+            let frame = codec::encode(Kind::Deliver(deliver));
             let append_index = if sub.persist {
-                to_store.push(sub.new_message(seq, now));
+                to_store.push(sub.sequenced(seq, now));
                 Some(to_store.len() - 1)
             } else {
                 None
@@ -292,7 +294,7 @@ impl CommitLoop {
                     // have answered with an older sequence).
                     let (seq, ts) = self
                         .dedup
-                        .peek(&(sub.from_uuid, sub.packet_id.clone()))
+                        .peek(&(sub.envelope.from_uuid, sub.envelope.packet_id.clone()))
                         .copied()
                         .unwrap_or((seq, ts));
                     if self.failed_seqs.contains(&seq) {
@@ -322,8 +324,10 @@ impl CommitLoop {
                     match outcome {
                         Some(AppendOutcome::Duplicate { seq, ts }) => {
                             // Retried after a restart: the store had it.
-                            self.dedup
-                                .put((sub.from_uuid, sub.packet_id.clone()), (seq, ts));
+                            self.dedup.put(
+                                (sub.envelope.from_uuid, sub.envelope.packet_id.clone()),
+                                (seq, ts),
+                            );
                             committed.push(Committed::Retry { sub, seq, ts });
                         }
                         Some(AppendOutcome::Stored) | None => {
@@ -344,11 +348,13 @@ impl CommitLoop {
 
     /// The topic of a topic message, if the sender may send there.
     fn check_topic(&self, sub: &Submission) -> Result<Arc<TopicView>, (Status, String)> {
-        let Target::Topic { topic_id, snapshot } = &sub.target else {
+        let Some(topic_id) = sub.envelope.topic_id() else {
             return Err((Status::BadRequest, "not a topic message".into()));
         };
-        let topic_id = *topic_id;
-        let view = match self.directory.current_topic(topic_id, snapshot.as_ref()) {
+        let view = match self
+            .directory
+            .current_topic(topic_id, sub.topic_snapshot.as_ref())
+        {
             TopicLookup::Current(view) => view,
             TopicLookup::Unknown => {
                 return Err((Status::NotFound, format!("unknown topic {topic_id}")))
@@ -360,13 +366,13 @@ impl CommitLoop {
                 ))
             }
         };
-        if view.topic.app_id != sub.app_id {
+        if view.topic.app_id != sub.envelope.app_id {
             return Err((Status::NotFound, format!("unknown topic {topic_id}")));
         }
         if view.topic.dismissed {
             return Err((Status::NotFound, format!("topic {topic_id} was dismissed")));
         }
-        if !view.is_member(sub.from_uuid) {
+        if !view.is_member(sub.envelope.from_uuid) {
             return Err((
                 Status::Forbidden,
                 format!("not a member of topic {topic_id}"),
@@ -379,12 +385,12 @@ impl CommitLoop {
     fn fail(&mut self, sub: Submission, seq: u64, desc: &str) -> Committed {
         // Forget it so a retry is attempted for real — unless the cache already
         // holds a newer attempt of the same packet.
-        let key = (sub.from_uuid, sub.packet_id.clone());
+        let key = (sub.envelope.from_uuid, sub.envelope.packet_id.clone());
         if self.dedup.peek(&key).is_some_and(|entry| entry.0 == seq) {
             self.dedup.pop(&key);
         }
         let ack = pb::ServerAck {
-            packet_id: sub.packet_id.clone(),
+            packet_id: sub.envelope.packet_id.clone(),
             sequence: 0,
             timestamp: now_ms(),
             code: Status::Internal.code(),
@@ -400,7 +406,7 @@ fn refuse(sub: Submission, status: Status, desc: String) {
     fanout::send_ack(
         sub.ack,
         pb::ServerAck {
-            packet_id: sub.packet_id,
+            packet_id: sub.envelope.packet_id.clone(),
             sequence: 0,
             timestamp: now_ms(),
             code: status.code(),
@@ -412,19 +418,7 @@ fn refuse(sub: Submission, status: Status, desc: String) {
 
 /// Converts a stored message to its delivery record.
 pub fn stored_to_deliver(m: crate::store::StoredMessage) -> pb::Deliver {
-    pb::Deliver {
-        sequence: m.seq,
-        timestamp: m.ts,
-        packet_id: m.packet_id,
-        from_uuid: m.from_uuid,
-        from_account: m.from_account,
-        from_resource: m.from_resource,
-        to_account: m.to_account,
-        topic_id: m.topic_id,
-        payload: m.payload,
-        biz_type: m.biz_type,
-        transient: false,
-    }
+    m.to_deliver()
 }
 
 impl std::fmt::Debug for Router {
@@ -485,19 +479,22 @@ mod tests {
     fn send(packet_id: &str) -> (Submission, oneshot::Receiver<pb::ServerAck>) {
         let (tx, rx) = oneshot::channel();
         let sub = Submission {
-            app_id: 1,
-            from_uuid: 1,
-            from_account: "ann".into(),
-            from_resource: "phone".into(),
-            from_conn: None,
-            packet_id: packet_id.into(),
-            target: Target::User {
-                uuid: 2,
-                account: "ben".into(),
-                resource: None,
+            envelope: crate::message::Envelope {
+                app_id: 1,
+                from_uuid: 1,
+                from_account: "ann".into(),
+                from_resource: "phone".into(),
+                packet_id: packet_id.into(),
+                target: Target::User {
+                    uuid: 2,
+                    account: "ben".into(),
+                    resource: None,
+                },
+                biz_type: String::new(),
+                payload: Bytes::from_static(b"hi"),
             },
-            biz_type: String::new(),
-            payload: Bytes::from_static(b"hi"),
+            topic_snapshot: None,
+            from_conn: None,
             persist: true,
             ack: AckSink::Caller(tx),
             inflight: None,

@@ -27,11 +27,12 @@ use tokio::time::Instant;
 use super::Inbound;
 use crate::auth;
 use crate::hub::{DeviceHandle, KillSwitch, Outbound, QueueBytes};
+use crate::message::{Envelope, Target};
 use crate::pb;
 use crate::protocol::backlog::{self, BacklogRules, BacklogStep, BacklogSync, PageRead};
 use crate::protocol::session::{Identity, Session, SessionEvent};
 use crate::protocol::{codec, KickReason, Status};
-use crate::router::{self, AckSink, RouterError, Submission, Target};
+use crate::router::{self, AckSink, RouterError, Submission};
 use crate::state::AppState;
 use crate::store::{Order, StoreError, TimelineRange};
 use crate::time::now_ms;
@@ -378,7 +379,6 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         let target = if send.topic_id != 0 {
             Target::Topic {
                 topic_id: send.topic_id,
-                snapshot: topic,
             }
         } else {
             let resource = std::mem::take(&mut send.to_resource);
@@ -398,15 +398,18 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             },
         };
         let sub = Submission {
-            app_id: id.app_id,
-            from_uuid: id.uuid,
-            from_account: id.account.clone(),
-            from_resource: id.resource.clone(),
+            envelope: Envelope {
+                app_id: id.app_id,
+                from_uuid: id.uuid,
+                from_account: id.account.to_string(),
+                from_resource: id.resource.to_string(),
+                packet_id: send.packet_id,
+                target,
+                biz_type: send.biz_type,
+                payload: send.payload,
+            },
+            topic_snapshot: topic,
             from_conn: Some(self.conn_id),
-            packet_id: send.packet_id,
-            target,
-            biz_type: send.biz_type,
-            payload: send.payload,
             persist,
             ack: AckSink::Device(device.clone()),
             inflight: Some(inflight),

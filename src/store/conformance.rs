@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::{AppendOutcome, NewMessage, Order, Store, StoredMessage, TimelineRange};
+use crate::message::{Envelope, Target};
 
 /// Runs every check, each on a fresh store from `fresh` (whose second value, e.g.
 /// a temp dir, is kept until the check ends).
@@ -33,17 +34,20 @@ pub fn msg(seq: u64, from: u64, to: u64, packet: &str) -> NewMessage {
     NewMessage {
         seq,
         ts: 1000 + seq,
-        app_id: 1,
-        from_uuid: from,
-        from_account: format!("u{from}"),
-        from_resource: "phone".into(),
-        packet_id: packet.into(),
-        to_uuid: to,
-        to_account: format!("u{to}"),
-        to_resource: String::new(),
-        topic_id: 0,
-        biz_type: "TEXT".into(),
-        payload: bytes::Bytes::from(format!("m{seq}")),
+        envelope: Envelope {
+            app_id: 1,
+            from_uuid: from,
+            from_account: format!("u{from}"),
+            from_resource: "phone".into(),
+            packet_id: packet.into(),
+            target: Target::User {
+                uuid: to,
+                account: format!("u{to}"),
+                resource: None,
+            },
+            biz_type: "TEXT".into(),
+            payload: bytes::Bytes::from(format!("m{seq}")),
+        },
     }
 }
 
@@ -141,7 +145,11 @@ pub async fn append_builds_both_timelines_and_dedups(store: &dyn Store) {
 
 pub async fn resource_addressed_messages_reach_only_that_device(store: &dyn Store) {
     let mut m = msg(7, 1, 2, "x");
-    m.to_resource = "watch".into();
+    m.envelope.target = Target::User {
+        uuid: 2,
+        account: "u2".into(),
+        resource: Some("watch".into()),
+    };
     store.append(vec![m, msg(8, 1, 2, "y")]).await.unwrap();
     let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
     assert_eq!(
@@ -186,11 +194,12 @@ pub async fn topic_messages_are_read_within_membership_intervals(store: &dyn Sto
         topic.members.iter().map(|m| m.uuid).collect::<Vec<_>>(),
         vec![1, 2, 3]
     );
-    let in_topic = |seq: u64| NewMessage {
-        topic_id: topic.topic_id,
-        to_uuid: 0,
-        to_account: String::new(),
-        ..msg(seq, 1, 0, &format!("t{seq}"))
+    let in_topic = |seq: u64| {
+        let mut m = msg(seq, 1, 0, &format!("t{seq}"));
+        m.envelope.target = Target::Topic {
+            topic_id: topic.topic_id,
+        };
+        m
     };
     // Stored once: no timeline rows, one topic-log row each.
     store.append(vec![in_topic(4), in_topic(10)]).await.unwrap();

@@ -13,6 +13,7 @@ use super::{
     App, AppStore, AppendOutcome, Member, MessageStore, NewMessage, Order, Store, StoreError,
     StoreResult, StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
 };
+use crate::message::Target;
 use crate::time::now_ms;
 
 /// `to` of a membership that has not ended.
@@ -87,8 +88,7 @@ impl Inner {
         let mut seqs: BTreeSet<u64> = BTreeSet::new();
         if let Some(timeline) = self.timelines.get(&uuid) {
             for &seq in timeline.range(after.saturating_add(1)..before) {
-                let m = &self.messages[&seq];
-                if m.to_resource.is_empty() || m.to_uuid != uuid || m.to_resource == resource {
+                if self.messages[&seq].envelope.visible_to(uuid, resource) {
                     seqs.insert(seq);
                 }
             }
@@ -221,41 +221,27 @@ impl MessageStore for MemoryStore {
         let mut inner = self.inner.lock();
         let mut outcomes = Vec::with_capacity(messages.len());
         for m in messages {
-            let key = (m.from_uuid, m.packet_id.clone());
+            let e = &m.envelope;
+            let key = (e.from_uuid, e.packet_id.clone());
             if let Some(&(seq, ts)) = inner.dedup.get(&key) {
                 outcomes.push(AppendOutcome::Duplicate { seq, ts });
                 continue;
             }
             inner.dedup.insert(key, (m.seq, m.ts));
-            if m.topic_id != 0 {
-                inner
-                    .topic_logs
-                    .entry(m.topic_id)
-                    .or_default()
-                    .insert(m.seq);
-            } else {
-                inner.timelines.entry(m.to_uuid).or_default().insert(m.seq);
-                inner
-                    .timelines
-                    .entry(m.from_uuid)
-                    .or_default()
-                    .insert(m.seq);
+            match &e.target {
+                Target::Topic { topic_id } => {
+                    inner.topic_logs.entry(*topic_id).or_default().insert(m.seq);
+                }
+                Target::User { uuid, .. } => {
+                    inner.timelines.entry(*uuid).or_default().insert(m.seq);
+                    inner
+                        .timelines
+                        .entry(e.from_uuid)
+                        .or_default()
+                        .insert(m.seq);
+                }
             }
-            let stored = StoredMessage {
-                seq: m.seq,
-                ts: m.ts,
-                packet_id: m.packet_id,
-                from_uuid: m.from_uuid,
-                from_account: m.from_account,
-                from_resource: m.from_resource,
-                to_uuid: m.to_uuid,
-                to_account: m.to_account,
-                to_resource: m.to_resource,
-                topic_id: m.topic_id,
-                biz_type: m.biz_type,
-                payload: m.payload,
-            };
-            inner.messages.insert(m.seq, stored);
+            inner.messages.insert(m.seq, m);
             outcomes.push(AppendOutcome::Stored);
         }
         Ok(outcomes)

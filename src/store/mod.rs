@@ -16,7 +16,6 @@ pub mod memory;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 pub use sqlite::SqliteStore;
 
@@ -46,25 +45,8 @@ pub struct App {
     pub created_ms: u64,
 }
 
-/// A message to persist; `seq` and `ts` are already assigned by the router.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewMessage {
-    pub seq: u64,
-    pub ts: u64,
-    pub app_id: u64,
-    pub from_uuid: u64,
-    pub from_account: String,
-    pub from_resource: String,
-    pub packet_id: String,
-    pub to_uuid: u64,
-    pub to_account: String,
-    /// Empty: every device of the recipient.
-    pub to_resource: String,
-    /// Non-zero for a topic message (then `to_uuid` is 0 and `to_account` empty).
-    pub topic_id: u64,
-    pub biz_type: String,
-    pub payload: Bytes,
-}
+/// A message to persist: the envelope with the sequence and time the router gave it.
+pub type NewMessage = crate::message::Sequenced;
 
 /// What became of one appended message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,22 +57,8 @@ pub enum AppendOutcome {
     Duplicate { seq: u64, ts: u64 },
 }
 
-/// A stored message as read back for delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    pub seq: u64,
-    pub ts: u64,
-    pub packet_id: String,
-    pub from_uuid: u64,
-    pub from_account: String,
-    pub from_resource: String,
-    pub to_uuid: u64,
-    pub to_account: String,
-    pub to_resource: String,
-    pub topic_id: u64,
-    pub biz_type: String,
-    pub payload: Bytes,
-}
+/// A stored message as read back: the envelope with its sequence and time.
+pub type StoredMessage = crate::message::Sequenced;
 
 /// A topic (group) and its members, oldest member first.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 use rusqlite::{params, Connection};
 
+use crate::message::{Envelope, Target};
 use crate::store::{AppendOutcome, NewMessage, Order, StoreResult, StoredMessage};
 
 /// Reads what a user sees, oldest or newest first, at most `limit` messages with
@@ -79,22 +80,35 @@ pub(super) fn user_messages(
 const VISIBLE_TO_DEVICE: &str = "(m.to_resource = '' OR m.to_uuid != ?1 OR m.to_resource = ?4)";
 
 const MESSAGE_COLUMNS: &str = "m.seq, m.ts, m.packet_id, m.from_uuid, m.from_account, \
-     m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload, m.topic_id";
+     m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload, m.topic_id, \
+     m.app_id";
 
+/// A row of `messages`; 0 / '' in the table mean "none" and become enums here.
 pub(super) fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let topic_id = r.get::<_, i64>(11)? as u64;
+    let target = if topic_id != 0 {
+        Target::Topic { topic_id }
+    } else {
+        let resource: String = r.get(8)?;
+        Target::User {
+            uuid: r.get::<_, i64>(6)? as u64,
+            account: r.get(7)?,
+            resource: (!resource.is_empty()).then_some(resource),
+        }
+    };
     Ok(StoredMessage {
         seq: r.get::<_, i64>(0)? as u64,
         ts: r.get::<_, i64>(1)? as u64,
-        packet_id: r.get(2)?,
-        from_uuid: r.get::<_, i64>(3)? as u64,
-        from_account: r.get(4)?,
-        from_resource: r.get(5)?,
-        to_uuid: r.get::<_, i64>(6)? as u64,
-        to_account: r.get(7)?,
-        to_resource: r.get(8)?,
-        biz_type: r.get(9)?,
-        payload: r.get::<_, Vec<u8>>(10)?.into(),
-        topic_id: r.get::<_, i64>(11)? as u64,
+        envelope: Envelope {
+            app_id: r.get::<_, i64>(12)? as u64,
+            from_uuid: r.get::<_, i64>(3)? as u64,
+            from_account: r.get(4)?,
+            from_resource: r.get(5)?,
+            packet_id: r.get(2)?,
+            target,
+            biz_type: r.get(9)?,
+            payload: r.get::<_, Vec<u8>>(10)?.into(),
+        },
     })
 }
 
@@ -115,21 +129,35 @@ pub(super) fn append_in(
     let mut topic_log =
         conn.prepare_cached("INSERT OR IGNORE INTO topic_log (topic_id, seq) VALUES (?1, ?2)")?;
     let mut outcomes = Vec::with_capacity(messages.len());
-    for m in messages {
+    for stored in messages {
+        let m = &stored.envelope;
+        let (to_uuid, to_account, to_resource, topic_id) = match &m.target {
+            Target::User {
+                uuid,
+                account,
+                resource,
+            } => (
+                *uuid,
+                account.as_str(),
+                resource.as_deref().unwrap_or(""),
+                0,
+            ),
+            Target::Topic { topic_id } => (0, "", "", *topic_id),
+        };
         let inserted = insert.execute(params![
-            m.seq as i64,
-            m.ts as i64,
+            stored.seq as i64,
+            stored.ts as i64,
             m.app_id as i64,
             m.from_uuid as i64,
             m.from_account,
             m.from_resource,
             m.packet_id,
-            m.to_uuid as i64,
-            m.to_account,
-            m.to_resource,
+            to_uuid as i64,
+            to_account,
+            to_resource,
             m.biz_type,
             m.payload.as_ref(),
-            m.topic_id as i64,
+            topic_id as i64,
         ])?;
         if inserted == 0 {
             let (seq, ts) = existing.query_row(params![m.from_uuid as i64, m.packet_id], |r| {
@@ -138,15 +166,15 @@ pub(super) fn append_in(
             outcomes.push(AppendOutcome::Duplicate { seq, ts });
             continue;
         }
-        if m.topic_id != 0 {
+        if topic_id != 0 {
             // Stored once, in the topic's log, whatever the topic's size.
-            topic_log.execute(params![m.topic_id as i64, m.seq as i64])?;
+            topic_log.execute(params![topic_id as i64, stored.seq as i64])?;
             outcomes.push(AppendOutcome::Stored);
             continue;
         }
-        timeline.execute(params![m.to_uuid as i64, m.seq as i64])?;
-        if m.from_uuid != m.to_uuid {
-            timeline.execute(params![m.from_uuid as i64, m.seq as i64])?;
+        timeline.execute(params![to_uuid as i64, stored.seq as i64])?;
+        if m.from_uuid != to_uuid {
+            timeline.execute(params![m.from_uuid as i64, stored.seq as i64])?;
         }
         outcomes.push(AppendOutcome::Stored);
     }
