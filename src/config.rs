@@ -27,11 +27,30 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+const DAY: u64 = 24 * 3600;
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// Refuses `value` outside `min..=max`, naming the key.
+fn within<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid(format!(
+            "{key} = {value} is outside {min}..={max}"
+        )));
+    }
+    Ok(())
+}
+
 /// Defines every setting once — its section, name, type, default, environment
-/// variable and doc — and from that the [`Config`] struct, its defaults, the TOML
+/// variable, doc and (numbers) allowed range — and from that the [`Config`] struct, its defaults, the TOML
 /// reader, the `courier serve` flags ([`ServeArgs`]) and their overlay.
 macro_rules! settings {
-    ($( $section:ident { $( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr, env $env:literal; )* } )*) => {
+    ($( $section:ident { $( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr, env $env:literal $(, range $min:expr => $max:expr)?; )* } )*) => {
         /// The whole server configuration (flat in code; sectioned in TOML).
         #[derive(Debug, Clone, PartialEq, Serialize)]
         pub struct Config {
@@ -48,6 +67,12 @@ macro_rules! settings {
         pub const KEYS: &[(&str, &str)] = &[ $( $( (stringify!($section), stringify!($name)), )* )* ];
 
         impl Config {
+            /// Checks every numeric setting against its range.
+            fn check_ranges(&self) -> Result<(), ConfigError> {
+                $( $( $( within(stringify!($name), self.$name, $min, $max)?; )? )* )*
+                Ok(())
+            }
+
             /// Sets `key` from a TOML value; `Ok(false)` for an unknown key.
             fn set(&mut self, key: &str, value: toml::Value) -> Result<bool, toml::de::Error> {
                 match key {
@@ -82,87 +107,87 @@ settings! {
         /// Directory of the embedded store.
         data_dir: PathBuf = PathBuf::from("courier-data"), env "COURIER_DATA_DIR";
         /// Node id (0–15), part of every sequence.
-        node_id: u8 = 0, env "COURIER_NODE_ID";
+        node_id: u8 = 0, env "COURIER_NODE_ID", range 0 => 15;
         /// Token lifetime in seconds.
-        token_ttl_secs: u64 = 24 * 3600, env "COURIER_TOKEN_TTL_SECS";
+        token_ttl_secs: u64 = 24 * 3600, env "COURIER_TOKEN_TTL_SECS", range 1 => 365 * DAY;
         /// Seconds to drain connections and the store on shutdown.
-        shutdown_grace_secs: u64 = 10, env "COURIER_SHUTDOWN_GRACE_SECS";
+        shutdown_grace_secs: u64 = 10, env "COURIER_SHUTDOWN_GRACE_SECS", range 0 => 3600;
         /// Topics kept in the in-memory topic cache (least recently used evicted).
-        topic_cache: usize = 100_000, env "COURIER_TOPIC_CACHE";
+        topic_cache: usize = 100_000, env "COURIER_TOPIC_CACHE", range 16 => 100_000_000;
         /// Account → uuid entries kept in memory.
-        account_cache: usize = 1_000_000, env "COURIER_ACCOUNT_CACHE";
+        account_cache: usize = 1_000_000, env "COURIER_ACCOUNT_CACHE", range 16 => 100_000_000;
     }
     limits {
         /// Largest inbound frame in bytes.
-        max_frame_bytes: usize = 64 * 1024, env "COURIER_MAX_FRAME_BYTES";
+        max_frame_bytes: usize = 64 * 1024, env "COURIER_MAX_FRAME_BYTES", range 2 * KIB => 16 * MIB;
         /// Largest message payload in bytes.
-        max_payload_bytes: usize = 15 * 1024, env "COURIER_MAX_PAYLOAD_BYTES";
+        max_payload_bytes: usize = 15 * 1024, env "COURIER_MAX_PAYLOAD_BYTES", range 1 => 15 * MIB;
         /// Frames per second accepted per connection (0 = unlimited).
-        max_frames_per_sec: u32 = 10_000, env "COURIER_MAX_FRAMES_PER_SEC";
+        max_frames_per_sec: u32 = 10_000, env "COURIER_MAX_FRAMES_PER_SEC", range 0 => 1_000_000;
         /// Frames queued for one device before it is kicked as a slow consumer.
-        device_queue_frames: usize = 4096, env "COURIER_DEVICE_QUEUE_FRAMES";
+        device_queue_frames: usize = 4096, env "COURIER_DEVICE_QUEUE_FRAMES", range 16 => 1 << 20;
         /// Bytes queued for one device before it is kicked as a slow consumer.
-        device_queue_bytes: usize = 4 * 1024 * 1024, env "COURIER_DEVICE_QUEUE_BYTES";
+        device_queue_bytes: usize = 4 * 1024 * 1024, env "COURIER_DEVICE_QUEUE_BYTES", range 64 * KIB => 1024 * MIB;
         /// Seconds a logged-in connection may stay silent before it is closed.
-        idle_timeout_secs: u64 = 180, env "COURIER_IDLE_TIMEOUT_SECS";
+        idle_timeout_secs: u64 = 180, env "COURIER_IDLE_TIMEOUT_SECS", range 1 => DAY;
         /// Seconds a connection may take to log in.
-        login_timeout_secs: u64 = 10, env "COURIER_LOGIN_TIMEOUT_SECS";
+        login_timeout_secs: u64 = 10, env "COURIER_LOGIN_TIMEOUT_SECS", range 1 => 3600;
         /// Seconds one write may stay blocked on a peer that does not read.
-        write_timeout_secs: u64 = 30, env "COURIER_WRITE_TIMEOUT_SECS";
+        write_timeout_secs: u64 = 30, env "COURIER_WRITE_TIMEOUT_SECS", range 1 => 3600;
         /// Bytes a WebSocket may hold unsent (frames and owed pongs) before it is closed.
-        ws_max_write_buffer_bytes: usize = 1024 * 1024, env "COURIER_WS_MAX_WRITE_BUFFER_BYTES";
+        ws_max_write_buffer_bytes: usize = 1024 * 1024, env "COURIER_WS_MAX_WRITE_BUFFER_BYTES", range 0 => 1024 * MIB;
         /// Open TCP connections on the HTTP listener (HTTP and WebSocket together).
-        max_connections: usize = 10_000, env "COURIER_MAX_CONNECTIONS";
+        max_connections: usize = 10_000, env "COURIER_MAX_CONNECTIONS", range 1 => 10_000_000;
         /// Seconds to receive a request's headers; also the idle limit of a kept-alive connection.
-        http_header_timeout_secs: u64 = 10, env "COURIER_HTTP_HEADER_TIMEOUT_SECS";
+        http_header_timeout_secs: u64 = 10, env "COURIER_HTTP_HEADER_TIMEOUT_SECS", range 1 => 3600;
         /// Seconds a request body may take to arrive completely.
-        http_body_timeout_secs: u64 = 10, env "COURIER_HTTP_BODY_TIMEOUT_SECS";
+        http_body_timeout_secs: u64 = 10, env "COURIER_HTTP_BODY_TIMEOUT_SECS", range 1 => 3600;
         /// Most header fields in one request.
-        http_max_headers: usize = 64, env "COURIER_HTTP_MAX_HEADERS";
+        http_max_headers: usize = 64, env "COURIER_HTTP_MAX_HEADERS", range 8 => 1000;
         /// Largest request head (request line and headers), bytes.
-        http_max_header_bytes: usize = 64 * 1024, env "COURIER_HTTP_MAX_HEADER_BYTES";
+        http_max_header_bytes: usize = 64 * 1024, env "COURIER_HTTP_MAX_HEADER_BYTES", range 8192 => 16 * MIB;
         /// Largest body of `POST /api/account/token`, bytes.
-        body_limit_token_bytes: usize = 4 * 1024, env "COURIER_BODY_LIMIT_TOKEN_BYTES";
+        body_limit_token_bytes: usize = 4 * 1024, env "COURIER_BODY_LIMIT_TOKEN_BYTES", range 256 => 16 * MIB;
         /// Largest body of a topic call, bytes.
-        body_limit_topic_bytes: usize = 128 * 1024, env "COURIER_BODY_LIMIT_TOPIC_BYTES";
+        body_limit_topic_bytes: usize = 128 * 1024, env "COURIER_BODY_LIMIT_TOPIC_BYTES", range 1024 => 16 * MIB;
         /// Largest body of a push call, bytes.
-        body_limit_push_bytes: usize = 128 * 1024, env "COURIER_BODY_LIMIT_PUSH_BYTES";
+        body_limit_push_bytes: usize = 128 * 1024, env "COURIER_BODY_LIMIT_PUSH_BYTES", range 1024 => 64 * MIB;
         /// Devices (resources) of one user online at once; another login is refused.
-        max_devices_per_user: usize = 10, env "COURIER_MAX_DEVICES_PER_USER";
+        max_devices_per_user: usize = 10, env "COURIER_MAX_DEVICES_PER_USER", range 1 => 10_000;
         /// Sends of one connection waiting for their ServerAck; at the limit the connection is not read.
-        max_inflight_sends: usize = 128, env "COURIER_MAX_INFLIGHT_SENDS";
+        max_inflight_sends: usize = 128, env "COURIER_MAX_INFLIGHT_SENDS", range 1 => 1 << 20;
         /// Longest topic name, bytes.
-        max_topic_name_bytes: usize = 256, env "COURIER_MAX_TOPIC_NAME_BYTES";
+        max_topic_name_bytes: usize = 256, env "COURIER_MAX_TOPIC_NAME_BYTES", range 1 => 64 * KIB;
         /// Longest topic bulletin, bytes.
-        max_bulletin_bytes: usize = 4096, env "COURIER_MAX_BULLETIN_BYTES";
+        max_bulletin_bytes: usize = 4096, env "COURIER_MAX_BULLETIN_BYTES", range 1 => MIB;
         /// Most account names (or topic ids, push targets) in one REST call.
-        max_names_per_call: usize = 500, env "COURIER_MAX_NAMES_PER_CALL";
+        max_names_per_call: usize = 500, env "COURIER_MAX_NAMES_PER_CALL", range 1 => 100_000;
         /// State-changing calls per second of one account (burst: twice this; 0 = unlimited).
-        rest_rate_per_account: u32 = 50, env "COURIER_REST_RATE_PER_ACCOUNT";
+        rest_rate_per_account: u32 = 50, env "COURIER_REST_RATE_PER_ACCOUNT", range 0 => 1_000_000;
         /// Accounts one account may name per second (burst: twice this; 0 = unlimited).
-        rest_names_per_account: u32 = 1000, env "COURIER_REST_NAMES_PER_ACCOUNT";
+        rest_names_per_account: u32 = 1000, env "COURIER_REST_NAMES_PER_ACCOUNT", range 0 => 100_000_000;
         /// Units of state-changing work per second of one app, one per name (burst: twice this; 0 = unlimited).
-        rest_rate_per_app: u32 = 5000, env "COURIER_REST_RATE_PER_APP";
+        rest_rate_per_app: u32 = 5000, env "COURIER_REST_RATE_PER_APP", range 0 => 100_000_000;
         /// Members a topic may have, unless the app sets its own limit.
-        topic_member_limit: usize = 500, env "COURIER_TOPIC_MEMBER_LIMIT";
+        topic_member_limit: usize = 500, env "COURIER_TOPIC_MEMBER_LIMIT", range 1 => 1_000_000;
     }
     delivery {
         /// Seconds stored messages remain offline-deliverable (default 7 days).
-        offline_ttl_secs: u64 = 7 * 24 * 3600, env "COURIER_OFFLINE_TTL_SECS";
+        offline_ttl_secs: u64 = 7 * 24 * 3600, env "COURIER_OFFLINE_TTL_SECS", range 0 => 10 * 365 * DAY;
         /// Most backlog messages sent at login; above it the newest are sent with a pull notice.
-        backlog_limit: usize = 1000, env "COURIER_BACKLOG_LIMIT";
+        backlog_limit: usize = 1000, env "COURIER_BACKLOG_LIMIT", range 1 => 1_000_000;
         /// Messages per backlog batch frame and most per Pull.
-        backlog_batch: usize = 100, env "COURIER_BACKLOG_BATCH";
+        backlog_batch: usize = 100, env "COURIER_BACKLOG_BATCH", range 1 => 10_000;
         /// (sender, packetId) pairs remembered in memory for dedup (the store remembers all).
-        dedup_cache: usize = 200_000, env "COURIER_DEDUP_CACHE";
+        dedup_cache: usize = 200_000, env "COURIER_DEDUP_CACHE", range 0 => 100_000_000;
     }
     store {
         /// Read connections of the embedded store.
-        store_readers: usize = 4, env "COURIER_STORE_READERS";
+        store_readers: usize = 4, env "COURIER_STORE_READERS", range 1 => 256;
         /// Most messages in one group commit.
-        commit_batch_max: usize = 2048, env "COURIER_COMMIT_BATCH_MAX";
+        commit_batch_max: usize = 2048, env "COURIER_COMMIT_BATCH_MAX", range 1 => 100_000;
         /// Sends queued to the router before senders wait.
-        router_queue: usize = 16_384, env "COURIER_ROUTER_QUEUE";
+        router_queue: usize = 16_384, env "COURIER_ROUTER_QUEUE", range 1 => 10_000_000;
     }
 }
 
@@ -231,116 +256,8 @@ impl Config {
     /// Rejects settings the server cannot run with: every number is checked
     /// against a range, so no later arithmetic on it can overflow.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        const DAY: u64 = 24 * 3600;
-        const KIB: usize = 1024;
-        const MIB: usize = 1024 * 1024;
-        fn within<T: PartialOrd + std::fmt::Display>(
-            key: &str,
-            value: T,
-            min: T,
-            max: T,
-        ) -> Result<(), ConfigError> {
-            if value < min || value > max {
-                return Err(ConfigError::Invalid(format!(
-                    "{key} = {value} is outside {min}..={max}"
-                )));
-            }
-            Ok(())
-        }
+        self.check_ranges()?;
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
-        within("node_id", self.node_id, 0, 15)?;
-        within("token_ttl_secs", self.token_ttl_secs, 1, 365 * DAY)?;
-        within("max_frame_bytes", self.max_frame_bytes, 2 * KIB, 16 * MIB)?;
-        within("max_payload_bytes", self.max_payload_bytes, 1, 15 * MIB)?;
-        within("max_frames_per_sec", self.max_frames_per_sec, 0, 1_000_000)?;
-        within("device_queue_frames", self.device_queue_frames, 16, 1 << 20)?;
-        within("idle_timeout_secs", self.idle_timeout_secs, 1, DAY)?;
-        within("login_timeout_secs", self.login_timeout_secs, 1, 3600)?;
-        within("offline_ttl_secs", self.offline_ttl_secs, 0, 10 * 365 * DAY)?;
-        within("backlog_limit", self.backlog_limit, 1, 1_000_000)?;
-        within("backlog_batch", self.backlog_batch, 1, 10_000)?;
-        within("dedup_cache", self.dedup_cache, 0, 100_000_000)?;
-        within("commit_batch_max", self.commit_batch_max, 1, 100_000)?;
-        within("router_queue", self.router_queue, 1, 10_000_000)?;
-        within("shutdown_grace_secs", self.shutdown_grace_secs, 0, 3600)?;
-        within("store_readers", self.store_readers, 1, 256)?;
-        within("topic_member_limit", self.topic_member_limit, 1, 1_000_000)?;
-        within("max_connections", self.max_connections, 1, 10_000_000)?;
-        within(
-            "http_header_timeout_secs",
-            self.http_header_timeout_secs,
-            1,
-            3600,
-        )?;
-        within(
-            "http_body_timeout_secs",
-            self.http_body_timeout_secs,
-            1,
-            3600,
-        )?;
-        within("http_max_headers", self.http_max_headers, 8, 1000)?;
-        within(
-            "body_limit_token_bytes",
-            self.body_limit_token_bytes,
-            256,
-            16 * MIB,
-        )?;
-        within(
-            "body_limit_topic_bytes",
-            self.body_limit_topic_bytes,
-            1024,
-            16 * MIB,
-        )?;
-        within(
-            "body_limit_push_bytes",
-            self.body_limit_push_bytes,
-            1024,
-            64 * MIB,
-        )?;
-        within(
-            "ws_max_write_buffer_bytes",
-            self.ws_max_write_buffer_bytes,
-            0,
-            1024 * MIB,
-        )?;
-        within("write_timeout_secs", self.write_timeout_secs, 1, 3600)?;
-        within(
-            "device_queue_bytes",
-            self.device_queue_bytes,
-            64 * KIB,
-            1024 * MIB,
-        )?;
-        within("max_devices_per_user", self.max_devices_per_user, 1, 10_000)?;
-        within("max_inflight_sends", self.max_inflight_sends, 1, 1 << 20)?;
-        within(
-            "max_topic_name_bytes",
-            self.max_topic_name_bytes,
-            1,
-            64 * KIB,
-        )?;
-        within("max_bulletin_bytes", self.max_bulletin_bytes, 1, MIB)?;
-        within("max_names_per_call", self.max_names_per_call, 1, 100_000)?;
-        within(
-            "rest_rate_per_account",
-            self.rest_rate_per_account,
-            0,
-            1_000_000,
-        )?;
-        within("rest_rate_per_app", self.rest_rate_per_app, 0, 100_000_000)?;
-        within(
-            "rest_names_per_account",
-            self.rest_names_per_account,
-            0,
-            100_000_000,
-        )?;
-        within(
-            "http_max_header_bytes",
-            self.http_max_header_bytes,
-            8192,
-            16 * MIB,
-        )?;
-        within("topic_cache", self.topic_cache, 16, 100_000_000)?;
-        within("account_cache", self.account_cache, 16, 100_000_000)?;
         if self.max_payload_bytes + 1024 > self.max_frame_bytes {
             return bad("max_frame_bytes must exceed max_payload_bytes by at least 1024");
         }

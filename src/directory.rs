@@ -169,8 +169,8 @@ impl Directory {
 
     /// The uuid of (app, account), created on first use.
     pub async fn uuid(&self, app_id: u64, account: &str) -> StoreResult<u64> {
-        if let Some(uuid) = self.accounts.get(&(app_id, account.to_owned())) {
-            return Ok(*uuid);
+        if let Some(uuid) = self.cached_uuid(app_id, account) {
+            return Ok(uuid);
         }
         let uuid = self
             .store

@@ -45,15 +45,29 @@ pub enum NameError {
     },
 }
 
+/// The first `max_chars` characters of `text`, and whether anything was cut.
+fn head(text: &str, max_chars: usize) -> (&str, bool) {
+    match text.char_indices().nth(max_chars) {
+        Some((end, _)) => (&text[..end], true),
+        None => (text, false),
+    }
+}
+
 /// `input` for an error message: Rust-escaped, at most [`QUOTE_CHARS`] characters,
 /// with the full length when it was cut.
 pub fn quote(input: &str) -> String {
-    let mut chars = input.chars();
-    let head: String = chars.by_ref().take(QUOTE_CHARS).collect();
-    if chars.next().is_none() {
-        format!("{head:?}")
-    } else {
-        format!("{head:?}… ({} bytes)", input.len())
+    match head(input, QUOTE_CHARS) {
+        (all, false) => format!("{all:?}"),
+        (start, true) => format!("{start:?}… ({} bytes)", input.len()),
+    }
+}
+
+/// At most `max_chars` characters of a message built from peer input (a parser's
+/// or the HTTP framework's), with `…` when it was cut.
+pub fn truncate(text: &str, max_chars: usize) -> String {
+    match head(text, max_chars) {
+        (all, false) => all.to_owned(),
+        (start, true) => format!("{start}…"),
     }
 }
 

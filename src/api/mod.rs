@@ -185,13 +185,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 /// At most [`MESSAGE_CHARS`] characters of a message built from peer input.
 fn short(message: &str) -> String {
-    let mut chars = message.chars();
-    let head: String = chars.by_ref().take(MESSAGE_CHARS).collect();
-    if chars.next().is_some() {
-        format!("{head}…")
-    } else {
-        head
-    }
+    crate::names::truncate(message, MESSAGE_CHARS)
 }
 
 /// Longest error message text taken from a parser or the HTTP framework.

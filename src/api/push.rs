@@ -191,21 +191,34 @@ async fn send_all(
     Ok(ids)
 }
 
-async fn p2p_target(state: &AppState, app_id: u64, raw: &str) -> Result<PushTarget, ApiError> {
-    let account = names::name("toAccount", raw)?;
-    let to_uuid = state
+/// The p2p targets of a push: every name checked first, then one store call for
+/// the accounts the cache does not know.
+async fn user_targets(
+    state: &AppState,
+    app_id: u64,
+    raw: &[String],
+) -> Result<Vec<PushTarget>, ApiError> {
+    let names = raw
+        .iter()
+        .map(|r| names::name("toAccount", r).map(str::to_owned))
+        .collect::<Result<Vec<_>, _>>()?;
+    let uuids = state
         .directory
-        .uuid(app_id, account)
+        .uuids(app_id, names.clone())
         .await
         .map_err(ApiError::internal)?;
-    Ok((
-        Target::User {
-            uuid: to_uuid,
-            account: account.to_owned(),
-            resource: None,
-        },
-        None,
-    ))
+    Ok(names
+        .into_iter()
+        .zip(uuids)
+        .map(|(account, uuid)| {
+            let target = Target::User {
+                uuid,
+                account,
+                resource: None,
+            };
+            (target, None)
+        })
+        .collect())
 }
 
 /// Checks the topic exists, is live and has the sender as a member.
@@ -230,8 +243,8 @@ pub async fn p2p(State(state): State<Arc<AppState>>, body: Body) -> Result<Respo
     let to = req
         .to_account
         .ok_or_else(|| ApiError::bad_request("toAccount is required"))?;
-    let target = p2p_target(&state, push.app.app_id, &to).await?;
-    let ids = send_all(&state, &push, vec![target]).await?;
+    let targets = user_targets(&state, push.app.app_id, &[to]).await?;
+    let ids = send_all(&state, &push, targets).await?;
     Ok(success(json!({"packetId": ids[0]})))
 }
 
@@ -247,28 +260,7 @@ pub async fn p2p_more(
     if to.is_empty() {
         return Err(ApiError::bad_request("toAccounts is empty"));
     }
-    // Every name checked first, then one store call for the accounts not cached.
-    let names = to
-        .iter()
-        .map(|raw| names::name("toAccount", raw).map(str::to_owned))
-        .collect::<Result<Vec<_>, _>>()?;
-    let uuids = state
-        .directory
-        .uuids(push.app.app_id, names.clone())
-        .await
-        .map_err(ApiError::internal)?;
-    let targets = names
-        .into_iter()
-        .zip(uuids)
-        .map(|(account, uuid)| {
-            let target = Target::User {
-                uuid,
-                account,
-                resource: None,
-            };
-            (target, None)
-        })
-        .collect();
+    let targets = user_targets(&state, push.app.app_id, &to).await?;
     let ids = send_all(&state, &push, targets).await?;
     Ok(success(json!({"packetIds": ids})))
 }

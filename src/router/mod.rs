@@ -389,31 +389,27 @@ impl CommitLoop {
         if self.dedup.peek(&key).is_some_and(|entry| entry.0 == seq) {
             self.dedup.pop(&key);
         }
-        let ack = pb::ServerAck {
-            packet_id: sub.envelope.packet_id.clone(),
-            sequence: 0,
-            timestamp: now_ms(),
-            code: Status::Internal.code(),
-            desc: format!("not stored: {desc}"),
-            delivered: false,
-        };
+        let ack = error_ack(&sub, Status::Internal, format!("not stored: {desc}"));
         Committed::Answer { sub, ack }
     }
 }
 
 /// Answers a refused send (not a member, unknown topic) with an error ack.
 fn refuse(sub: Submission, status: Status, desc: String) {
-    fanout::send_ack(
-        sub.ack,
-        pb::ServerAck {
-            packet_id: sub.envelope.packet_id.clone(),
-            sequence: 0,
-            timestamp: now_ms(),
-            code: status.code(),
-            desc,
-            delivered: false,
-        },
-    );
+    let ack = error_ack(&sub, status, desc);
+    fanout::send_ack(sub.ack, ack);
+}
+
+/// The ServerAck of a send that was not stored: no sequence, not delivered.
+fn error_ack(sub: &Submission, status: Status, desc: String) -> pb::ServerAck {
+    pb::ServerAck {
+        packet_id: sub.envelope.packet_id.clone(),
+        sequence: 0,
+        timestamp: now_ms(),
+        code: status.code(),
+        desc,
+        delivered: false,
+    }
 }
 
 /// Converts a stored message to its delivery record.
