@@ -181,6 +181,22 @@ settings! {
         /// (sender, packetId) pairs remembered in memory for dedup (the store remembers all).
         dedup_cache: usize = 200_000, env "COURIER_DEDUP_CACHE", range 0 => 100_000_000;
     }
+    tls {
+        /// PEM certificate chain; set with `tls_key_file` and the HTTP listener serves only `https://` and `wss://`, and QUIC uses it. Empty: plain HTTP, and QUIC uses a self-signed certificate kept in the data dir.
+        tls_cert_file: PathBuf = PathBuf::new(), env "COURIER_TLS_CERT_FILE";
+        /// PEM private key of `tls_cert_file`.
+        tls_key_file: PathBuf = PathBuf::new(), env "COURIER_TLS_KEY_FILE";
+        /// Seconds a TLS or QUIC handshake may take.
+        tls_handshake_timeout_secs: u64 = 10, env "COURIER_TLS_HANDSHAKE_TIMEOUT_SECS", range 1 => 3600;
+    }
+    quic {
+        /// UDP address of the QUIC listener: empty = the `listen` address (same port number, UDP); `off` = no QUIC.
+        quic_listen: String = String::new(), env "COURIER_QUIC_LISTEN";
+        /// Seconds without a packet from the peer before a QUIC connection is dropped (clients send keep-alives).
+        quic_idle_timeout_secs: u64 = 60, env "COURIER_QUIC_IDLE_TIMEOUT_SECS", range 5 => 3600;
+        /// Seconds between keep-alive packets the server sends on QUIC connections (0 = none: clients keep alive).
+        quic_keep_alive_secs: u64 = 0, env "COURIER_QUIC_KEEP_ALIVE_SECS", range 0 => 3600;
+    }
     store {
         /// Read connections of the embedded store.
         store_readers: usize = 4, env "COURIER_STORE_READERS", range 1 => 256;
@@ -284,6 +300,13 @@ impl Config {
         if self.max_inflight_sends * 2 > self.device_queue_frames {
             return bad("max_inflight_sends must be at most device_queue_frames / 2");
         }
+        if self.tls_cert_file.as_os_str().is_empty() != self.tls_key_file.as_os_str().is_empty() {
+            return bad("tls_cert_file and tls_key_file must be set together");
+        }
+        if self.quic_keep_alive_secs >= self.quic_idle_timeout_secs {
+            return bad("quic_keep_alive_secs must be below quic_idle_timeout_secs");
+        }
+        self.quic_addr()?;
         let biggest_frame = self.max_payload_bytes + 1024;
         if self.max_inflight_sends * biggest_frame * 2 > self.device_queue_bytes {
             return bad(
@@ -291,6 +314,24 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The QUIC listener's UDP address, `None` when QUIC is off.
+    pub fn quic_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.quic_listen.trim() {
+            "" => Ok(Some(self.listen)),
+            "off" => Ok(None),
+            text => text.parse().map(Some).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "quic_listen = {text:?} is not an address (ip:port), empty or \"off\""
+                ))
+            }),
+        }
+    }
+
+    /// Whether the HTTP listener serves TLS (`https://`, `wss://`).
+    pub fn http_tls(&self) -> bool {
+        !self.tls_cert_file.as_os_str().is_empty()
     }
 
     /// The session rules derived from this configuration.

@@ -29,6 +29,7 @@ pub mod state;
 pub mod store;
 pub mod submission;
 pub mod time;
+pub mod tls;
 pub mod topics;
 pub mod transport;
 pub mod wire;

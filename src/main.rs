@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use base64::Engine;
 use clap::{Parser, Subcommand};
-use courier::client::{fetch_token, Client, Event};
+use courier::client::{fetch_token_with, Client, ClientTrust, ConnectOptions, Event};
 use courier::config::ServeArgs;
 use courier::pb::{self, frame::Kind};
 use courier::store::sqlite::{SqliteOptions, SqliteStore};
@@ -134,9 +134,32 @@ struct ClientArgs {
     app_key: String,
     #[arg(long, env = "COURIER_APP_SECRET")]
     app_secret: String,
+    /// Where to connect for messages: `ws://…/ws`, `wss://…/ws` or `quic://host:port`
+    /// (default: the WebSocket of --server).
+    #[arg(long, env = "COURIER_URL")]
+    url: Option<String>,
+    /// Trust exactly the server certificate with this SHA-256 fingerprint (as
+    /// `courier serve` prints it), for quic://, wss:// and https://.
+    #[arg(long, env = "COURIER_CERT_FINGERPRINT", conflicts_with = "ca_file")]
+    cert_fingerprint: Option<String>,
+    /// Trust server certificates issued by the CA(s) in this PEM file.
+    #[arg(long, env = "COURIER_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 impl ClientArgs {
+    fn trust(&self) -> anyhow::Result<ClientTrust> {
+        Ok(match (&self.cert_fingerprint, &self.ca_file) {
+            (Some(fp), _) => ClientTrust::Pinned(courier::tls::parse_fingerprint(fp)?),
+            (None, Some(path)) => ClientTrust::CaFile(path.clone()),
+            (None, None) => ClientTrust::WebPki,
+        })
+    }
+
+    fn url(&self) -> String {
+        self.url.clone().unwrap_or_else(|| self.ws_url())
+    }
+
     fn ws_url(&self) -> String {
         let base = self.server.trim_end_matches('/');
         let ws = if let Some(rest) = base.strip_prefix("https://") {
@@ -150,7 +173,9 @@ impl ClientArgs {
     }
 
     async fn token(&self, account: &str) -> anyhow::Result<courier::client::TokenData> {
-        fetch_token(
+        let http = courier::client::http_client(&self.trust()?)?;
+        fetch_token_with(
+            &http,
             &self.server,
             self.app_id,
             &self.app_key,
@@ -163,9 +188,11 @@ impl ClientArgs {
 
     async fn connect(&self, account: &str, resource: &str) -> anyhow::Result<Client> {
         let token = self.token(account).await?;
-        Client::connect(&self.ws_url(), &token.token, resource)
+        let options = ConnectOptions::new(&self.trust()?)?;
+        let url = self.url();
+        Client::connect_with(&url, &options, &token.token, resource)
             .await
-            .context("connecting to the gateway failed")
+            .with_context(|| format!("connecting to {url} failed"))
     }
 }
 
@@ -379,6 +406,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("courier listening on {}", server.http_url());
     println!("  token API: {}/api/account/token", server.http_url());
     println!("  WebSocket: {}  (subprotocol courier.v1)", server.ws_url());
+    if let Some(quic) = server.quic_url() {
+        println!("  QUIC:      {quic}  (ALPN courier/1)");
+    }
+    if let Some(fp) = &server.cert_fingerprint {
+        let fp = courier::tls::fingerprint_text(fp);
+        if server.cert_self_signed {
+            println!("  certificate SHA-256 (self-signed, kept in the data dir; clients pin it with --cert-fingerprint):");
+        } else {
+            println!("  certificate SHA-256:");
+        }
+        println!("    {fp}");
+    }
     println!("  data dir:  {}", config.data_dir.display());
     match &server.created_app {
         Some(app) => {

@@ -1,5 +1,7 @@
-//! Rust client library: fetch a token over HTTP, connect over WebSocket, log in,
-//! send, receive and acknowledge. The CLI, the tests and the load generator use it.
+//! Rust client library: fetch a token over HTTP, connect over WebSocket (`ws://`,
+//! `wss://`) or QUIC (`quic://`), log in, send, receive and acknowledge. The CLI, the
+//! tests and the load generator use it. `conn` dials the transports; this module
+//! speaks the protocol over either.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), courier::client::ClientError> {
@@ -13,24 +15,19 @@
 //! # Ok(()) }
 //! ```
 
+mod conn;
+
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::pb::{self, frame::Kind};
-use crate::protocol::{codec, PROTOCOL_VERSION, WS_SUBPROTOCOL};
+use crate::protocol::{codec, PROTOCOL_VERSION};
+pub use crate::tls::ClientTrust;
 pub use crate::wire::rest::TokenData;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub use conn::ConnectOptions;
+use conn::{FrameReader, FrameWriter};
 
 /// Client failures.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +38,14 @@ pub enum ClientError {
     Api { code: i64, message: String },
     #[error("websocket: {0}")]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("quic: {0}")]
+    Quic(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("connect: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad url {0:?}: expected ws://, wss:// or quic://")]
+    BadUrl(String),
     #[error("undecodable frame from server: {0}")]
     Decode(#[from] prost::DecodeError),
     #[error("login refused ({code}): {desc}")]
@@ -66,8 +71,29 @@ pub enum Event {
     Error(pb::Error),
 }
 
-/// Asks `POST {http_base}/api/account/token` for an account's token.
+/// Asks `POST {http_base}/api/account/token` for an account's token (HTTPS trusts
+/// the web PKI roots; see [`fetch_token_with`]).
 pub async fn fetch_token(
+    http_base: &str,
+    app_id: u64,
+    app_key: &str,
+    app_secret: &str,
+    account: &str,
+) -> Result<TokenData, ClientError> {
+    let http = reqwest::Client::new();
+    fetch_token_with(&http, http_base, app_id, app_key, app_secret, account).await
+}
+
+/// An HTTP client trusting `trust` for `https://` (a pinned or private certificate).
+pub fn http_client(trust: &ClientTrust) -> Result<reqwest::Client, ClientError> {
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(trust.client_config(&[b"http/1.1"])?)
+        .build()?)
+}
+
+/// [`fetch_token`] with a given HTTP client (see [`http_client`]).
+pub async fn fetch_token_with(
+    http: &reqwest::Client,
     http_base: &str,
     app_id: u64,
     app_key: &str,
@@ -84,13 +110,7 @@ pub async fn fetch_token(
     let body = serde_json::json!({
         "appId": app_id, "appKey": app_key, "appSecret": app_secret, "appAccount": account,
     });
-    let env: Envelope = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let env: Envelope = http.post(url).json(&body).send().await?.json().await?;
     match (env.code, env.data) {
         (200, Some(data)) => Ok(data),
         (code, _) => Err(ClientError::Api {
@@ -102,12 +122,12 @@ pub async fn fetch_token(
 
 /// Sending half of a connection.
 pub struct ClientWriter {
-    sink: SplitSink<Ws, Message>,
+    out: FrameWriter,
 }
 
 /// Receiving half of a connection.
 pub struct ClientReader {
-    stream: SplitStream<Ws>,
+    input: FrameReader,
     pending: VecDeque<Event>,
 }
 
@@ -120,24 +140,20 @@ pub struct Client {
 }
 
 impl Client {
-    /// Opens a WebSocket connection without logging in.
-    pub async fn open(ws_url: &str) -> Result<Client, ClientError> {
-        let mut request = ws_url.into_client_request()?;
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(WS_SUBPROTOCOL),
-        );
-        let config = WebSocketConfig::default()
-            .read_buffer_size(16 * 1024)
-            .max_message_size(Some(64 << 20))
-            .max_frame_size(Some(64 << 20));
-        let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-        let (sink, stream) = ws.split();
+    /// Opens a connection (`ws://`, `wss://` or `quic://`) without logging in,
+    /// trusting the web PKI roots for TLS.
+    pub async fn open(url: &str) -> Result<Client, ClientError> {
+        Client::open_with(url, &ConnectOptions::new(&ClientTrust::WebPki)?).await
+    }
+
+    /// Opens a connection with explicit options (trust, source address, shared
+    /// QUIC endpoint).
+    pub async fn open_with(url: &str, options: &ConnectOptions) -> Result<Client, ClientError> {
+        let (out, input) = conn::dial(url, options).await?;
         Ok(Client {
-            writer: ClientWriter { sink },
+            writer: ClientWriter { out },
             reader: ClientReader {
-                stream,
+                input,
                 pending: VecDeque::new(),
             },
             login: None,
@@ -145,8 +161,20 @@ impl Client {
     }
 
     /// Opens a connection and logs in as the token's account on `resource`.
-    pub async fn connect(ws_url: &str, token: &str, resource: &str) -> Result<Client, ClientError> {
-        let mut client = Client::open(ws_url).await?;
+    pub async fn connect(url: &str, token: &str, resource: &str) -> Result<Client, ClientError> {
+        let mut client = Client::open(url).await?;
+        client.login(token, resource).await?;
+        Ok(client)
+    }
+
+    /// [`Client::connect`] with explicit options.
+    pub async fn connect_with(
+        url: &str,
+        options: &ConnectOptions,
+        token: &str,
+        resource: &str,
+    ) -> Result<Client, ClientError> {
+        let mut client = Client::open_with(url, options).await?;
         client.login(token, resource).await?;
         Ok(client)
     }
@@ -223,25 +251,29 @@ impl ClientWriter {
 
     /// Queues one frame without flushing (see [`ClientWriter::flush`]).
     pub async fn feed(&mut self, kind: Kind) -> Result<(), ClientError> {
-        self.sink.feed(Message::Binary(codec::encode(kind))).await?;
-        Ok(())
+        self.out.feed(codec::encode(kind)).await
     }
 
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        self.sink.flush().await?;
-        Ok(())
+        self.out.flush().await
     }
 
-    /// Sends arbitrary bytes as one binary message (for testing bad input).
+    /// Sends arbitrary bytes as one frame: one binary WebSocket message, or one
+    /// length-prefixed frame on QUIC (for testing bad input).
     pub async fn send_raw(&mut self, bytes: Bytes) -> Result<(), ClientError> {
-        self.sink.send(Message::Binary(bytes)).await?;
-        Ok(())
+        self.out.feed(bytes).await?;
+        self.out.flush().await
     }
 
-    /// Sends a text WebSocket message (which the server refuses).
+    /// Writes bytes as they are: on QUIC straight onto the stream with no length
+    /// prefix of their own (to test framing), on WebSocket as one binary message.
+    pub async fn send_unframed(&mut self, bytes: Bytes) -> Result<(), ClientError> {
+        self.out.write_unframed(bytes).await
+    }
+
+    /// Sends a text WebSocket message (which the server refuses); an error on QUIC.
     pub async fn send_ws_text(&mut self, text: &str) -> Result<(), ClientError> {
-        self.sink.send(Message::Text(text.into())).await?;
-        Ok(())
+        self.out.send_ws_text(text).await
     }
 
     pub async fn send_text(
@@ -280,10 +312,9 @@ impl ClientWriter {
         self.send(Kind::Logout(pb::Logout {})).await
     }
 
-    /// Closes the WebSocket.
+    /// Closes the connection (WebSocket close; QUIC: finishes the stream and closes).
     pub async fn close(&mut self) -> Result<(), ClientError> {
-        self.sink.close().await?;
-        Ok(())
+        self.out.close().await
     }
 }
 
@@ -294,18 +325,8 @@ impl ClientReader {
             if let Some(e) = self.pending.pop_front() {
                 return Ok(Some(e));
             }
-            let msg = match self.stream.next().await {
-                None => return Ok(None),
-                Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => {
-                    return Ok(None)
-                }
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(m)) => m,
-            };
-            let bytes = match msg {
-                Message::Binary(b) => b,
-                Message::Close(_) => return Ok(None),
-                _ => continue,
+            let Some(bytes) = self.input.next_frame().await? else {
+                return Ok(None);
             };
             let frame = pb::Frame::decode(bytes)?;
             match frame.kind {

@@ -141,14 +141,7 @@ impl Session {
         }
         let kind = match decoded {
             Ok(kind) => kind,
-            Err(err @ CodecError::FrameTooLarge { .. }) => {
-                self.state = State::Closed;
-                return SessionEvent::Close(codec::error_frame(
-                    Status::TooLarge,
-                    err.to_string(),
-                    "",
-                ));
-            }
+            Err(err @ CodecError::FrameTooLarge { .. }) => return self.close_too_large(err),
             Err(err) => {
                 return SessionEvent::Reply(codec::error_frame(
                     Status::BadRequest,
@@ -251,6 +244,22 @@ impl Session {
                 "",
             )),
         }
+    }
+
+    /// Handles a frame a stream transport refused from its length prefix alone
+    /// (over `max_frame_bytes`): answered 413, then the connection closes.
+    pub fn on_too_large(&mut self, size: usize, now_ms: u64) -> SessionEvent {
+        if self.state == State::Closed {
+            return SessionEvent::None;
+        }
+        self.last_rx_ms = now_ms;
+        let limit = self.config.limits.max_frame_bytes;
+        self.close_too_large(CodecError::FrameTooLarge { size, limit })
+    }
+
+    fn close_too_large(&mut self, err: CodecError) -> SessionEvent {
+        self.state = State::Closed;
+        SessionEvent::Close(codec::error_frame(Status::TooLarge, err.to_string(), ""))
     }
 
     /// Handles an inbound message the protocol does not accept at all (e.g. a

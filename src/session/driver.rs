@@ -176,6 +176,10 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                             let event = self.session.on_unsupported(why, now_ms());
                             self.handle(event).await
                         }
+                        Some(Ok(Inbound::TooLarge(size))) => {
+                            let event = self.session.on_too_large(size, now_ms());
+                            self.handle(event).await
+                        }
                         Some(Ok(Inbound::Control)) => {
                             let event = self.session.on_control(now_ms());
                             self.handle(event).await

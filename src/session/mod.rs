@@ -1,6 +1,6 @@
 //! The transport-agnostic session driver: runs the sans-IO session rules of
 //! `crate::protocol` for one connection against the router, the store and the hub.
-//! A transport (WebSocket today, QUIC next) only turns its bytes into [`Inbound`]
+//! A transport (WebSocket or QUIC) only turns its bytes into [`Inbound`]
 //! items and writes the frames it is given.
 
 mod driver;
@@ -14,6 +14,9 @@ pub enum Inbound {
     Frame(bytes::Bytes),
     /// Something the protocol does not accept (e.g. a text message).
     Unsupported(&'static str),
+    /// A frame announced larger than `max_frame_bytes`, refused before its body was
+    /// read (stream transports); the session answers 413 and closes.
+    TooLarge(usize),
     /// A transport-level control message (a WebSocket ping): no frame, but it counts
     /// against the frame rate like one.
     Control,

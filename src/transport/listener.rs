@@ -165,13 +165,24 @@ impl ConnectionSlots {
         }
     }
 
+    /// Takes a slot for a new connection, `None` at the limit.
+    pub fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// The limit (`max_connections`).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.max - self.slots.available_permits()
     }
 }
 
-/// Serves `app` on `listener` until `stop` fires, then lets open HTTP requests finish
+/// Serves `app` on `listener` (over TLS when `tls` is given: a handshake must finish
+/// within `tls_handshake_timeout_secs`) until `stop` fires, then lets open HTTP requests finish
 /// (up to `grace`). Upgraded WebSockets are not waited for here: they stop on the
 /// same token and are tracked by the server.
 pub async fn serve(
@@ -179,8 +190,10 @@ pub async fn serve(
     app: axum::Router,
     config: &Config,
     slots: &ConnectionSlots,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: CancellationToken,
 ) {
+    let handshake_timeout = Duration::from_secs(config.tls_handshake_timeout_secs);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(config.http_header_timeout_secs))
@@ -210,7 +223,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let Ok(slot) = slots.slots.clone().try_acquire_owned() else {
+        let Some(slot) = slots.try_acquire() else {
             if let Some(skipped) = FULL.allow() {
                 tracing::warn!(
                     %peer,
@@ -222,40 +235,72 @@ pub async fn serve(
             refuse(tcp, &refusals);
             continue;
         };
-        let io = TokioIo::new(Counted {
+        let counted = Counted {
             tcp,
             _slot: slot,
             write_timeout: Duration::from_secs(config.write_timeout_secs),
             deadline: None,
             blocked: false,
-        });
+        };
         let service = TowerToHyperService::new(app.clone());
-        let conn = http.serve_connection(io, service).with_upgrades();
-        let stop = stop.clone();
-        open.spawn(async move {
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                _ = stop.cancelled() => {
-                    // Finish the request in progress, then close.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            match ended {
-                Err(e) if e.is_timeout() => {
-                    crate::log_limited!(info, %peer, "http connection closed: headers not received within http_header_timeout_secs");
-                }
-                Err(e) => tracing::debug!(%peer, error = %e, "http connection ended with an error"),
-                Ok(()) => {}
+        let (http, stop) = (http.clone(), stop.clone());
+        match &tls {
+            None => {
+                open.spawn(serve_connection(http, counted, service, stop, peer));
             }
-        });
+            Some(acceptor) => {
+                let accepting = acceptor.accept(counted);
+                open.spawn(async move {
+                    match tokio::time::timeout(handshake_timeout, accepting).await {
+                        Ok(Ok(tls)) => serve_connection(http, tls, service, stop, peer).await,
+                        Ok(Err(e)) => {
+                            crate::log_limited!(info, %peer, error = %e, "tls handshake failed (plaintext to the TLS port?)");
+                        }
+                        Err(_) => {
+                            crate::log_limited!(info, %peer, "tls handshake not finished within tls_handshake_timeout_secs");
+                        }
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     open.close();
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     if tokio::time::timeout(grace, open.wait()).await.is_err() {
         tracing::warn!("shutdown: HTTP requests still open after the grace period");
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one accepted connection until it ends, or
+/// finishes its request in progress once `stop` fires.
+async fn serve_connection<I>(
+    http: hyper::server::conn::http1::Builder,
+    io: I,
+    service: TowerToHyperService<axum::Router>,
+    stop: CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = stop.cancelled() => {
+            // Finish the request in progress, then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    match ended {
+        Err(e) if e.is_timeout() => {
+            crate::log_limited!(info, %peer, "http connection closed: headers not received within http_header_timeout_secs");
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "http connection ended with an error"),
+        Ok(()) => {}
     }
 }
 

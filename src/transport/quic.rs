@@ -1,0 +1,333 @@
+//! QUIC transport: a quinn endpoint with ALPN `courier/1`. A connection carries one
+//! bidirectional stream, opened by the client, of length-prefixed frames
+//! (`transport::framing`); this module only turns that stream into
+//! [`crate::session::Inbound`] items and a sink of frames for
+//! [`crate::session::drive`], like the WebSocket transport does.
+//!
+//! Bounds (see `docs/security.md`):
+//! - every connection, handshake included, takes one of the `max_connections` slots
+//!   shared with the HTTP listener; over the limit a new connection is refused at
+//!   once (a QUIC `CONNECTION_REFUSED`);
+//! - the handshake must finish within `tls_handshake_timeout_secs`, and the session
+//!   stream must be opened (its first bytes sent) within `login_timeout_secs`;
+//!   while many handshakes are pending, unvalidated client addresses are sent a
+//!   stateless Retry first, so spoofed sources cannot hold slots;
+//! - a peer may open one more bidirectional stream than the session's; it is
+//!   refused at once (`STOP_SENDING` and `RESET_STREAM` with code
+//!   [`STREAM_REFUSED`]) and the session goes on. Unidirectional streams are not
+//!   allowed at all (flow-control credit 0);
+//! - flow control: the peer may send at most `2 × max_frame_bytes` ahead of the
+//!   session reading its stream; a length prefix over `max_frame_bytes` is answered
+//!   with a 413 Error frame and the connection closed before any of the body is read;
+//! - unsent bytes are capped by the send window (`ws_max_write_buffer_bytes`), after
+//!   which writes block and `write_timeout_secs` applies as on WebSocket;
+//! - `quic_idle_timeout_secs` without any packet drops the connection.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Sink;
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::framing::{self, FrameDecoder, FramingError};
+use crate::config::Config;
+use crate::session::{self, Inbound};
+use crate::state::AppState;
+use crate::tls::{ServerCert, TlsError, QUIC_ALPN};
+
+/// Application error code on a refused extra stream.
+pub const STREAM_REFUSED: u32 = 0x10;
+/// Application error code when the session ended normally.
+pub const CLOSED_NORMALLY: u32 = 0;
+/// Application error code when no session stream was opened in time.
+pub const NO_SESSION_STREAM: u32 = 0x11;
+
+/// Handshakes in progress above which unvalidated addresses get a Retry first.
+const HANDSHAKES_BEFORE_RETRY: usize = 256;
+
+/// Most bytes taken from the stream per read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How long a finished session waits for the peer to acknowledge its last frames.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the QUIC listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("quic: {0}")]
+    Crypto(String),
+    #[error("cannot bind QUIC on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Binds the QUIC endpoint on `addr` with `cert`.
+pub fn bind(
+    addr: SocketAddr,
+    cert: &ServerCert,
+    config: &Config,
+) -> Result<quinn::Endpoint, QuicError> {
+    let tls = cert.server_config(&[QUIC_ALPN], true)?;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config(config)));
+    server.migration(true);
+    quinn::Endpoint::server(server, addr).map_err(|source| QuicError::Bind { addr, source })
+}
+
+fn transport_config(config: &Config) -> quinn::TransportConfig {
+    let window = VarInt::from_u64(2 * config.max_frame_bytes as u64).unwrap_or(VarInt::MAX);
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(2))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(window)
+        .receive_window(window)
+        .send_window(config.ws_max_write_buffer_bytes as u64)
+        .datagram_receive_buffer_size(None)
+        .max_idle_timeout(
+            quinn::IdleTimeout::try_from(Duration::from_secs(config.quic_idle_timeout_secs)).ok(),
+        )
+        .keep_alive_interval(
+            (config.quic_keep_alive_secs > 0)
+                .then(|| Duration::from_secs(config.quic_keep_alive_secs)),
+        );
+    t
+}
+
+/// Accepts QUIC connections until shutdown, each running a session.
+pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>) {
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let stop = state.shutdown.clone();
+    loop {
+        let incoming = tokio::select! {
+            _ = stop.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
+        let peer = incoming.remote_address();
+        let Some(slot) = state.slots.try_acquire() else {
+            crate::log_limited!(warn, %peer, max_connections = state.slots.max(), "quic connection refused: max_connections reached");
+            incoming.refuse();
+            continue;
+        };
+        if !incoming.remote_address_validated()
+            && handshakes.load(Ordering::Relaxed) >= HANDSHAKES_BEFORE_RETRY
+        {
+            // Stateless: costs nothing until the client proves its address.
+            if let Err(e) = incoming.retry() {
+                tracing::debug!(%peer, error = %e, "quic retry failed");
+            }
+            continue;
+        }
+        handshakes.fetch_add(1, Ordering::Relaxed);
+        let conn_state = state.clone();
+        let handshakes = handshakes.clone();
+        state.connections.spawn(async move {
+            let connection = handshake(incoming, peer, &conn_state).await;
+            handshakes.fetch_sub(1, Ordering::Relaxed);
+            if let Some(connection) = connection {
+                run(connection, peer, conn_state, slot).await;
+            }
+        });
+    }
+    endpoint.close(VarInt::from_u32(CLOSED_NORMALLY), b"server shutting down");
+    // Sessions were kicked on the same token; let their last packets go out.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, endpoint.wait_idle()).await;
+}
+
+async fn handshake(
+    incoming: quinn::Incoming,
+    peer: SocketAddr,
+    state: &AppState,
+) -> Option<Connection> {
+    let limit = Duration::from_secs(state.config.tls_handshake_timeout_secs);
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            crate::log_limited!(info, %peer, error = %e, "quic connection not accepted");
+            return None;
+        }
+    };
+    match tokio::time::timeout(limit, connecting).await {
+        Ok(Ok(connection)) => Some(connection),
+        Ok(Err(e)) => {
+            crate::log_limited!(info, %peer, error = %e, "quic handshake failed");
+            None
+        }
+        Err(_) => {
+            crate::log_limited!(info, %peer, "quic handshake not finished within tls_handshake_timeout_secs");
+            None
+        }
+    }
+}
+
+/// Runs the session of one connection: waits for its stream, drives it, refuses
+/// any other stream meanwhile, then closes.
+async fn run(
+    connection: Connection,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    slot: OwnedSemaphorePermit,
+) {
+    let _slot = slot;
+    let login = Duration::from_secs(state.config.login_timeout_secs);
+    let (send, recv) = match tokio::time::timeout(login, connection.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "quic connection ended before its stream");
+            return;
+        }
+        Err(_) => {
+            crate::log_limited!(info, %peer, "quic connection closed: no stream opened within login_timeout_secs");
+            connection.close(
+                VarInt::from_u32(NO_SESSION_STREAM),
+                b"no session stream opened in time",
+            );
+            return;
+        }
+    };
+    let acknowledged = send.stopped();
+    let stream = frames_in(recv, state.config.max_frame_bytes);
+    let sink = FramesOut::new(send);
+    let session = session::drive(Box::pin(stream), Box::pin(sink), state);
+    tokio::pin!(session);
+    loop {
+        tokio::select! {
+            _ = &mut session => break,
+            extra = connection.accept_bi() => match extra {
+                Ok((mut send, mut recv)) => {
+                    crate::log_limited!(info, %peer, "quic stream refused: one stream per connection");
+                    let _ = recv.stop(VarInt::from_u32(STREAM_REFUSED));
+                    let _ = send.reset(VarInt::from_u32(STREAM_REFUSED));
+                }
+                // The connection is gone; the session sees it on its stream.
+                Err(_) => {
+                    session.as_mut().await;
+                    break;
+                }
+            },
+        }
+    }
+    // The session finished its stream: give the peer a moment to receive the last
+    // frames (a kick's reason) before the connection goes.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, acknowledged).await;
+    connection.close(VarInt::from_u32(CLOSED_NORMALLY), b"");
+}
+
+/// The stream's frames as session input: a length over the limit ends the stream
+/// with [`Inbound::TooLarge`].
+fn frames_in(
+    recv: RecvStream,
+    max_frame: usize,
+) -> impl futures_util::Stream<Item = Result<Inbound, quinn::ReadError>> + Send {
+    let decoder = FrameDecoder::new(max_frame);
+    futures_util::stream::unfold(Some((recv, decoder)), |state| async move {
+        let (mut recv, mut decoder) = state?;
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => return Some((Ok(Inbound::Frame(frame)), Some((recv, decoder)))),
+                Ok(None) => {}
+                Err(FramingError::TooLarge { announced, .. }) => {
+                    let _ = recv.stop(VarInt::from_u32(CLOSED_NORMALLY));
+                    return Some((Ok(Inbound::TooLarge(announced)), None));
+                }
+            }
+            match recv.read_chunk(READ_CHUNK_BYTES, true).await {
+                Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+                Ok(None) => return None,
+                Err(e) => return Some((Err(e), None)),
+            }
+        }
+    })
+}
+
+/// Writes each frame after its length prefix; closing finishes the stream.
+struct FramesOut {
+    send: SendStream,
+    prefix: [u8; framing::PREFIX_BYTES],
+    /// Bytes of the prefix already written.
+    prefix_done: usize,
+    /// The frame being written (its unwritten rest).
+    pending: Option<Bytes>,
+}
+
+impl FramesOut {
+    fn new(send: SendStream) -> Self {
+        FramesOut {
+            send,
+            prefix: [0; framing::PREFIX_BYTES],
+            prefix_done: framing::PREFIX_BYTES,
+            pending: None,
+        }
+    }
+
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), quinn::WriteError>> {
+        while self.prefix_done < framing::PREFIX_BYTES {
+            let rest = &self.prefix[self.prefix_done..];
+            match Pin::new(&mut self.send).poll_write(cx, rest) {
+                Poll::Ready(Ok(n)) => self.prefix_done += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        while let Some(frame) = self.pending.as_mut() {
+            if frame.is_empty() {
+                self.pending = None;
+                break;
+            }
+            match Pin::new(&mut self.send).poll_write(cx, frame) {
+                Poll::Ready(Ok(n)) => {
+                    let _ = frame.split_to(n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Sink<Bytes> for FramesOut {
+    type Error = quinn::WriteError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().poll_pending(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Bytes) -> Result<(), Self::Error> {
+        let this = self.get_mut();
+        this.prefix = framing::prefix(&frame);
+        this.prefix_done = 0;
+        this.pending = Some(frame);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Written bytes are in quinn's send buffer; it sends them as soon as it can.
+        self.get_mut().poll_pending(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        match this.poll_pending(cx) {
+            Poll::Ready(Ok(())) => {
+                let _ = this.send.finish();
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
