@@ -196,8 +196,13 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     };
     let app = crate::api::router(state.clone());
     let serve_state = state.clone();
-    let quic_task =
-        quic.map(|endpoint| tokio::spawn(crate::transport::quic::serve(endpoint, state.clone())));
+    let quic_task = quic.map(|endpoint| {
+        let accept = tokio::spawn(crate::transport::quic::serve(
+            endpoint.clone(),
+            state.clone(),
+        ));
+        (endpoint, accept)
+    });
     let task = tokio::spawn(async move {
         let http_stop = serve_state.shutdown.clone();
         listener::serve(
@@ -209,11 +214,15 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             http_stop,
         )
         .await;
-        if let Some(quic_task) = quic_task {
-            if let Err(e) = quic_task.await {
-                tracing::error!(error = %e, "quic listener task failed");
+        let quic_endpoint = match quic_task {
+            Some((endpoint, accept)) => {
+                if let Err(e) = accept.await {
+                    tracing::error!(error = %e, "quic listener task failed");
+                }
+                Some(endpoint)
             }
-        }
+            None => None,
+        };
         // Connections see the shutdown token and leave with a kick.
         serve_state.connections.close();
         let grace = Duration::from_secs(serve_state.config.shutdown_grace_secs);
@@ -222,6 +231,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .is_err()
         {
             tracing::warn!("shutdown: connections still open after the grace period");
+        }
+        if let Some(endpoint) = quic_endpoint {
+            crate::transport::quic::close(endpoint).await;
         }
         router_stop.cancel();
         if let Err(e) = router_task.await {

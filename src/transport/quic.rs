@@ -105,7 +105,8 @@ fn transport_config(config: &Config) -> quinn::TransportConfig {
     t
 }
 
-/// Accepts QUIC connections until shutdown, each running a session.
+/// Accepts QUIC connections until shutdown, each running a session (tracked in
+/// `state.connections`).
 pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>) {
     let handshakes = Arc::new(AtomicUsize::new(0));
     let stop = state.shutdown.clone();
@@ -143,8 +144,14 @@ pub async fn serve(endpoint: quinn::Endpoint, state: Arc<AppState>) {
             }
         });
     }
+    // New connections are refused from now on; the sessions, kicked on the same
+    // token, close their own connections (see [`close`]).
+    endpoint.set_server_config(None);
+}
+
+/// Closes the endpoint once the sessions are done, letting their last packets go out.
+pub async fn close(endpoint: quinn::Endpoint) {
     endpoint.close(VarInt::from_u32(CLOSED_NORMALLY), b"server shutting down");
-    // Sessions were kicked on the same token; let their last packets go out.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, endpoint.wait_idle()).await;
 }
 

@@ -9,6 +9,16 @@ use courier::protocol::{codec, codes};
 
 use crate::common::*;
 
+both_transports!(
+    garbage_truncated_unknown_and_text_frames_get_errors,
+    oversized_frame_closes_oversized_payload_does_not,
+    send_before_login_and_second_login_are_refused,
+    wrong_expired_and_foreign_tokens_are_refused,
+    invalid_sends_are_refused_with_their_packet_id,
+    frame_rate_limit_answers_with_an_error,
+    topic_send_with_to_resource_is_refused,
+);
+
 /// After the abuse, a normal exchange between two other users still works.
 async fn still_serving(s: &TestServer) {
     let (mut x, _) = s.connect_synced("xavier", "phone").await;
@@ -17,9 +27,8 @@ async fn still_serving(s: &TestServer) {
     assert_eq!(next_deliver(&mut y).await.sequence, ack.sequence);
 }
 
-#[tokio::test]
-async fn garbage_truncated_unknown_and_text_frames_get_errors() {
-    let s = TestServer::start().await;
+async fn garbage_truncated_unknown_and_text_frames_get_errors(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut c, _) = s.connect_synced("mallory", "phone").await;
 
     c.writer
@@ -49,8 +58,10 @@ async fn garbage_truncated_unknown_and_text_frames_get_errors() {
     assert_eq!(e.code, codes::BAD_REQUEST);
     assert!(e.desc.contains("unknown"), "{}", e.desc);
 
-    c.writer.send_ws_text("{\"hello\":1}").await.unwrap();
-    assert_eq!(next_error(&mut c).await.code, codes::BAD_REQUEST);
+    if t == Transport::Ws {
+        c.writer.send_ws_text("{\"hello\":1}").await.unwrap();
+        assert_eq!(next_error(&mut c).await.code, codes::BAD_REQUEST);
+    }
 
     // The session goes on.
     let ack = send_acked(&mut c, "after", "bob", "still works").await;
@@ -58,9 +69,8 @@ async fn garbage_truncated_unknown_and_text_frames_get_errors() {
     still_serving(&s).await;
 }
 
-#[tokio::test]
-async fn oversized_frame_closes_oversized_payload_does_not() {
-    let s = TestServer::start().await;
+async fn oversized_frame_closes_oversized_payload_does_not(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut c, _) = s.connect_synced("mallory", "phone").await;
     let big = |n: usize, id: &str| {
         Kind::Send(pb::Send {
@@ -89,10 +99,9 @@ async fn oversized_frame_closes_oversized_payload_does_not() {
     assert_eq!(packet_ids(&backlog), ["fits"]);
 }
 
-#[tokio::test]
-async fn send_before_login_and_second_login_are_refused() {
-    let s = TestServer::start().await;
-    let mut c = Client::open(&s.ws()).await.unwrap();
+async fn send_before_login_and_second_login_are_refused(t: Transport) {
+    let s = TestServer::on(t).await;
+    let mut c = s.open().await;
     c.send_text("early", "bob", "x").await.unwrap();
     let e = next_error(&mut c).await;
     assert_eq!((e.code, e.packet_id.as_str()), (codes::CONFLICT, "early"));
@@ -116,22 +125,21 @@ async fn send_before_login_and_second_login_are_refused() {
     assert_eq!(packet_ids(&backlog), ["later"]);
 }
 
-#[tokio::test]
-async fn wrong_expired_and_foreign_tokens_are_refused() {
-    let s = TestServer::start().await;
+async fn wrong_expired_and_foreign_tokens_are_refused(t: Transport) {
+    let s = TestServer::on(t).await;
     let refused = |r: Result<Client, ClientError>| match r {
         Err(ClientError::LoginRefused { code, desc }) => (code, desc),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("login should be refused"),
     };
 
-    let (code, desc) = refused(Client::connect(&s.ws(), "not-a-token", "phone").await);
+    let (code, desc) = refused(s.try_connect("not-a-token", "phone").await);
     assert_eq!(code, codes::UNAUTHORIZED);
     assert!(desc.contains("malformed"), "{desc}");
 
     let real = s.token("mallory").await;
     let tampered = format!("{}x", &real[..real.len() - 1]);
-    let (code, _) = refused(Client::connect(&s.ws(), &tampered, "phone").await);
+    let (code, _) = refused(s.try_connect(&tampered, "phone").await);
     assert_eq!(code, codes::UNAUTHORIZED);
 
     let app = &s.app;
@@ -144,7 +152,7 @@ async fn wrong_expired_and_foreign_tokens_are_refused() {
             expires_ms: 1,
         },
     );
-    let (code, desc) = refused(Client::connect(&s.ws(), &expired, "phone").await);
+    let (code, desc) = refused(s.try_connect(&expired, "phone").await);
     assert_eq!(code, codes::UNAUTHORIZED);
     assert!(desc.contains("expired"), "{desc}");
 
@@ -158,7 +166,7 @@ async fn wrong_expired_and_foreign_tokens_are_refused() {
             expires_ms: u64::MAX,
         },
     );
-    let (code, _) = refused(Client::connect(&s.ws(), &foreign, "phone").await);
+    let (code, _) = refused(s.try_connect(&foreign, "phone").await);
     assert_eq!(code, codes::UNAUTHORIZED);
     // And one claiming this app but signed with another secret.
     let forged = auth::issue(
@@ -170,18 +178,17 @@ async fn wrong_expired_and_foreign_tokens_are_refused() {
             expires_ms: u64::MAX,
         },
     );
-    let (code, desc) = refused(Client::connect(&s.ws(), &forged, "phone").await);
+    let (code, desc) = refused(s.try_connect(&forged, "phone").await);
     assert_eq!(code, codes::UNAUTHORIZED);
     assert!(desc.contains("signature"), "{desc}");
 
-    let (code, _) = refused(Client::connect(&s.ws(), &real, "").await);
+    let (code, _) = refused(s.try_connect(&real, "").await);
     assert_eq!(code, codes::BAD_REQUEST);
     still_serving(&s).await;
 }
 
-#[tokio::test]
-async fn invalid_sends_are_refused_with_their_packet_id() {
-    let s = TestServer::start().await;
+async fn invalid_sends_are_refused_with_their_packet_id(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut c, _) = s.connect_synced("mallory", "phone").await;
     c.send_frame(Kind::Send(pb::Send {
         to_account: "bob".into(),
@@ -216,9 +223,8 @@ async fn invalid_sends_are_refused_with_their_packet_id() {
     assert!(matches!(ev, Event::Pong(_)));
 }
 
-#[tokio::test]
-async fn frame_rate_limit_answers_with_an_error() {
-    let s = TestServer::start_with(|c| c.max_frames_per_sec = 5).await;
+async fn frame_rate_limit_answers_with_an_error(t: Transport) {
+    let s = TestServer::on_with(t, |c| c.max_frames_per_sec = 5).await;
     let (mut c, _) = s.connect_synced("mallory", "phone").await;
     for i in 0..20 {
         c.writer
@@ -232,9 +238,8 @@ async fn frame_rate_limit_answers_with_an_error() {
     still_serving(&s).await;
 }
 
-#[tokio::test]
-async fn topic_send_with_to_resource_is_refused() {
-    let s = TestServer::start().await;
+async fn topic_send_with_to_resource_is_refused(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut c, _) = s.connect_synced("mallory", "phone").await;
     c.send_frame(Kind::Send(pb::Send {
         packet_id: "tr".into(),

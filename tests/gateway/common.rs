@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use courier::client::{fetch_token, Client, Event};
+use courier::client::{fetch_token, Client, ClientError, ClientTrust, ConnectOptions, Event};
 use courier::config::Config;
 use courier::pb;
 use courier::server::{self, RunningServer};
@@ -15,10 +15,37 @@ use courier::store::App;
 /// Upper bound on any single wait; reaching it means the test failed.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The transport a test's clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Ws,
+    Quic,
+}
+
+/// Runs each `async fn name(t: Transport)` as two tests, `name::ws` and
+/// `name::quic`: one definition, both transports.
+macro_rules! both_transports {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn ws() {
+                super::$name(crate::common::Transport::Ws).await
+            }
+            #[tokio::test]
+            async fn quic() {
+                super::$name(crate::common::Transport::Quic).await
+            }
+        }
+    )+};
+}
+pub(crate) use both_transports;
+
 pub struct TestServer {
     pub server: Option<RunningServer>,
     pub app: App,
     pub config: Config,
+    /// What `connect`, `open` and `url` use.
+    pub transport: Transport,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -36,6 +63,15 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::on_with(Transport::Ws, tweak).await
+    }
+
+    /// A server whose test clients connect over `transport`.
+    pub async fn on(transport: Transport) -> TestServer {
+        TestServer::on_with(transport, |_| {}).await
+    }
+
+    pub async fn on_with(transport: Transport, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path().to_path_buf());
         tweak(&mut config);
@@ -48,6 +84,7 @@ impl TestServer {
             server: Some(server),
             app,
             config,
+            transport,
             _dir: Some(dir),
         }
     }
@@ -62,6 +99,35 @@ impl TestServer {
 
     pub fn ws(&self) -> String {
         self.running().ws_url()
+    }
+
+    /// Where the test's clients connect: the WebSocket or the QUIC URL.
+    pub fn url(&self) -> String {
+        match self.transport {
+            Transport::Ws => self.ws(),
+            Transport::Quic => self.running().quic_url().expect("QUIC is on"),
+        }
+    }
+
+    /// Connection options trusting exactly this server's certificate.
+    pub fn options(&self) -> ConnectOptions {
+        let trust = match self.running().cert_fingerprint {
+            Some(fp) => ClientTrust::Pinned(fp),
+            None => ClientTrust::WebPki,
+        };
+        ConnectOptions::new(&trust).unwrap()
+    }
+
+    /// Opens a connection on the test's transport without logging in.
+    pub async fn open(&self) -> Client {
+        Client::open_with(&self.url(), &self.options())
+            .await
+            .unwrap()
+    }
+
+    /// Connects and logs in with `token`, returning the refusal if there is one.
+    pub async fn try_connect(&self, token: &str, resource: &str) -> Result<Client, ClientError> {
+        Client::connect_with(&self.url(), &self.options(), token, resource).await
     }
 
     /// Shuts down gracefully and starts again on the same data dir (new port).
@@ -88,7 +154,7 @@ impl TestServer {
     /// Connects and logs in; the backlog has not been read yet.
     pub async fn connect(&self, account: &str, resource: &str) -> Client {
         let token = self.token(account).await;
-        Client::connect(&self.ws(), &token, resource).await.unwrap()
+        self.try_connect(&token, resource).await.unwrap()
     }
 
     /// Connects, logs in and reads the backlog up to SyncDone.

@@ -5,9 +5,15 @@ use courier::client::Event;
 
 use crate::common::*;
 
-#[tokio::test]
-async fn retry_on_same_and_new_connection_is_deduplicated() {
-    let s = TestServer::start().await;
+both_transports!(
+    retry_on_same_and_new_connection_is_deduplicated,
+    retry_after_restart_is_deduplicated,
+    burst_of_retries_is_one_message,
+    retried_online_only_send_reports_the_original_outcome,
+);
+
+async fn retry_on_same_and_new_connection_is_deduplicated(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut b, _) = s.connect_synced("bob", "phone").await;
     let (mut a, _) = s.connect_synced("alice", "phone").await;
     let first = send_acked(&mut a, "dup-1", "bob", "once").await;
@@ -32,9 +38,8 @@ async fn retry_on_same_and_new_connection_is_deduplicated() {
     assert_ne!(other.sequence, first.sequence);
 }
 
-#[tokio::test]
-async fn retry_after_restart_is_deduplicated() {
-    let mut s = TestServer::start().await;
+async fn retry_after_restart_is_deduplicated(t: Transport) {
+    let mut s = TestServer::on(t).await;
     let (mut a, _) = s.connect_synced("alice", "phone").await;
     let first = send_acked(&mut a, "r-1", "bob", "hello").await;
     drop(a);
@@ -60,9 +65,8 @@ async fn retry_after_restart_is_deduplicated() {
 }
 
 /// Retries fired back to back before the first commit still yield one message.
-#[tokio::test]
-async fn burst_of_retries_is_one_message() {
-    let s = TestServer::start().await;
+async fn burst_of_retries_is_one_message(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut a, _) = s.connect_synced("alice", "phone").await;
     for _ in 0..5 {
         a.send_text("burst", "bob", "x").await.unwrap();
@@ -79,10 +83,9 @@ async fn burst_of_retries_is_one_message() {
 }
 
 /// A retried online-only send that reached nobody says so again.
-#[tokio::test]
-async fn retried_online_only_send_reports_the_original_outcome() {
+async fn retried_online_only_send_reports_the_original_outcome(t: Transport) {
     use courier::pb::{self, frame::Kind};
-    let s = TestServer::start().await;
+    let s = TestServer::on(t).await;
     let (mut a, _) = s.connect_synced("alice", "phone").await;
     let typing = Kind::Send(pb::Send {
         packet_id: "typing".into(),

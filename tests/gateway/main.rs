@@ -11,3 +11,4 @@ mod push;
 mod sessions;
 mod token_api;
 mod topics;
+mod transports;

@@ -6,11 +6,23 @@ use courier::pb::{self, frame::Kind};
 
 use crate::common::*;
 
+both_transports!(
+    manual_example_offline_message_reaches_first_login,
+    fans_out_to_every_device_of_both_users,
+    cursor_advances_with_acks_and_seeds_new_devices,
+    backlog_is_ordered_and_batched,
+    large_backlog_sends_newest_batch_and_pull_notice,
+    online_only_and_unstored_messages_are_not_kept,
+    resource_addressed_message_reaches_only_that_device,
+    note_to_self_reaches_other_devices,
+    new_device_that_never_acked_resumes_where_it_started,
+    ack_beyond_the_newest_sequence_skips_nothing,
+);
+
 /// The manual's 言士文学 example: A sends "Hello B" before B ever logged in;
 /// B's first login delivers it.
-#[tokio::test]
-async fn manual_example_offline_message_reaches_first_login() {
-    let s = TestServer::start().await;
+async fn manual_example_offline_message_reaches_first_login(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut a, _) = s.connect_synced("13800000001", "android").await;
     let ack = send_acked(&mut a, "TEXT_12345", "13800000002", "Hello B").await;
     assert!(ack.sequence > 0);
@@ -28,9 +40,8 @@ async fn manual_example_offline_message_reaches_first_login() {
 
 /// A on two devices, B on three: B's three devices and A's other device get each
 /// message once; the sending device gets the ack.
-#[tokio::test]
-async fn fans_out_to_every_device_of_both_users() {
-    let s = TestServer::start().await;
+async fn fans_out_to_every_device_of_both_users(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut a1, _) = s.connect_synced("alice", "phone").await;
     let (mut a2, _) = s.connect_synced("alice", "laptop").await;
     let mut bs = Vec::new();
@@ -58,9 +69,8 @@ async fn fans_out_to_every_device_of_both_users() {
 
 /// Acked messages are not delivered again to that device; a new device of the
 /// same user starts at the user's highest cursor.
-#[tokio::test]
-async fn cursor_advances_with_acks_and_seeds_new_devices() {
-    let s = TestServer::start().await;
+async fn cursor_advances_with_acks_and_seeds_new_devices(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut a, _) = s.connect_synced("alice", "phone").await;
     let first = send_acked(&mut a, "1", "bob", "one").await;
 
@@ -83,9 +93,8 @@ async fn cursor_advances_with_acks_and_seeds_new_devices() {
 }
 
 /// Backlog arrives in sequence order across batches.
-#[tokio::test]
-async fn backlog_is_ordered_and_batched() {
-    let s = TestServer::start_with(|c| {
+async fn backlog_is_ordered_and_batched(t: Transport) {
+    let s = TestServer::on_with(t, |c| {
         c.backlog_batch = 7;
         c.backlog_limit = 100;
     })
@@ -106,9 +115,8 @@ async fn backlog_is_ordered_and_batched() {
 
 /// Above the backlog limit the newest batch comes with a pull notice, and Pull
 /// pages the older messages.
-#[tokio::test]
-async fn large_backlog_sends_newest_batch_and_pull_notice() {
-    let s = TestServer::start_with(|c| {
+async fn large_backlog_sends_newest_batch_and_pull_notice(t: Transport) {
+    let s = TestServer::on_with(t, |c| {
         c.backlog_batch = 5;
         c.backlog_limit = 10;
     })
@@ -156,9 +164,8 @@ async fn large_backlog_sends_newest_batch_and_pull_notice() {
 
 /// onlineOnly: delivered to online devices, never stored; the ack says whether
 /// anyone received it. isStore=false likewise is not kept.
-#[tokio::test]
-async fn online_only_and_unstored_messages_are_not_kept() {
-    let s = TestServer::start().await;
+async fn online_only_and_unstored_messages_are_not_kept(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut a, _) = s.connect_synced("alice", "phone").await;
     let send = |id: &str, online_only: bool, is_store: Option<bool>| {
         Kind::Send(pb::Send {
@@ -198,9 +205,8 @@ async fn online_only_and_unstored_messages_are_not_kept() {
 }
 
 /// A message addressed to one resource reaches only that device of the recipient.
-#[tokio::test]
-async fn resource_addressed_message_reaches_only_that_device() {
-    let s = TestServer::start().await;
+async fn resource_addressed_message_reaches_only_that_device(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut a, _) = s.connect_synced("alice", "phone").await;
     let (mut watch, _) = s.connect_synced("bob", "watch").await;
     let (mut phone, _) = s.connect_synced("bob", "phone").await;
@@ -221,9 +227,8 @@ async fn resource_addressed_message_reaches_only_that_device() {
 }
 
 /// Sending to oneself reaches one's other devices.
-#[tokio::test]
-async fn note_to_self_reaches_other_devices() {
-    let s = TestServer::start().await;
+async fn note_to_self_reaches_other_devices(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut a1, _) = s.connect_synced("alice", "phone").await;
     let (mut a2, _) = s.connect_synced("alice", "laptop").await;
     let ack = send_acked(&mut a1, "self", "alice", "note").await;
@@ -232,9 +237,8 @@ async fn note_to_self_reaches_other_devices() {
 
 /// A new device that leaves before acking resumes where it started, even if another
 /// device of the user acked further meanwhile: nothing is skipped for it.
-#[tokio::test]
-async fn new_device_that_never_acked_resumes_where_it_started() {
-    let s = TestServer::start().await;
+async fn new_device_that_never_acked_resumes_where_it_started(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut tablet, _) = s.connect_synced("bob", "tablet").await;
     tablet.writer.logout().await.unwrap();
     until_closed(&mut tablet).await;
@@ -252,9 +256,8 @@ async fn new_device_that_never_acked_resumes_where_it_started() {
 }
 
 /// An ack beyond every sequence does not make the device skip what comes later.
-#[tokio::test]
-async fn ack_beyond_the_newest_sequence_skips_nothing() {
-    let s = TestServer::start().await;
+async fn ack_beyond_the_newest_sequence_skips_nothing(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut b, _) = s.connect_synced("bob", "phone").await;
     b.ack(u64::MAX).await.unwrap();
     b.writer.ping(1).await.unwrap();

@@ -6,6 +6,11 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
+both_transports!(
+    p2p_push_is_delivered_and_stored_like_a_send,
+    batch_pushes_reach_every_recipient_and_topic,
+);
+
 fn body(s: &TestServer, extra: Value) -> Value {
     let mut b = json!({
         "appId": s.app.app_id, "appKey": s.app.app_key, "appSecret": s.app.app_secret,
@@ -34,9 +39,8 @@ async fn topic(s: &TestServer, owner: &str, members: &str) -> u64 {
     v["data"]["topicInfo"]["topicId"].as_u64().unwrap()
 }
 
-#[tokio::test]
-async fn p2p_push_is_delivered_and_stored_like_a_send() {
-    let s = TestServer::start().await;
+async fn p2p_push_is_delivered_and_stored_like_a_send(t: Transport) {
+    let s = TestServer::on(t).await;
     let (mut bob, _) = s.connect_synced("bob", "phone").await;
     let (mut bot_device, _) = s.connect_synced("server-bot", "phone").await;
     let (status, v) = push(
@@ -77,9 +81,8 @@ async fn p2p_push_is_delivered_and_stored_like_a_send() {
     assert_eq!(backlog[0].payload.as_ref(), &[0u8, 1, 2, 255]);
 }
 
-#[tokio::test]
-async fn batch_pushes_reach_every_recipient_and_topic() {
-    let s = TestServer::start().await;
+async fn batch_pushes_reach_every_recipient_and_topic(t: Transport) {
+    let s = TestServer::on(t).await;
     let (status, v) = push(
         &s,
         "/api/push/p2p/more",

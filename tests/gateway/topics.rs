@@ -9,6 +9,14 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
+both_transports!(
+    topic_messages_fan_out_online_and_offline,
+    membership_changes_cut_delivery,
+    invited_member_reads_from_the_invitation_on,
+    per_app_member_limit_applies_at_once,
+    membership_changes_publish_a_change_event,
+);
+
 fn accounts_of(data: &Value) -> Vec<String> {
     data["members"]
         .as_array()
@@ -428,9 +436,8 @@ async fn token_wins_when_both_auth_modes_are_present() {
 
 /// Several members with several devices, online and offline: each device gets each
 /// topic message once, in order; the sender's other devices too.
-#[tokio::test]
-async fn topic_messages_fan_out_online_and_offline() {
-    let s = TestServer::start().await;
+async fn topic_messages_fan_out_online_and_offline(t: Transport) {
+    let s = TestServer::on(t).await;
     let topic_id = create(&s, &Auth::App("ann".into()), "family", "ben,cat,dan").await;
     let (mut ann_phone, _) = s.connect_synced("ann", "phone").await;
     let (mut ann_pad, _) = s.connect_synced("ann", "pad").await;
@@ -480,9 +487,8 @@ async fn topic_messages_fan_out_online_and_offline() {
 }
 
 /// Kick, quit and dismiss cut delivery at once; a non-member's send is refused.
-#[tokio::test]
-async fn membership_changes_cut_delivery() {
-    let s = TestServer::start().await;
+async fn membership_changes_cut_delivery(t: Transport) {
+    let s = TestServer::on(t).await;
     let app = s.app.app_id;
     let owner = Auth::App("ann".into());
     let topic_id = create(&s, &owner, "t", "ben,cat").await;
@@ -546,9 +552,8 @@ async fn membership_changes_cut_delivery() {
 }
 
 /// Someone invited later sees only what was sent after the invitation.
-#[tokio::test]
-async fn invited_member_reads_from_the_invitation_on() {
-    let s = TestServer::start().await;
+async fn invited_member_reads_from_the_invitation_on(t: Transport) {
+    let s = TestServer::on(t).await;
     let app = s.app.app_id;
     let owner = Auth::App("ann".into());
     let topic_id = create(&s, &owner, "t", "").await;
@@ -572,9 +577,8 @@ async fn invited_member_reads_from_the_invitation_on() {
 
 /// An app's own member limit (`courier app set --topic-member-limit`) overrides the
 /// server's default at once.
-#[tokio::test]
-async fn per_app_member_limit_applies_at_once() {
-    let s = TestServer::start().await;
+async fn per_app_member_limit_applies_at_once(t: Transport) {
+    let s = TestServer::on(t).await;
     let app = s.app.app_id;
     let owner = Auth::App("ann".into());
     let topic_id = create(&s, &owner, "t", "ben").await;
@@ -604,9 +608,8 @@ async fn per_app_member_limit_applies_at_once() {
 
 /// Every membership change goes through the topics service, which tells its
 /// subscribers (other nodes' caches, later) the topic and its new version.
-#[tokio::test]
-async fn membership_changes_publish_a_change_event() {
-    let s = TestServer::start().await;
+async fn membership_changes_publish_a_change_event(t: Transport) {
+    let s = TestServer::on(t).await;
     let owner = Auth::App("owner".into());
     let mut events = s.server.as_ref().unwrap().state.topics.subscribe();
     let topic = create(&s, &owner, "t", "ann,ben").await;
