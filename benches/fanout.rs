@@ -2,15 +2,13 @@
 //! way the router delivers a topic message (per member: hub lookup, then a `Bytes`
 //! clone into each device's bounded queue; no per-device encoding or allocation).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use courier::hub::{Audience, DeviceHandle, Hub, KillSwitch, Outbound, QueueBytes};
+use courier::hub::{Audience, DeviceHandle, DeviceQueue, Hub, Outbound};
 use courier::pb::{self, frame::Kind};
 use courier::protocol::codec;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tokio::sync::mpsc;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout");
@@ -18,17 +16,11 @@ fn bench(c: &mut Criterion) {
         let hub = Hub::new();
         let mut queues = Vec::with_capacity(n);
         for uuid in 0..n as u64 {
-            let (tx, rx) = mpsc::channel(4096);
             // The byte budget is never reached here; its accounting is still paid.
-            let device = DeviceHandle::new(
-                uuid,
-                "phone".into(),
-                tx,
-                QueueBytes::new(usize::MAX),
-                Arc::new(KillSwitch::default()),
-            );
+            let queue = DeviceQueue::new(4096, usize::MAX);
+            let device = DeviceHandle::new(uuid, "phone".into(), queue.clone());
             hub.register(uuid, device).expect("no device limit");
-            queues.push(rx);
+            queues.push(queue);
         }
         let members: Vec<u64> = (0..n as u64).collect();
         let frame = codec::encode(Kind::Deliver(pb::Deliver {
@@ -55,8 +47,8 @@ fn bench(c: &mut Criterion) {
                     timed += start.elapsed();
                     assert_eq!(delivered, n);
                     // Drain outside the timed part, as connection tasks would.
-                    for q in queues.iter_mut() {
-                        while q.try_recv().is_ok() {}
+                    for q in &queues {
+                        q.try_take();
                     }
                 }
                 timed

@@ -226,7 +226,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::hub::{DeviceHandle, KillSwitch, QueueBytes};
+    use crate::hub::{DeviceHandle, DeviceQueue};
 
     fn submission(to_uuid: u64, persist: bool, ack: AckSink) -> Submission {
         Submission {
@@ -255,14 +255,8 @@ mod tests {
     #[tokio::test]
     async fn delivers_then_acks_in_order_and_remembers_undelivered_transients() {
         let hub = Arc::new(Hub::new());
-        let (tx, mut rx) = mpsc::channel(16);
-        let device = DeviceHandle::new(
-            7,
-            "phone".into(),
-            tx,
-            QueueBytes::new(1 << 20),
-            Arc::new(KillSwitch::default()),
-        );
+        let queue = DeviceQueue::new(16, 1 << 20);
+        let device = DeviceHandle::new(7, "phone".into(), queue.clone());
         hub.register(2, device).unwrap();
         let (stage, task) = start(hub.clone());
 
@@ -299,8 +293,9 @@ mod tests {
         drop(stage);
         task.await.unwrap();
 
-        let out = rx.recv().await.unwrap();
-        assert_eq!(out.seq, 10);
+        let out = queue.take().await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].seq, 10);
         let stored = stored_rx.await.unwrap();
         assert_eq!((stored.sequence, stored.delivered), (10, true));
         let lost = lost_rx.await.unwrap();
@@ -309,16 +304,10 @@ mod tests {
         assert_eq!((retry.sequence, retry.delivered), (11, false));
         assert_eq!(retry.desc, "no online device received it");
         // The ack of a device sender is a ServerAck frame in its queue.
-        let (tx, mut queue) = mpsc::channel(4);
-        let sender = DeviceHandle::new(
-            8,
-            "pad".into(),
-            tx,
-            QueueBytes::new(1 << 20),
-            Arc::new(KillSwitch::default()),
-        );
+        let queue = DeviceQueue::new(4, 1 << 20);
+        let sender = DeviceHandle::new(8, "pad".into(), queue.clone());
         send_ack(AckSink::Device(sender), pb::ServerAck::default());
-        let frame = queue.recv().await.unwrap().frame;
+        let frame = queue.take().await[0].frame.clone();
         let kind = pb::Frame::decode(frame.as_ref()).unwrap().kind.unwrap();
         assert!(matches!(kind, Kind::ServerAck(_)));
     }

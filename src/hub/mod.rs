@@ -1,22 +1,22 @@
 //! Online sessions: which devices of which users are connected to this node, and
 //! fan-out of encoded frames to them.
 //!
-//! Each device has a bounded FIFO queue of [`Outbound`] frames drained by its
+//! Each device has a FIFO [`DeviceQueue`] of [`Outbound`] frames drained by its
 //! connection task, bounded twice: in frames (`device_queue_frames`) and in bytes
-//! (`device_queue_bytes`). The hub only ever `try_send`s: a device whose queue is
-//! full is kicked as a slow consumer (it resyncs from its cursor), so one slow
-//! reader never grows server memory or stalls the router.
+//! (`device_queue_bytes`). The hub never waits: a device whose queue is full is
+//! kicked as a slow consumer (it resyncs from its cursor), so one slow reader never
+//! grows server memory or stalls the router.
 //!
 //! A user has at most `max_devices_per_user` devices online; a login beyond that is
 //! refused (the newest is refused, so a stolen token cannot push the owner's devices
 //! off). A login with a resource already online replaces that device instead.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::protocol::KickReason;
 
@@ -60,41 +60,104 @@ impl KillSwitch {
     }
 }
 
-/// Bytes waiting in one device's queue, shared by the hub (adds) and the
-/// connection draining it (subtracts).
-#[derive(Debug)]
-pub struct QueueBytes {
-    queued: AtomicUsize,
-    budget: usize,
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Over `device_queue_frames` or `device_queue_bytes`.
+    Full(&'static str),
+    /// The connection is gone.
+    Closed,
 }
 
-impl QueueBytes {
-    pub fn new(budget: usize) -> Arc<Self> {
-        Arc::new(QueueBytes {
-            queued: AtomicUsize::new(0),
-            budget,
+/// One device's queue of outbound frames, filled by the hub and drained whole by
+/// the device's connection, together with the device's [`KillSwitch`] (one
+/// allocation per device).
+///
+/// It holds no buffer while empty: the connection takes the whole deque at once
+/// ([`DeviceQueue::take`]) and the next push starts a new one, so an idle device
+/// costs only this struct.
+#[derive(Debug)]
+pub struct DeviceQueue {
+    state: parking_lot::Mutex<QueueState>,
+    ready: Notify,
+    max_frames: usize,
+    max_bytes: usize,
+    /// Why the connection must end, once something ended it.
+    pub kill: KillSwitch,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    frames: VecDeque<Outbound>,
+    bytes: usize,
+    closed: bool,
+}
+
+impl DeviceQueue {
+    /// A queue refusing more than `max_frames` frames or `max_bytes` bytes.
+    pub fn new(max_frames: usize, max_bytes: usize) -> Arc<Self> {
+        Arc::new(DeviceQueue {
+            state: parking_lot::Mutex::new(QueueState::default()),
+            ready: Notify::new(),
+            max_frames,
+            max_bytes,
+            kill: KillSwitch::default(),
         })
     }
 
-    /// Reserves `n` bytes; false if that would pass the budget.
-    fn reserve(&self, n: usize) -> bool {
-        // One atomic add on the fan-out path; undone in the rare refusal.
-        let before = self.queued.fetch_add(n, Ordering::AcqRel);
-        if before.saturating_add(n) > self.budget {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            return false;
+    fn push(&self, out: Outbound) -> Result<(), Refused> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(Refused::Closed);
         }
-        true
+        if state.frames.len() >= self.max_frames {
+            return Err(Refused::Full("frames"));
+        }
+        let bytes = state.bytes.saturating_add(out.frame.len());
+        if bytes > self.max_bytes {
+            return Err(Refused::Full("bytes"));
+        }
+        state.bytes = bytes;
+        let was_empty = state.frames.is_empty();
+        state.frames.push_back(out);
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
     }
 
-    /// Gives back `n` bytes taken off the queue.
-    pub fn release(&self, n: usize) {
-        self.queued.fetch_sub(n, Ordering::AcqRel);
+    /// Waits until frames are queued and takes them all (in order), leaving the
+    /// queue empty and without a buffer.
+    pub async fn take(&self) -> VecDeque<Outbound> {
+        loop {
+            let frames = self.try_take();
+            if !frames.is_empty() {
+                return frames;
+            }
+            self.ready.notified().await;
+        }
     }
 
-    /// Bytes queued now.
-    pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+    /// Takes what is queued now, without waiting (possibly nothing).
+    pub fn try_take(&self) -> VecDeque<Outbound> {
+        let mut state = self.state.lock();
+        state.bytes = 0;
+        std::mem::take(&mut state.frames)
+    }
+
+    /// Frames and bytes queued now.
+    pub fn len(&self) -> (usize, usize) {
+        let state = self.state.lock();
+        (state.frames.len(), state.bytes)
+    }
+
+    /// Refuses further frames and drops the queued ones (the connection ended).
+    pub fn close(&self) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        state.frames = VecDeque::new();
+        state.bytes = 0;
     }
 }
 
@@ -104,52 +167,33 @@ pub struct DeviceHandle {
     /// Unique per connection on this node.
     pub conn_id: u64,
     pub resource: Arc<str>,
-    queue: mpsc::Sender<Outbound>,
-    bytes: Arc<QueueBytes>,
-    kill: Arc<KillSwitch>,
+    queue: Arc<DeviceQueue>,
 }
 
 impl DeviceHandle {
-    pub fn new(
-        conn_id: u64,
-        resource: Arc<str>,
-        queue: mpsc::Sender<Outbound>,
-        bytes: Arc<QueueBytes>,
-        kill: Arc<KillSwitch>,
-    ) -> Self {
+    pub fn new(conn_id: u64, resource: Arc<str>, queue: Arc<DeviceQueue>) -> Self {
         DeviceHandle {
             conn_id,
             resource,
             queue,
-            bytes,
-            kill,
         }
     }
 
     /// Queues a frame; a queue full in frames or bytes kicks the device. Returns
     /// whether it was queued.
     pub fn push(&self, out: Outbound) -> bool {
-        let len = out.frame.len();
-        if !self.bytes.reserve(len) {
-            self.slow_consumer("bytes");
-            return false;
-        }
-        match self.queue.try_send(out) {
+        match self.queue.push(out) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.bytes.release(len);
-                self.slow_consumer("frames");
+            Err(Refused::Full(full_in)) => {
+                self.slow_consumer(full_in);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.bytes.release(len);
-                false
-            }
+            Err(Refused::Closed) => false,
         }
     }
 
     fn slow_consumer(&self, full_in: &'static str) {
-        if self.kill.reason().is_none() {
+        if self.queue.kill.reason().is_none() {
             crate::log_limited!(
                 info,
                 conn = self.conn_id,
@@ -157,12 +201,12 @@ impl DeviceHandle {
                 "slow consumer kicked: device queue full"
             );
         }
-        self.kill.kill(KickReason::SlowConsumer);
+        self.queue.kill.kill(KickReason::SlowConsumer);
     }
 
     /// Ends the device's connection with a kick.
     pub fn kick(&self, reason: KickReason) {
-        self.kill.kill(reason);
+        self.queue.kill.kill(reason);
     }
 }
 
@@ -295,23 +339,11 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn device(
-        conn: u64,
-        resource: &str,
-        cap: usize,
-    ) -> (DeviceHandle, mpsc::Receiver<Outbound>, Arc<KillSwitch>) {
-        let (tx, rx) = mpsc::channel(cap);
-        let kill = Arc::new(KillSwitch::default());
+    fn device(conn: u64, resource: &str, cap: usize) -> (DeviceHandle, Arc<DeviceQueue>) {
+        let queue = DeviceQueue::new(cap, 1 << 20);
         (
-            DeviceHandle::new(
-                conn,
-                resource.into(),
-                tx,
-                QueueBytes::new(1 << 20),
-                kill.clone(),
-            ),
-            rx,
-            kill,
+            DeviceHandle::new(conn, resource.into(), queue.clone()),
+            queue,
         )
     }
 
@@ -325,8 +357,8 @@ mod tests {
     #[tokio::test]
     async fn delivers_to_all_devices_but_the_excluded_one() {
         let hub = Hub::new();
-        let (a, mut ra, _) = device(1, "phone", 8);
-        let (b, mut rb, _) = device(2, "pad", 8);
+        let (a, qa) = device(1, "phone", 8);
+        let (b, qb) = device(2, "pad", 8);
         hub.register(7, a).unwrap();
         hub.register(7, b).unwrap();
         let aud = Audience {
@@ -334,25 +366,25 @@ mod tests {
             only_resource: None,
         };
         assert_eq!(hub.deliver(7, aud, &out(5)), 1);
-        assert_eq!(rb.recv().await.unwrap().seq, 5);
-        assert!(ra.try_recv().is_err());
+        assert_eq!(qb.take().await[0].seq, 5);
+        assert_eq!(qa.len(), (0, 0));
         let only_phone = Audience {
             except_conn: None,
             only_resource: Some("phone"),
         };
         assert_eq!(hub.deliver(7, only_phone, &out(6)), 1);
-        assert_eq!(ra.recv().await.unwrap().seq, 6);
+        assert_eq!(qa.take().await[0].seq, 6);
         assert_eq!(hub.deliver(8, Audience::default(), &out(7)), 0);
     }
 
     #[tokio::test]
     async fn same_resource_login_kicks_the_older_session() {
         let hub = Hub::new();
-        let (old, _r1, old_kill) = device(1, "phone", 8);
-        let (new, _r2, _) = device(2, "phone", 8);
+        let (old, old_queue) = device(1, "phone", 8);
+        let (new, _) = device(2, "phone", 8);
         hub.register(7, old).unwrap();
         hub.register(7, new).unwrap();
-        assert_eq!(old_kill.killed().await, KickReason::Replaced);
+        assert_eq!(old_queue.kill.killed().await, KickReason::Replaced);
         assert_eq!(hub.device_count(7), 1);
         // The old connection's cleanup does not remove the new one.
         hub.unregister(7, 1);
@@ -364,43 +396,44 @@ mod tests {
     #[tokio::test]
     async fn full_queue_kicks_slow_consumer() {
         let hub = Hub::new();
-        let (d, _rx, kill) = device(1, "phone", 2);
+        let (d, queue) = device(1, "phone", 2);
         hub.register(7, d).unwrap();
         assert_eq!(hub.deliver(7, Audience::default(), &out(1)), 1);
         assert_eq!(hub.deliver(7, Audience::default(), &out(2)), 1);
         assert_eq!(hub.deliver(7, Audience::default(), &out(3)), 0);
-        assert_eq!(kill.killed().await, KickReason::SlowConsumer);
+        assert_eq!(queue.kill.killed().await, KickReason::SlowConsumer);
     }
 
     #[tokio::test]
-    async fn queue_over_its_byte_budget_kicks_slow_consumer() {
+    async fn queue_over_its_byte_budget_kicks_slow_consumer_and_taking_empties_it() {
         let hub = Hub::new();
-        let (tx, mut rx) = mpsc::channel(1000);
-        let kill = Arc::new(KillSwitch::default());
-        let bytes = QueueBytes::new(10);
-        let d = DeviceHandle::new(1, "phone".into(), tx, bytes.clone(), kill.clone());
-        hub.register(7, d).unwrap();
+        let queue = DeviceQueue::new(1000, 10);
+        hub.register(7, DeviceHandle::new(1, "phone".into(), queue.clone()))
+            .unwrap();
         let big = Outbound {
             seq: 1,
             frame: Bytes::from_static(b"123456"),
         };
         assert_eq!(hub.deliver(7, Audience::default(), &big), 1);
-        assert_eq!(bytes.queued(), 6);
+        assert_eq!(queue.len(), (1, 6));
         assert_eq!(hub.deliver(7, Audience::default(), &big), 0);
-        assert_eq!(kill.killed().await, KickReason::SlowConsumer);
-        // Draining gives the bytes back.
-        let taken = rx.recv().await.unwrap();
-        bytes.release(taken.frame.len());
-        assert_eq!(bytes.queued(), 0);
+        assert_eq!(queue.kill.killed().await, KickReason::SlowConsumer);
+        // Taking gives the budget back, and the queue keeps no buffer.
+        let taken = queue.take().await;
+        assert_eq!(taken.len(), 1);
+        assert_eq!(queue.len(), (0, 0));
+        assert_eq!(queue.state.lock().frames.capacity(), 0);
+        queue.close();
+        assert_eq!(hub.deliver(7, Audience::default(), &big), 0);
     }
 
     #[tokio::test]
     async fn devices_past_the_limit_are_refused_but_a_same_resource_login_replaces() {
         let hub = Hub::with_device_limit(2);
-        let (a, _ra, _) = device(1, "phone", 8);
-        let (b, _rb, _) = device(2, "pad", 8);
-        let (c, _rc, _) = device(3, "web", 8);
-        let (a2, _ra2, _) = device(4, "phone", 8);
+        let (a, _) = device(1, "phone", 8);
+        let (b, _) = device(2, "pad", 8);
+        let (c, _) = device(3, "web", 8);
+        let (a2, _) = device(4, "phone", 8);
         hub.register(7, a).unwrap();
         hub.register(7, b).unwrap();
         assert_eq!(hub.register(7, c), Err(TooManyDevices { max: 2 }));

@@ -4,7 +4,8 @@
 //! that `protocol::backlog` plans, submits sends to the router, records acks, reads
 //! pulls — then relays the device's live queue, all from one task.
 //!
-//! Outbound frames waiting in the device queue are written together and flushed once.
+//! Outbound frames waiting in the device queue are taken all at once (the queue keeps
+//! no buffer while empty), written together and flushed once.
 //! The task ends on peer close, logout, a timeout, a kick (replaced, slow consumer) or
 //! server shutdown, and always unregisters the device from the hub.
 //!
@@ -15,18 +16,19 @@
 //! write blocked longer than `write_timeout_secs` on a peer that does not read closes
 //! the connection.
 
+use std::collections::VecDeque;
 use std::fmt::Display;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::Inbound;
 use crate::auth;
-use crate::hub::{DeviceHandle, KillSwitch, Outbound, QueueBytes};
+use crate::hub::{DeviceHandle, DeviceQueue, Outbound};
 use crate::message::{Envelope, Target};
 use crate::pb;
 use crate::protocol::backlog::{self, BacklogRules, BacklogStep, BacklogSync, PageRead};
@@ -37,13 +39,21 @@ use crate::state::AppState;
 use crate::store::{Order, StoreError, TimelineRange};
 use crate::time::now_ms;
 
-/// Inbound half of a transport.
-pub type FrameStream<E> = Pin<Box<dyn Stream<Item = Result<Inbound, E>> + Send>>;
-/// Outbound half of a transport.
-pub type FrameSink<E> = Pin<Box<dyn Sink<Bytes, Error = E> + Send>>;
+/// A transport connection as the driver sees it: inbound items and a sink of
+/// encoded frames, in one object (one allocation per connection, no lock between
+/// two halves: the driver reads and writes from one task).
+pub trait FrameTransport<E>:
+    Stream<Item = Result<Inbound, E>> + Sink<Bytes, Error = E> + Send
+{
+}
 
-/// Frames relayed from the device queue per write.
-const QUEUE_BURST: usize = 512;
+impl<E, T> FrameTransport<E> for T where
+    T: Stream<Item = Result<Inbound, E>> + Sink<Bytes, Error = E> + Send
+{
+}
+
+/// A boxed transport connection.
+pub type FrameIo<E> = Pin<Box<dyn FrameTransport<E>>>;
 
 /// How long a closing connection may take to write its last frame.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -54,17 +64,15 @@ enum Flow {
     Close,
 }
 
-struct Connection<E1, E2> {
+struct Connection<E> {
     state: Arc<AppState>,
     conn_id: u64,
     session: Session,
-    stream: FrameStream<E1>,
-    sink: FrameSink<E2>,
-    queue_tx: mpsc::Sender<Outbound>,
-    queue_bytes: Arc<QueueBytes>,
+    io: FrameIo<E>,
+    /// The device's live queue and kill switch.
+    queue: Arc<DeviceQueue>,
     /// One permit per Send that may wait for its ack.
     inflight: Arc<Semaphore>,
-    kill: Arc<KillSwitch>,
     /// The registered device and its user, once logged in.
     device: Option<(u64, DeviceHandle)>,
     /// Live frames with a sequence up to this were already sent in the backlog.
@@ -74,50 +82,46 @@ struct Connection<E1, E2> {
 }
 
 /// Runs a connection until it ends.
-pub async fn drive<E1: Display, E2: Display>(
-    stream: FrameStream<E1>,
-    sink: FrameSink<E2>,
-    state: Arc<AppState>,
-) {
-    let (queue_tx, mut queue_rx) = mpsc::channel(state.config.device_queue_frames);
-    let queue_bytes = QueueBytes::new(state.config.device_queue_bytes);
+pub async fn drive<E: Display>(io: FrameIo<E>, state: Arc<AppState>) {
+    let queue = DeviceQueue::new(
+        state.config.device_queue_frames,
+        state.config.device_queue_bytes,
+    );
     let inflight = Arc::new(Semaphore::new(state.config.max_inflight_sends));
     let mut conn = Connection {
         conn_id: state.next_conn_id(),
         session: Session::new(state.config.session(), now_ms()),
         state,
-        stream,
-        sink,
-        queue_tx,
-        queue_bytes,
+        io,
+        queue,
         inflight,
-        kill: Arc::new(KillSwitch::default()),
         device: None,
         backlog_through: 0,
         kicked: false,
     };
-    conn.run(&mut queue_rx).await;
+    conn.run().await;
     if !conn.kicked {
         // A kick that interrupted a write still owes the peer its reason.
-        if let Some(reason) = conn.kill.reason() {
+        if let Some(reason) = conn.queue.kill.reason() {
             conn.kick(reason).await;
         }
     }
     if let Some((uuid, device)) = &conn.device {
         conn.state.hub.unregister(*uuid, device.conn_id);
     }
+    conn.queue.close();
     // A peer that stopped reading must not hold the task: give the close a moment.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.sink.close()).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.io.close()).await;
 }
 
 fn deadline_instant(deadline_ms: u64) -> Instant {
     Instant::now() + std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms()))
 }
 
-impl<E1: Display, E2: Display> Connection<E1, E2> {
-    async fn run(&mut self, queue_rx: &mut mpsc::Receiver<Outbound>) {
+impl<E: Display> Connection<E> {
+    async fn run(&mut self) {
         let shutdown = self.state.shutdown.clone();
-        let kill = self.kill.clone();
+        let queue = self.queue.clone();
         let mut armed = self.session.next_deadline_ms();
         let timer = tokio::time::sleep_until(deadline_instant(armed));
         tokio::pin!(timer);
@@ -125,7 +129,6 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
         // so the hot loop does not build a timer each time round.
         let resume = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(resume);
-        let mut burst: Vec<Outbound> = Vec::with_capacity(QUEUE_BURST);
         let inflight = self.inflight.clone();
         loop {
             // A deadline that moved earlier (the idle deadline after login can come
@@ -153,19 +156,19 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                     self.kick(KickReason::Shutdown).await;
                     return;
                 }
-                reason = kill.killed() => {
+                reason = queue.kill.killed() => {
                     self.kick(reason).await;
                     return;
                 }
-                n = queue_rx.recv_many(&mut burst, QUEUE_BURST), if logged_in => {
-                    if n == 0 || self.relay(&mut burst).await.is_err() {
+                frames = queue.take(), if logged_in => {
+                    if self.relay(frames).await.is_err() {
                         return;
                     }
                 }
                 // Every in-flight slot is taken: read on once one is given back.
                 _ = inflight.acquire(), if !may_read => {}
                 _ = &mut resume, if paused => {}
-                item = self.stream.next(), if may_read && !paused => {
+                item = self.io.next(), if may_read && !paused => {
                     let flow = match item {
                         None => Flow::Close,
                         Some(Err(e)) => {
@@ -213,8 +216,11 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                 let _ = self.write_one(frame).await;
                 Flow::Close
             }
-            SessionEvent::Login { token, resource } => self.login(&token, resource).await,
-            SessionEvent::Send(send) => self.send(send).await,
+            // Boxed: the futures of the rare, store-bound steps (login with its
+            // backlog, pull) and of a send are allocated while they run instead of
+            // being part of every idle connection's task.
+            SessionEvent::Login { token, resource } => Box::pin(self.login(&token, resource)).await,
+            SessionEvent::Send(send) => Box::pin(self.send(send)).await,
             SessionEvent::Ack(seq) => {
                 if let Some(id) = self.session.identity() {
                     // No sequence above the newest assigned one exists yet: an ack
@@ -224,7 +230,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
                 }
                 Flow::Continue
             }
-            SessionEvent::Pull(pull) => self.pull(pull).await,
+            SessionEvent::Pull(pull) => Box::pin(self.pull(pull)).await,
             SessionEvent::Logout => Flow::Close,
         }
     }
@@ -245,13 +251,7 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
             account: claims.account.into(),
             resource: resource.into(),
         };
-        let device = DeviceHandle::new(
-            self.conn_id,
-            identity.resource.clone(),
-            self.queue_tx.clone(),
-            self.queue_bytes.clone(),
-            self.kill.clone(),
-        );
+        let device = DeviceHandle::new(self.conn_id, identity.resource.clone(), self.queue.clone());
         // Register first: anything committed from now on is queued live; the backlog
         // read below covers everything before.
         if let Err(e) = self.state.hub.register(identity.uuid, device.clone()) {
@@ -453,15 +453,12 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
     }
 
     /// Writes queued live frames, skipping those the backlog already carried.
-    async fn relay(&mut self, burst: &mut Vec<Outbound>) -> Result<(), ()> {
+    async fn relay(&mut self, queued: VecDeque<Outbound>) -> Result<(), ()> {
         let through = self.backlog_through;
-        let taken: usize = burst.iter().map(|o| o.frame.len()).sum();
-        self.queue_bytes.release(taken);
-        let frames: Vec<Bytes> = burst
-            .drain(..)
+        let frames = queued
+            .into_iter()
             .filter(|o| backlog::relays(o.seq, through))
-            .map(|o| o.frame)
-            .collect();
+            .map(|o| o.frame);
         match self.write_all(frames).await {
             Flow::Continue => Ok(()),
             Flow::Close => Err(()),
@@ -485,12 +482,12 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
     /// reading is abandoned on a kick (e.g. slow consumer), on shutdown, or after
     /// `write_timeout_secs` — so no peer can hold a connection task forever.
     async fn write_all(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Flow {
-        let kill = self.kill.clone();
+        let queue = self.queue.clone();
         let shutdown = self.state.shutdown.clone();
         let limit = std::time::Duration::from_secs(self.state.config.write_timeout_secs);
         tokio::select! {
             flow = self.write_frames(frames) => flow,
-            reason = kill.killed() => {
+            reason = queue.kill.killed() => {
                 tracing::debug!(conn = self.conn_id, ?reason, "write abandoned: connection kicked");
                 Flow::Close
             }
@@ -504,12 +501,12 @@ impl<E1: Display, E2: Display> Connection<E1, E2> {
 
     async fn write_frames(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Flow {
         for frame in frames {
-            if let Err(e) = self.sink.feed(frame).await {
+            if let Err(e) = self.io.feed(frame).await {
                 tracing::debug!(conn = self.conn_id, error = %e, "connection write failed");
                 return Flow::Close;
             }
         }
-        match self.sink.flush().await {
+        match self.io.flush().await {
             Ok(()) => Flow::Continue,
             Err(e) => {
                 tracing::debug!(conn = self.conn_id, error = %e, "connection flush failed");

@@ -5,7 +5,7 @@
 
 mod driver;
 
-pub use driver::{drive, FrameSink, FrameStream};
+pub use driver::{drive, FrameIo, FrameTransport};
 
 /// One inbound unit from a transport.
 #[derive(Debug)]

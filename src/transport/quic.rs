@@ -38,7 +38,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::framing::{self, FrameDecoder, FramingError};
 use crate::config::Config;
-use crate::session::{self, Inbound};
+use crate::session::{self, FrameIo, Inbound};
 use crate::state::AppState;
 use crate::tls::{ServerCert, TlsError, QUIC_ALPN};
 
@@ -52,8 +52,8 @@ pub const NO_SESSION_STREAM: u32 = 0x11;
 /// Handshakes in progress above which unvalidated addresses get a Retry first.
 const HANDSHAKES_BEFORE_RETRY: usize = 256;
 
-/// Most bytes taken from the stream per read.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Most bytes taken from the stream per read (a stack buffer, not kept).
+const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// How long a finished session waits for the peer to acknowledge its last frames.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -207,9 +207,13 @@ async fn run(
         }
     };
     let acknowledged = send.stopped();
-    let stream = frames_in(recv, state.config.max_frame_bytes);
-    let sink = FramesOut::new(send);
-    let session = session::drive(Box::pin(stream), Box::pin(sink), state);
+    let io: FrameIo<std::io::Error> = Box::pin(QuicFrames {
+        recv,
+        decoder: FrameDecoder::new(state.config.max_frame_bytes),
+        ended: false,
+        out: FramesOut::new(send),
+    });
+    let session = session::drive(io, state);
     tokio::pin!(session);
     loop {
         tokio::select! {
@@ -234,31 +238,73 @@ async fn run(
     connection.close(VarInt::from_u32(CLOSED_NORMALLY), b"");
 }
 
-/// The stream's frames as session input: a length over the limit ends the stream
-/// with [`Inbound::TooLarge`].
-fn frames_in(
+/// The session stream: its frames as session input (a length over the limit ends
+/// the input with [`Inbound::TooLarge`]), and a sink of frames written after their
+/// length prefix (closing finishes the stream).
+struct QuicFrames {
     recv: RecvStream,
-    max_frame: usize,
-) -> impl futures_util::Stream<Item = Result<Inbound, quinn::ReadError>> + Send {
-    let decoder = FrameDecoder::new(max_frame);
-    futures_util::stream::unfold(Some((recv, decoder)), |state| async move {
-        let (mut recv, mut decoder) = state?;
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => return Some((Ok(Inbound::Frame(frame)), Some((recv, decoder)))),
+    decoder: FrameDecoder,
+    /// The input ended (finished, failed or refused).
+    ended: bool,
+    out: FramesOut,
+}
+
+impl futures_util::Stream for QuicFrames {
+    type Item = Result<Inbound, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        while !this.ended {
+            match this.decoder.next_frame() {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(Inbound::Frame(frame)))),
                 Ok(None) => {}
                 Err(FramingError::TooLarge { announced, .. }) => {
-                    let _ = recv.stop(VarInt::from_u32(CLOSED_NORMALLY));
-                    return Some((Ok(Inbound::TooLarge(announced)), None));
+                    this.ended = true;
+                    let _ = this.recv.stop(VarInt::from_u32(CLOSED_NORMALLY));
+                    return Poll::Ready(Some(Ok(Inbound::TooLarge(announced))));
                 }
             }
-            match recv.read_chunk(READ_CHUNK_BYTES, true).await {
-                Ok(Some(chunk)) => decoder.push(&chunk.bytes),
-                Ok(None) => return None,
-                Err(e) => return Some((Err(e), None)),
+            let mut chunk = [0u8; READ_CHUNK_BYTES];
+            match this.recv.poll_read(cx, &mut chunk) {
+                Poll::Ready(Ok(0)) => this.ended = true,
+                Poll::Ready(Ok(n)) => this.decoder.push(&chunk[..n]),
+                Poll::Ready(Err(e)) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Pending => return Poll::Pending,
             }
         }
-    })
+        Poll::Ready(None)
+    }
+}
+
+impl Sink<Bytes> for QuicFrames {
+    type Error = std::io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().out)
+            .poll_ready(cx)
+            .map_err(Into::into)
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Bytes) -> Result<(), Self::Error> {
+        Pin::new(&mut self.get_mut().out)
+            .start_send(frame)
+            .map_err(Into::into)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().out)
+            .poll_flush(cx)
+            .map_err(Into::into)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().out)
+            .poll_close(cx)
+            .map_err(Into::into)
+    }
 }
 
 /// Writes each frame after its length prefix; closing finishes the stream.
