@@ -281,6 +281,8 @@ impl Hub {
                 true
             }
         });
+        // Most users have one device: grow by one, not to four slots.
+        devices.reserve_exact(1);
         devices.push(device);
         Ok(())
     }

@@ -114,6 +114,14 @@ pub async fn drive<E: Display>(io: FrameIo<E>, state: Arc<AppState>) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.io.close()).await;
 }
 
+/// Waits for the rate-limit pause to end (never, if none was armed).
+async fn until_resumed(resume: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match resume {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn deadline_instant(deadline_ms: u64) -> Instant {
     Instant::now() + std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms()))
 }
@@ -125,10 +133,9 @@ impl<E: Display> Connection<E> {
         let mut armed = self.session.next_deadline_ms();
         let timer = tokio::time::sleep_until(deadline_instant(armed));
         tokio::pin!(timer);
-        // Armed only while the frame rate is exceeded (rare): kept across iterations
-        // so the hot loop does not build a timer each time round.
-        let resume = tokio::time::sleep(std::time::Duration::ZERO);
-        tokio::pin!(resume);
+        // Allocated the first time the frame rate is exceeded (rare), then kept, so
+        // an idle connection does not carry a second timer.
+        let mut resume: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let inflight = self.inflight.clone();
         loop {
             // A deadline that moved earlier (the idle deadline after login can come
@@ -144,7 +151,11 @@ impl<E: Display> Connection<E> {
             let paused = self.session.over_rate_limit()
                 && match self.session.read_paused_until_ms(now_ms()) {
                     Some(until) => {
-                        resume.as_mut().reset(deadline_instant(until));
+                        let at = deadline_instant(until);
+                        match resume.as_mut() {
+                            Some(sleep) => sleep.as_mut().reset(at),
+                            None => resume = Some(Box::pin(tokio::time::sleep_until(at))),
+                        }
                         true
                     }
                     None => false,
@@ -167,7 +178,7 @@ impl<E: Display> Connection<E> {
                 }
                 // Every in-flight slot is taken: read on once one is given back.
                 _ = inflight.acquire(), if !may_read => {}
-                _ = &mut resume, if paused => {}
+                _ = until_resumed(&mut resume), if paused => {}
                 item = self.io.next(), if may_read && !paused => {
                     let flow = match item {
                         None => Flow::Close,
@@ -198,7 +209,7 @@ impl<E: Display> Connection<E> {
                 }
                 _ = &mut timer => {
                     if let Some(kick) = self.session.check_timeout(now_ms()) {
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.write_frames([kick])).await;
+                        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, self.write_frames([kick]))).await;
                         return;
                     }
                     armed = self.session.next_deadline_ms();
@@ -335,14 +346,14 @@ impl<E: Display> Connection<E> {
                 .await?;
             let page = page.into_iter().map(router::stored_to_deliver).collect();
             let (frames, step) = sync.on_page(page);
-            if let Flow::Close = self.write_all(frames).await {
+            if let Flow::Close = Box::pin(self.write_all(frames)).await {
                 return Ok(Flow::Close);
             }
             match step {
                 BacklogStep::Read(next) => read = next,
                 BacklogStep::Finish(last) => {
                     self.backlog_through = sync.through();
-                    return Ok(self.write_all(last).await);
+                    return Ok(Box::pin(self.write_all(last)).await);
                 }
             }
         }
@@ -459,7 +470,7 @@ impl<E: Display> Connection<E> {
             .into_iter()
             .filter(|o| backlog::relays(o.seq, through))
             .map(|o| o.frame);
-        match self.write_all(frames).await {
+        match Box::pin(self.write_all(frames)).await {
             Flow::Continue => Ok(()),
             Flow::Close => Err(()),
         }
@@ -471,14 +482,19 @@ impl<E: Display> Connection<E> {
         self.kicked = true;
         tracing::debug!(conn = self.conn_id, ?reason, "kicking connection");
         let frame = codec::kick_frame(reason);
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.write_frames([frame])).await;
+        let _ = Box::pin(tokio::time::timeout(
+            CLOSE_TIMEOUT,
+            self.write_frames([frame]),
+        ))
+        .await;
     }
 
     async fn write_one(&mut self, frame: Bytes) -> Flow {
-        self.write_all([frame]).await
+        Box::pin(self.write_all([frame])).await
     }
 
-    /// Writes frames and flushes once. A write blocked on a peer that stopped
+    /// Writes frames and flushes once. (Callers box this future: it is large and
+    /// would otherwise be part of every idle connection's task.) A write blocked on a peer that stopped
     /// reading is abandoned on a kick (e.g. slow consumer), on shutdown, or after
     /// `write_timeout_secs` — so no peer can hold a connection task forever.
     async fn write_all(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Flow {

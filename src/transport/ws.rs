@@ -24,7 +24,7 @@ use crate::state::AppState;
 
 /// Per-connection read buffer, held for the connection's life (tungstenite
 /// allocates and zero-fills it up front); a larger frame grows it while it is read.
-const READ_BUFFER_BYTES: usize = 1024;
+const READ_BUFFER_BYTES: usize = 512;
 
 /// Upgrades the request and runs the session.
 pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
