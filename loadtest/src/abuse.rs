@@ -26,6 +26,7 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::report::{self, Report};
 use crate::Gateway;
 
 const PHASES: [&str; 6] = [
@@ -51,28 +52,17 @@ struct PhaseReport {
     max_ms: f64,
 }
 
-pub async fn run(gw: &Gateway, secs: u64, attackers: usize, json: bool) -> anyhow::Result<()> {
-    let run = format!("{:x}", std::process::id());
+pub async fn run(gw: &Gateway, secs: u64, attackers: usize) -> anyhow::Result<Report> {
+    let run = crate::run_id();
     let mut reports = Vec::new();
+    let bar = report::counter(PHASES.len() as u64, "phases");
     for name in PHASES {
-        eprintln!("phase {name}: {secs} s");
-        let report = phase(gw, &run, name, secs, attackers).await?;
-        eprintln!(
-            "  bystander p50 {:.2} ms p99 {:.2} ms max {:.2} ms ({} acked, {} failed); server RSS KiB start {} peak {} end {}; attack units {}",
-            report.p50_ms,
-            report.p99_ms,
-            report.max_ms,
-            report.acked,
-            report.failed,
-            fmt(report.rss_start),
-            fmt(report.rss_peak),
-            fmt(report.rss_end),
-            report.attack_units
-        );
-        reports.push(report);
+        bar.set_message(name);
+        reports.push(phase(gw, &run, name, secs, attackers).await?);
+        bar.inc(1);
     }
-    println!(
-        "{:<16} {:>10} {:>9} {:>9} {:>9} {:>8} {:>7} {:>11} {:>11} {:>11}",
+    bar.finish_and_clear();
+    let columns = [
         "phase",
         "attack",
         "p50 ms",
@@ -82,42 +72,45 @@ pub async fn run(gw: &Gateway, secs: u64, attackers: usize, json: bool) -> anyho
         "failed",
         "RSS start",
         "RSS peak",
-        "RSS end"
-    );
-    for r in &reports {
-        println!(
-            "{:<16} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>7} {:>11} {:>11} {:>11}",
-            r.name,
-            r.attack_units,
-            r.p50_ms,
-            r.p99_ms,
-            r.max_ms,
-            r.acked,
-            r.failed,
-            fmt(r.rss_start),
-            fmt(r.rss_peak),
-            fmt(r.rss_end)
-        );
-    }
-    if json {
-        let rows: Vec<_> = reports
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "phase": r.name, "attack_units": r.attack_units,
-                    "bystander_p50_ms": r.p50_ms, "bystander_p99_ms": r.p99_ms,
-                    "bystander_max_ms": r.max_ms, "acked": r.acked, "failed": r.failed,
-                    "rss_start_kib": r.rss_start, "rss_peak_kib": r.rss_peak,
-                    "rss_end_kib": r.rss_end,
-                })
+        "RSS end",
+    ];
+    let rows = reports
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.to_owned(),
+                r.attack_units.to_string(),
+                format!("{:.2}", r.p50_ms),
+                format!("{:.2}", r.p99_ms),
+                format!("{:.2}", r.max_ms),
+                r.acked.to_string(),
+                r.failed.to_string(),
+                fmt(r.rss_start),
+                fmt(r.rss_peak),
+                fmt(r.rss_end),
+            ]
+        })
+        .collect();
+    let json_rows: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "phase": r.name, "attack_units": r.attack_units,
+                "bystander_p50_ms": r.p50_ms, "bystander_p99_ms": r.p99_ms,
+                "bystander_max_ms": r.max_ms, "acked": r.acked, "failed": r.failed,
+                "rss_start_kib": r.rss_start, "rss_peak_kib": r.rss_peak,
+                "rss_end_kib": r.rss_end,
             })
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"mode": "abuse", "secs": secs, "attackers": attackers, "phases": rows})
-        );
-    }
-    Ok(())
+        })
+        .collect();
+    Ok(Report {
+        title: format!(
+            "abuse: {secs} s per phase, {attackers} attackers; bystander send → ack latency, server RSS KiB"
+        ),
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows,
+        json: serde_json::json!({"mode": "abuse", "secs": secs, "attackers": attackers, "phases": json_rows}),
+    })
 }
 
 fn fmt(v: Option<u64>) -> String {

@@ -1,0 +1,290 @@
+//! The gateway under test — one this tool starts (`courier serve` on a free port
+//! with a temporary data dir, so its memory can be read from /proc) or a running one
+//! (`--server`) — and how to connect to it: over WebSocket or QUIC, spread over
+//! several source addresses.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{bail, Context};
+use courier::client::{fetch_token_with, http_client, Client, ClientTrust, ConnectOptions, Event};
+
+use crate::{LoadArgs, Target, Transport};
+
+/// A gateway under test and how to reach it.
+pub struct Gateway {
+    pub http: String,
+    pub ws: String,
+    pub quic: Option<String>,
+    pub fingerprint: Option<[u8; 32]>,
+    pub app_id: u64,
+    pub app_key: String,
+    pub app_secret: String,
+    /// Where connections go (the WebSocket or the QUIC URL).
+    pub url: String,
+    pub transport: Transport,
+    /// One set of options per source address, used in turn.
+    options: Vec<ConnectOptions>,
+    next: AtomicUsize,
+    http_client: reqwest::Client,
+    child: Option<Child>,
+    _dir: Option<TempDir>,
+}
+
+/// A temp dir removed on drop (no extra crate needed for this one use).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What `courier serve` printed about itself.
+struct Printed {
+    http: String,
+    quic: Option<String>,
+    fingerprint: Option<[u8; 32]>,
+}
+
+impl Gateway {
+    /// Starts a gateway (or describes the running one given with `--server`) and
+    /// prepares connections over `load.transport`.
+    pub fn start(t: &Target, load: &LoadArgs) -> anyhow::Result<Gateway> {
+        let (printed, app, child, dir) = match &t.server {
+            Some(server) => {
+                let fingerprint = t
+                    .cert_fingerprint
+                    .as_deref()
+                    .map(courier::tls::parse_fingerprint)
+                    .transpose()?;
+                let printed = Printed {
+                    http: server.trim_end_matches('/').to_owned(),
+                    quic: t.quic_url.clone(),
+                    fingerprint,
+                };
+                let app = (
+                    t.app_id.context("--app-id")?,
+                    t.app_key.clone().context("--app-key")?,
+                    t.app_secret.clone().context("--app-secret")?,
+                );
+                (printed, app, None, None)
+            }
+            None => {
+                let (printed, app, child, dir) = spawn(t)?;
+                (printed, app, Some(child), Some(dir))
+            }
+        };
+        let ws = format!("{}/ws", printed.http.replacen("http", "ws", 1));
+        let url = match load.transport {
+            Transport::Ws => ws.clone(),
+            Transport::Quic => printed
+                .quic
+                .clone()
+                .context("the gateway has no QUIC listener (give --quic-url)")?,
+        };
+        let trust = match printed.fingerprint {
+            Some(fp) => ClientTrust::Pinned(fp),
+            None => ClientTrust::WebPki,
+        };
+        let mut options = Vec::new();
+        for ip in source_ips(&url, load.source_ips, load.source_offset) {
+            let mut o = ConnectOptions::new(&trust)?;
+            if let Some(ip) = ip {
+                o = o.local_ip(ip);
+            }
+            if load.transport == Transport::Quic {
+                o = o.share_quic_endpoint()?;
+            }
+            options.push(o);
+        }
+        Ok(Gateway {
+            http_client: http_client(&trust)?,
+            http: printed.http,
+            ws,
+            quic: printed.quic,
+            fingerprint: printed.fingerprint,
+            app_id: app.0,
+            app_key: app.1,
+            app_secret: app.2,
+            url,
+            transport: load.transport,
+            options,
+            next: AtomicUsize::new(0),
+            child,
+            _dir: dir,
+        })
+    }
+
+    /// Server resident memory in KiB (only for a server this tool started).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// A token for `account`.
+    pub async fn token(&self, account: &str) -> anyhow::Result<String> {
+        Ok(fetch_token_with(
+            &self.http_client,
+            &self.http,
+            self.app_id,
+            &self.app_key,
+            &self.app_secret,
+            account,
+        )
+        .await?
+        .token)
+    }
+
+    /// Logs in with `token`, from the next source address in turn.
+    pub async fn login(&self, token: &str, resource: &str) -> anyhow::Result<Client> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.options.len();
+        Ok(Client::connect_with(&self.url, &self.options[i], token, resource).await?)
+    }
+
+    /// Logs in as `account` and skips the login backlog.
+    pub async fn connect(&self, account: &str, resource: &str) -> anyhow::Result<Client> {
+        let token = self.token(account).await?;
+        let mut client = self.login(&token, resource).await?;
+        loop {
+            match client.next_event().await? {
+                Some(Event::SyncDone(_)) => return Ok(client),
+                Some(_) => {}
+                None => bail!("closed during login"),
+            }
+        }
+    }
+
+    /// The flags that point another loadtest process at this gateway.
+    pub fn target_flags(&self) -> Vec<String> {
+        let mut flags = vec![
+            "--server".to_owned(),
+            self.http.clone(),
+            "--app-id".into(),
+            self.app_id.to_string(),
+            "--app-key".into(),
+            self.app_key.clone(),
+            "--app-secret".into(),
+            self.app_secret.clone(),
+        ];
+        if let Some(quic) = &self.quic {
+            flags.extend(["--quic-url".to_owned(), quic.clone()]);
+        }
+        if let Some(fp) = &self.fingerprint {
+            flags.extend([
+                "--cert-fingerprint".to_owned(),
+                courier::tls::fingerprint_text(fp),
+            ]);
+        }
+        flags
+    }
+}
+
+/// `count` source addresses in 127.0.0.0/8 (127.0.0.1+offset, …) when the gateway
+/// is on loopback; otherwise the system's choice.
+fn source_ips(url: &str, count: usize, offset: usize) -> Vec<Option<IpAddr>> {
+    let loopback = url.contains("://127.") || url.contains("://localhost");
+    if !loopback || count == 0 {
+        return vec![None];
+    }
+    (0..count)
+        .map(|k| {
+            let n = (offset + k) % (250 * 250);
+            Some(IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                (n / 250) as u8,
+                (n % 250 + 1) as u8,
+            )))
+        })
+        .collect()
+}
+
+/// Starts `courier serve` in a temp dir with one app.
+#[allow(clippy::type_complexity)]
+fn spawn(t: &Target) -> anyhow::Result<(Printed, (u64, String, String), Child, TempDir)> {
+    let dir = std::env::temp_dir().join(format!("courier-loadtest-{}", std::process::id()));
+    let dir = TempDir(dir);
+    let out = Command::new(&t.courier_bin)
+        .args([
+            "app",
+            "create",
+            "--name",
+            "loadtest",
+            "--json",
+            "--data-dir",
+        ])
+        .arg(&dir.0)
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (build it with cargo build --release)",
+                t.courier_bin.display()
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "app create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let app: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut args: Vec<String> = t.server_args.split_whitespace().map(String::from).collect();
+    // A gateway under load may hold up to the open-files limit.
+    if !args.iter().any(|a| a.starts_with("--max-connections")) {
+        args.extend(["--max-connections".into(), "19900".into()]);
+    }
+    let mut child = Command::new(&t.courier_bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir.0)
+        .args(&args)
+        .env(
+            "RUST_LOG",
+            std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut printed = Printed {
+        http: String::new(),
+        quic: None,
+        fingerprint: None,
+    };
+    // Up to the "data dir" line, which comes after the URLs and the certificate.
+    loop {
+        let line = lines.next().context("courier exited")??;
+        let line = line.trim();
+        if let Some(url) = line.strip_prefix("courier listening on ") {
+            printed.http = url.trim().to_owned();
+        } else if let Some(rest) = line.strip_prefix("QUIC:") {
+            printed.quic = rest.split_whitespace().next().map(String::from);
+        } else if let Ok(fp) = courier::tls::parse_fingerprint(line) {
+            printed.fingerprint = Some(fp);
+        } else if line.starts_with("data dir:") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let app = (
+        app["appId"].as_u64().context("appId")?,
+        app["appKey"].as_str().context("appKey")?.to_owned(),
+        app["appSecret"].as_str().context("appSecret")?.to_owned(),
+    );
+    Ok((printed, app, child, dir))
+}
