@@ -19,9 +19,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::ClientError;
+use crate::protocol::framing::{self, FrameDecoder};
 use crate::protocol::WS_SUBPROTOCOL;
 use crate::tls::{ClientTrust, QUIC_ALPN};
-use crate::transport::framing::{self, FrameDecoder};
 
 /// Largest frame the client accepts from the server.
 const MAX_FRAME_BYTES: usize = 64 << 20;

@@ -1,9 +1,10 @@
-//! Sans-IO protocol core: the frame codec with its limits and the per-connection
-//! session state machine. Nothing here touches a socket; `transport` feeds bytes in
+//! Sans-IO protocol core: the frame codec with its limits, the length-prefix framing
+//! of stream transports, and the per-connection session state machine. Nothing here touches a socket; `transport` feeds bytes in
 //! and writes the frames out.
 
 pub mod backlog;
 pub mod codec;
+pub mod framing;
 pub mod session;
 #[cfg(test)]
 mod whole_session;

@@ -36,8 +36,8 @@ use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::framing::{self, FrameDecoder, FramingError};
 use crate::config::Config;
+use crate::protocol::framing::{self, FrameDecoder, FramingError};
 use crate::session::{self, FrameIo, Inbound};
 use crate::state::AppState;
 use crate::tls::{ServerCert, TlsError, QUIC_ALPN};

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use courier::client::{http_client, Client, ClientError, ClientTrust, ConnectOptions};
 use courier::pb::{self, frame::Kind};
+use courier::protocol::framing;
 use courier::protocol::{codec, codes};
 use courier::tls::QUIC_ALPN;
-use courier::transport::framing;
 use quinn::crypto::rustls::QuicClientConfig;
 
 use crate::common::*;
@@ -182,6 +182,34 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Option<pb::frame::Kind> {
     }
 }
 
+/// A raw QUIC connection logged in as `account` on its session stream.
+async fn raw_login(
+    s: &TestServer,
+    account: &str,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+) {
+    let token = s.token(account).await;
+    let (endpoint, connection) = raw_quic(s, QUIC_ALPN).await;
+    let connection = connection.unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&framed(Kind::Login(pb::Login {
+        protocol_version: 1,
+        token,
+        resource: "phone".into(),
+    })))
+    .await
+    .unwrap();
+    match read_frame(&mut recv).await {
+        Some(Kind::LoginResult(r)) => assert_eq!(r.code, 200),
+        other => panic!("expected LoginResult, got {other:?}"),
+    }
+    (endpoint, connection, send, recv)
+}
+
 async fn still_serving_quic(s: &TestServer) {
     let (mut x, _) = s.connect_synced("xavier", "phone").await;
     let (mut y, _) = s.connect_synced("yolanda", "phone").await;
@@ -292,21 +320,7 @@ async fn a_quic_handshake_that_never_finishes_gives_its_slot_back() {
 #[tokio::test]
 async fn a_second_quic_stream_is_refused_and_the_session_goes_on() {
     let s = TestServer::on(Transport::Quic).await;
-    let token = s.token("mallory").await;
-    let (_endpoint, connection) = raw_quic(&s, QUIC_ALPN).await;
-    let connection = connection.unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    send.write_all(&framed(Kind::Login(pb::Login {
-        protocol_version: 1,
-        token,
-        resource: "phone".into(),
-    })))
-    .await
-    .unwrap();
-    match read_frame(&mut recv).await {
-        Some(Kind::LoginResult(r)) => assert_eq!(r.code, 200),
-        other => panic!("expected LoginResult, got {other:?}"),
-    }
+    let (_endpoint, connection, mut send, mut recv) = raw_login(&s, "mallory").await;
 
     let (mut extra_send, mut extra_recv) = connection.open_bi().await.unwrap();
     extra_send
@@ -362,21 +376,7 @@ async fn an_oversized_length_prefix_is_refused_before_its_body() {
 async fn a_stream_reset_mid_frame_ends_only_that_session() {
     let s = TestServer::on(Transport::Quic).await;
     let (mut bystander, _) = s.connect_synced("bystander", "phone").await;
-    let token = s.token("mallory").await;
-    let (_endpoint, connection) = raw_quic(&s, QUIC_ALPN).await;
-    let connection = connection.unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    send.write_all(&framed(Kind::Login(pb::Login {
-        protocol_version: 1,
-        token,
-        resource: "phone".into(),
-    })))
-    .await
-    .unwrap();
-    assert!(matches!(
-        read_frame(&mut recv).await,
-        Some(Kind::LoginResult(_))
-    ));
+    let (_endpoint, connection, mut send, _recv) = raw_login(&s, "mallory").await;
     // Half a frame, then the stream is reset.
     send.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
     send.reset(quinn::VarInt::from_u32(9)).unwrap();

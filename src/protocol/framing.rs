@@ -1,6 +1,6 @@
-//! Length-prefixed frames on a byte stream, without I/O: the framing a stream
-//! transport (QUIC, issue 8) puts around each protobuf `Frame`, where WebSocket has
-//! its own messages.
+//! Length-prefixed frames on a byte stream, without I/O: the framing QUIC puts around
+//! each protobuf `Frame` (docs/protocol.md §1.2), where WebSocket has its own
+//! messages. Server (`transport::quic`) and client (`client`) share it.
 //!
 //! Each frame is a 4-byte big-endian length followed by that many bytes of one
 //! encoded `Frame`. The decoder refuses a length over its limit as soon as the four
