@@ -5,7 +5,7 @@
 //! pulls — then relays the device's live queue, all from one task.
 //!
 //! Outbound frames waiting in the device queue are taken all at once (the queue keeps
-//! no buffer while empty), written together and flushed once.
+//! no buffer while empty) and written about 256 KiB at a time, each part flushed once.
 //! The task ends on peer close, logout, a timeout, a kick (replaced, slow consumer) or
 //! server shutdown, and always unregisters the device from the hub.
 //!
@@ -13,8 +13,8 @@
 //! (the session says until when). At most `max_inflight_sends` Sends of a connection
 //! wait for their ServerAck; at that point the connection reads nothing more from its
 //! peer (TCP pushes back) until one is answered, while it keeps writing its queue. A
-//! write blocked longer than `write_timeout_secs` on a peer that does not read closes
-//! the connection.
+//! write (of at most about 256 KiB of queued frames, or one reply) that takes longer
+//! than `write_timeout_secs` closes the connection.
 
 use std::collections::VecDeque;
 use std::fmt::Display;
@@ -54,6 +54,9 @@ impl<E, T> FrameTransport<E> for T where
 
 /// A boxed transport connection.
 pub type FrameIo<E> = Pin<Box<dyn FrameTransport<E>>>;
+
+/// Bytes of queued frames written (and flushed) at a time when relaying.
+const RELAY_WRITE_BYTES: usize = 256 * 1024;
 
 /// How long a closing connection may take to write its last frame.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -466,14 +469,25 @@ impl<E: Display> Connection<E> {
     /// Writes queued live frames, skipping those the backlog already carried.
     async fn relay(&mut self, queued: VecDeque<Outbound>) -> Result<(), ()> {
         let through = self.backlog_through;
-        let frames = queued
+        let mut frames = queued
             .into_iter()
             .filter(|o| backlog::relays(o.seq, through))
-            .map(|o| o.frame);
-        match Box::pin(self.write_all(frames)).await {
-            Flow::Continue => Ok(()),
-            Flow::Close => Err(()),
+            .map(|o| o.frame)
+            .peekable();
+        // In writes of about RELAY_WRITE_BYTES, each with its own write timeout: a
+        // slow reader that keeps reading is not cut off by the size of its queue.
+        while frames.peek().is_some() {
+            let mut bytes = 0;
+            let mut chunk = Vec::new();
+            while let Some(frame) = frames.next_if(|_| bytes < RELAY_WRITE_BYTES) {
+                bytes += frame.len();
+                chunk.push(frame);
+            }
+            if let Flow::Close = Box::pin(self.write_all(chunk)).await {
+                return Err(());
+            }
         }
+        Ok(())
     }
 
     /// Sends a Kick (giving up after [`CLOSE_TIMEOUT`] if the peer does not read).
