@@ -134,9 +134,9 @@ settings! {
         login_timeout_secs: u64 = 10, env "COURIER_LOGIN_TIMEOUT_SECS", range 1 => 3600;
         /// Seconds one write may stay blocked on a peer that does not read.
         write_timeout_secs: u64 = 30, env "COURIER_WRITE_TIMEOUT_SECS", range 1 => 3600;
-        /// Bytes a WebSocket may hold unsent (frames and owed pongs) before it is closed.
+        /// Bytes a WebSocket may hold unsent (frames and owed pongs) before it is closed; also each QUIC connection's send window.
         ws_max_write_buffer_bytes: usize = 1024 * 1024, env "COURIER_WS_MAX_WRITE_BUFFER_BYTES", range 0 => 1024 * MIB;
-        /// Open TCP connections on the HTTP listener (HTTP and WebSocket together).
+        /// Open connections: HTTP, WebSocket and QUIC together.
         max_connections: usize = 10_000, env "COURIER_MAX_CONNECTIONS", range 1 => 10_000_000;
         /// Seconds to receive a request's headers; also the idle limit of a kept-alive connection.
         http_header_timeout_secs: u64 = 10, env "COURIER_HTTP_HEADER_TIMEOUT_SECS", range 1 => 3600;

@@ -1,4 +1,4 @@
-//! The `courier` binary: `serve` runs the gateway; `app` manages apps in a data dir;
+//! The `courier` binary: `serve` runs the gateway (HTTP, WebSocket, QUIC); `app` manages apps in a data dir;
 //! `token`, `send` and `listen` are small clients for people and scripts.
 
 use std::path::PathBuf;
@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway (HTTP API + WebSocket) on the embedded store.
+    /// Run the gateway (HTTP API, WebSocket, QUIC) on the embedded store.
     Serve(Box<ServeArgs>),
     /// Manage apps (tenants) in a data dir.
     App {

@@ -171,9 +171,15 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             &config.tls_cert_file,
             &config.tls_key_file,
         )?)
-    } else if quic_listen.is_some() {
-        let host = addr.ip().to_string();
-        Some(ServerCert::self_signed(&config.data_dir, &[host])?)
+    } else if let Some(quic_addr) = quic_listen {
+        // Names of the certificate besides localhost and the loopback addresses: the
+        // listen addresses, unless they are wildcards.
+        let names: Vec<String> = [addr.ip(), quic_addr.ip()]
+            .into_iter()
+            .filter(|ip| !ip.is_unspecified())
+            .map(|ip| ip.to_string())
+            .collect();
+        Some(ServerCert::self_signed(&config.data_dir, &names)?)
     } else {
         None
     };

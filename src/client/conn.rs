@@ -27,6 +27,11 @@ use crate::tls::{ClientTrust, QUIC_ALPN};
 const MAX_FRAME_BYTES: usize = 64 << 20;
 /// Keep-alive packets on an idle QUIC connection (below the server's idle timeout).
 const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The client's QUIC idle timeout (the smaller of both ends' applies); the server's
+/// default is the same.
+const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one QUIC handshake attempt may take before the next address is tried.
+const QUIC_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing waits for the server to acknowledge what was written.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -55,7 +60,9 @@ impl ConnectOptions {
             .map_err(|e| ClientError::Quic(e.to_string()))?;
         let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(QUIC_KEEP_ALIVE));
+        transport
+            .keep_alive_interval(Some(QUIC_KEEP_ALIVE))
+            .max_idle_timeout(quinn::IdleTimeout::try_from(QUIC_IDLE_TIMEOUT).ok());
         quic.transport_config(Arc::new(transport));
         Ok(ConnectOptions {
             tls,
@@ -183,10 +190,25 @@ async fn dial_quic(
     port: u16,
     options: &ConnectOptions,
 ) -> Result<(FrameWriter, FrameReader), ClientError> {
-    let addr = tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .ok_or_else(|| ClientError::BadUrl(format!("quic://{host}:{port}")))?;
+    // IPv4 first: a name like `localhost` often lists ::1 first while servers listen
+    // on 127.0.0.1, and an unanswered QUIC handshake only ends by timeout.
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    addrs.sort_by_key(|a| a.is_ipv6());
+    let mut last = ClientError::BadUrl(format!("quic://{host}:{port} (no address)"));
+    for addr in addrs {
+        match dial_quic_addr(host, addr, options).await {
+            Ok(halves) => return Ok(halves),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn dial_quic_addr(
+    host: &str,
+    addr: SocketAddr,
+    options: &ConnectOptions,
+) -> Result<(FrameWriter, FrameReader), ClientError> {
     let endpoint = match &options.endpoint {
         Some(shared) => shared.clone(),
         None => {
@@ -203,11 +225,13 @@ async fn dial_quic(
         }
     };
     let quic_err = |e: &dyn std::fmt::Display| ClientError::Quic(e.to_string());
-    let connection = endpoint
+    let connecting = endpoint
         .connect_with(options.quic.clone(), addr, host)
-        .map_err(|e| quic_err(&e))?
-        .await
         .map_err(|e| quic_err(&e))?;
+    let connection = match tokio::time::timeout(QUIC_CONNECT_TIMEOUT, connecting).await {
+        Ok(connected) => connected.map_err(|e| quic_err(&e))?,
+        Err(_) => return Err(ClientError::Quic(format!("no answer from {addr}"))),
+    };
     let (send, recv) = connection.open_bi().await.map_err(|e| quic_err(&e))?;
     Ok((
         FrameWriter::Quic {
@@ -330,12 +354,23 @@ impl FrameReader {
                 match recv.read_chunk(64 * 1024, true).await {
                     Ok(Some(chunk)) => decoder.push(&chunk.bytes),
                     Ok(None) => return Ok(None),
+                    // The server's normal close (code 0), or our own.
                     Err(quinn::ReadError::ConnectionLost(
-                        quinn::ConnectionError::ApplicationClosed(_)
-                        | quinn::ConnectionError::ConnectionClosed(_)
-                        | quinn::ConnectionError::LocallyClosed
-                        | quinn::ConnectionError::Reset,
+                        quinn::ConnectionError::ApplicationClosed(ref close),
+                    )) if close.error_code.into_inner() == 0 => return Ok(None),
+                    Err(quinn::ReadError::ConnectionLost(
+                        quinn::ConnectionError::LocallyClosed,
                     )) => return Ok(None),
+                    // An application close before the handshake was confirmed travels
+                    // as this transport code, without the application's own code.
+                    Err(quinn::ReadError::ConnectionLost(
+                        quinn::ConnectionError::ConnectionClosed(ref close),
+                    )) if close.error_code == quinn::TransportErrorCode::APPLICATION_ERROR => {
+                        return Ok(None)
+                    }
+                    Err(quinn::ReadError::ConnectionLost(e)) => {
+                        return Err(ClientError::Quic(format!("connection lost: {e}")))
+                    }
                     Err(e) => return Err(ClientError::Quic(e.to_string())),
                 }
             },

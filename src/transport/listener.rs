@@ -2,9 +2,11 @@
 //! each one as HTTP/1.1 (with WebSocket upgrades) with read timeouts.
 //!
 //! What it bounds (see `docs/security.md`):
-//! - open connections: at most `max_connections`, HTTP and WebSocket together. The
-//!   slot is held by the socket itself, so an upgraded WebSocket keeps it until it
-//!   closes. One more is answered `503` in the JSON envelope and closed;
+//! - open connections: at most `max_connections`, HTTP, WebSocket and QUIC together.
+//!   The slot is held by the socket itself, so an upgraded WebSocket keeps it until it
+//!   closes. One more is answered `503` in the JSON envelope and closed (over TLS it
+//!   is closed without an answer: a 503 would need a handshake first);
+//! - with `[tls]`, the TLS handshake must finish within `tls_handshake_timeout_secs`;
 //! - request headers must arrive within `http_header_timeout_secs`; hyper starts that
 //!   clock whenever a connection waits for a request, so it is also the idle limit of
 //!   a kept-alive connection;
@@ -232,7 +234,13 @@ pub async fn serve(
                     "connection refused: max_connections reached"
                 );
             }
-            refuse(tcp, &refusals);
+            if tls.is_some() {
+                // A 503 would need a TLS handshake first: during a flood, closing
+                // costs less. The client sees its connection closed.
+                drop(tcp);
+            } else {
+                refuse(tcp, &refusals);
+            }
             continue;
         };
         let counted = Counted {

@@ -9,13 +9,15 @@
 //!   shared with the HTTP listener; over the limit a new connection is refused at
 //!   once (a QUIC `CONNECTION_REFUSED`);
 //! - the handshake must finish within `tls_handshake_timeout_secs`, and the session
-//!   stream must be opened (its first bytes sent) within `login_timeout_secs`;
-//!   while many handshakes are pending, unvalidated client addresses are sent a
-//!   stateless Retry first, so spoofed sources cannot hold slots;
+//!   stream must be opened (its first bytes sent) within `login_timeout_secs`; both
+//!   waits end at shutdown. Past 256 pending handshakes, unvalidated client addresses
+//!   are sent a stateless Retry first, so spoofed sources hold at most 256 slots, each
+//!   for at most the handshake timeout;
 //! - a peer may open one more bidirectional stream than the session's; it is
 //!   refused at once (`STOP_SENDING` and `RESET_STREAM` with code
-//!   [`STREAM_REFUSED`]) and the session goes on. Unidirectional streams are not
-//!   allowed at all (flow-control credit 0);
+//!   [`STREAM_REFUSED`]) and the session goes on; after [`MAX_REFUSED_STREAMS`]
+//!   refusals the connection is closed with that code. Unidirectional streams are
+//!   not allowed at all (stream limit 0: opening one is a `STREAM_LIMIT_ERROR`);
 //! - flow control: the peer may send at most `2 × max_frame_bytes` ahead of the
 //!   session reading its stream; a length prefix over `max_frame_bytes` is answered
 //!   with a 413 Error frame and the connection closed before any of the body is read;
@@ -48,6 +50,11 @@ pub const STREAM_REFUSED: u32 = 0x10;
 pub const CLOSED_NORMALLY: u32 = 0;
 /// Application error code when no session stream was opened in time.
 pub const NO_SESSION_STREAM: u32 = 0x11;
+/// Stream reset code when the server's last frame could not be written whole.
+pub const FRAME_CUT_SHORT: u32 = 0x12;
+
+/// Extra streams refused on one connection before the connection is closed.
+const MAX_REFUSED_STREAMS: u32 = 8;
 
 /// Handshakes in progress above which unvalidated addresses get a Retry first.
 const HANDSHAKES_BEFORE_RETRY: usize = 256;
@@ -168,7 +175,13 @@ async fn handshake(
             return None;
         }
     };
-    match tokio::time::timeout(limit, connecting).await {
+    let shutdown = state.shutdown.clone();
+    let bounded = tokio::time::timeout(limit, connecting);
+    let finished = tokio::select! {
+        finished = bounded => finished,
+        _ = shutdown.cancelled() => return None,
+    };
+    match finished {
         Ok(Ok(connection)) => Some(connection),
         Ok(Err(e)) => {
             crate::log_limited!(info, %peer, error = %e, "quic handshake failed");
@@ -191,7 +204,15 @@ async fn run(
 ) {
     let _slot = slot;
     let login = Duration::from_secs(state.config.login_timeout_secs);
-    let (send, recv) = match tokio::time::timeout(login, connection.accept_bi()).await {
+    let shutdown = state.shutdown.clone();
+    let first_stream = tokio::select! {
+        first = tokio::time::timeout(login, connection.accept_bi()) => first,
+        _ = shutdown.cancelled() => {
+            connection.close(VarInt::from_u32(CLOSED_NORMALLY), b"server shutting down");
+            return;
+        }
+    };
+    let (send, recv) = match first_stream {
         Ok(Ok(streams)) => streams,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "quic connection ended before its stream");
@@ -215,14 +236,22 @@ async fn run(
     });
     let session = session::drive(io, state);
     tokio::pin!(session);
+    let mut refused = 0;
     loop {
         tokio::select! {
             _ = &mut session => break,
             extra = connection.accept_bi() => match extra {
                 Ok((mut send, mut recv)) => {
-                    crate::log_limited!(info, %peer, "quic stream refused: one stream per connection");
                     let _ = recv.stop(VarInt::from_u32(STREAM_REFUSED));
                     let _ = send.reset(VarInt::from_u32(STREAM_REFUSED));
+                    refused += 1;
+                    if refused > MAX_REFUSED_STREAMS {
+                        // A peer that keeps opening streams is not a client.
+                        crate::log_limited!(info, %peer, "quic connection closed: too many extra streams");
+                        connection.close(VarInt::from_u32(STREAM_REFUSED), b"one stream per connection");
+                    } else {
+                        crate::log_limited!(info, %peer, "quic stream refused: one stream per connection");
+                    }
                 }
                 // The connection is gone; the session sees it on its stream.
                 Err(_) => {
@@ -350,6 +379,18 @@ impl FramesOut {
             }
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for FramesOut {
+    /// A frame cut short (a close or write that timed out mid-frame) must not read
+    /// as a clean end: the stream is reset instead of finished.
+    fn drop(&mut self) {
+        let partial = self.prefix_done < framing::PREFIX_BYTES
+            || self.pending.as_ref().is_some_and(|f| !f.is_empty());
+        if partial {
+            let _ = self.send.reset(VarInt::from_u32(FRAME_CUT_SHORT));
+        }
     }
 }
 

@@ -354,6 +354,40 @@ async fn a_second_quic_stream_is_refused_and_the_session_goes_on() {
             None => panic!("session closed"),
         }
     }
+
+    // A peer that keeps opening streams gets the connection closed.
+    drop((extra_send, extra_recv));
+    for _ in 0..64 {
+        let Ok(Ok((mut s, mut r))) = tokio::time::timeout(WAIT, connection.open_bi()).await else {
+            break;
+        };
+        if s.write_all(b"x").await.is_err() {
+            break;
+        }
+        let _ = s.finish();
+        // Ends with the server's reset; then both sides of the stream are done.
+        let _ = tokio::time::timeout(WAIT, r.read_to_end(16)).await;
+    }
+    let closed = tokio::time::timeout(WAIT, connection.closed())
+        .await
+        .expect("closed after too many extra streams");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => assert_eq!(
+            c.error_code.into_inner(),
+            courier::transport::quic::STREAM_REFUSED as u64
+        ),
+        other => panic!("expected an application close, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_quic_connections_that_have_no_session_yet() {
+    let mut s = TestServer::on(Transport::Quic).await;
+    let mut c = s.open().await;
+    s.server.take().unwrap().shutdown().await.unwrap();
+    // Closed at once with the normal code, not after the login timeout with 0x11.
+    let end = tokio::time::timeout(WAIT, c.next_event()).await.unwrap();
+    assert!(matches!(end, Ok(None)), "{end:?}");
 }
 
 #[tokio::test]
