@@ -27,6 +27,7 @@ fn batch(next: &AtomicU64, n: usize, users: u64) -> Vec<NewMessage> {
                         uuid: (from + 1) % users,
                         account: format!("user-{}", (from + 1) % users),
                         resource: None,
+                        blocked: false,
                     },
                     biz_type: "TEXT".into(),
                     payload: Bytes::from(vec![b'x'; 100]),

@@ -116,6 +116,8 @@ settings! {
         topic_cache: usize = 100_000, env "COURIER_TOPIC_CACHE", range 16 => 100_000_000;
         /// Account → uuid entries kept in memory.
         account_cache: usize = 1_000_000, env "COURIER_ACCOUNT_CACHE", range 16 => 100_000_000;
+        /// Users whose blacklist is kept in memory (least recently used evicted).
+        blacklist_cache: usize = 100_000, env "COURIER_BLACKLIST_CACHE", range 16 => 100_000_000;
     }
     limits {
         /// Largest inbound frame in bytes.
@@ -168,6 +170,8 @@ settings! {
         rest_names_per_account: u32 = 1000, env "COURIER_REST_NAMES_PER_ACCOUNT", range 0 => 100_000_000;
         /// Units of state-changing work per second of one app, one per name (burst: twice this; 0 = unlimited).
         rest_rate_per_app: u32 = 5000, env "COURIER_REST_RATE_PER_APP", range 0 => 100_000_000;
+        /// Accounts one user may have on its blacklist.
+        max_blacklist_per_user: usize = 1000, env "COURIER_MAX_BLACKLIST_PER_USER", range 1 => 1_000_000;
         /// Members a topic may have, unless the app sets its own limit.
         topic_member_limit: usize = 500, env "COURIER_TOPIC_MEMBER_LIMIT", range 1 => 1_000_000;
     }

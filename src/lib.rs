@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod blacklist;
 pub mod client;
 pub mod config;
 pub mod directory;

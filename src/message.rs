@@ -15,6 +15,9 @@ pub enum Target {
         uuid: u64,
         account: String,
         resource: Option<String>,
+        /// The recipient has blacklisted the sender: the message is kept for the
+        /// sender's devices only, never delivered to or listed for the recipient.
+        blocked: bool,
     },
     /// A topic message: every member's devices.
     Topic { topic_id: u64 },

@@ -159,6 +159,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             config.rest_rate_per_app,
         ),
         topics,
+        blacklists: crate::blacklist::Blacklists::new(store.clone(), config.blacklist_cache),
         next_conn_id: AtomicU64::new(1),
     });
 

@@ -1,5 +1,5 @@
 //! The shared state every connection and request handler sees: configuration,
-//! store, directory, hub, router, cursor buffer, quotas, the topics service, the
+//! store, directory, hub, router, cursor buffer, quotas, the topics service, blacklists, the
 //! connection slots and the shutdown signal. Built by `server` (the composition
 //! root); the handlers (`api`, `session`, `transport`) depend on this module, never
 //! on `server`.
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::blacklist::Blacklists;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::hub::Hub;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub quotas: Quotas,
     /// Topic membership: every change goes through it.
     pub topics: Topics,
+    /// Who blacklisted whom, cached for the send path.
+    pub blacklists: Blacklists,
     pub(crate) next_conn_id: AtomicU64,
 }
 

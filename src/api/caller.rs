@@ -4,7 +4,8 @@
 //! 2. `appKey` + `appSecret` + `appAccount` headers (used by app servers).
 //!
 //! When both are present the token wins, as the manual says. The app is the one in
-//! the path; a token of another app is refused.
+//! the path (a token of another app is refused), or, for calls without one in the
+//! path, the token's app or the `appId` header's.
 
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq;
@@ -77,6 +78,28 @@ pub async fn authenticate(
         uuid,
         account: account.to_owned(),
     })
+}
+
+/// Authenticates a caller whose app is not in the path (the blacklist calls): the
+/// token's app, or the app of an `appId` header (the manual passes it there).
+pub async fn authenticate_any(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let app_id = if let Some(token) = header(headers, "token") {
+        auth::parse(token)
+            .map_err(|e| ApiError::unauthorized(format!("token: {e}")))?
+            .app_id()
+    } else if let Some(app_id) = header(headers, "appId") {
+        app_id.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "appId header must be a number, got {}",
+                crate::names::quote(app_id)
+            ))
+        })?
+    } else {
+        return Err(ApiError::unauthorized(
+            "missing credentials: send a token header, or appId, appKey, appSecret and appAccount headers",
+        ));
+    };
+    authenticate(state, app_id, headers).await
 }
 
 /// Checks an app's credentials given in a request body (push API).

@@ -12,6 +12,7 @@
 //! handlers (a path or query axum cannot parse, an unknown route) is rewritten into
 //! the envelope by [`envelope_errors`].
 
+pub mod blacklist;
 pub mod caller;
 pub mod push;
 pub mod token;
@@ -280,6 +281,13 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     let r = both(r, "/api/push/p2p/more", post(push::p2p_more));
     let r = both(r, "/api/push/p2t", post(push::p2t));
     let r = both(r, "/api/push/p2t/more", post(push::p2t_more));
+    let r = both(
+        r,
+        "/api/blacklist",
+        post(blacklist::add)
+            .delete(blacklist::remove)
+            .get(blacklist::check),
+    );
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(envelope_errors))

@@ -195,9 +195,10 @@ async fn send_all(
 /// the accounts the cache does not know.
 async fn user_targets(
     state: &AppState,
-    app_id: u64,
+    push: &Push,
     raw: &[String],
 ) -> Result<Vec<PushTarget>, ApiError> {
+    let app_id = push.app.app_id;
     let names = raw
         .iter()
         .map(|r| names::name("toAccount", r).map(str::to_owned))
@@ -207,18 +208,23 @@ async fn user_targets(
         .uuids(app_id, names.clone())
         .await
         .map_err(ApiError::internal)?;
-    Ok(names
-        .into_iter()
-        .zip(uuids)
-        .map(|(account, uuid)| {
-            let target = Target::User {
-                uuid,
-                account,
-                resource: None,
-            };
-            (target, None)
-        })
-        .collect())
+    let mut targets = Vec::with_capacity(names.len());
+    for (account, uuid) in names.into_iter().zip(uuids) {
+        // A recipient who blacklisted the sender gets nothing; the push still succeeds.
+        let blocked = state
+            .blacklists
+            .blocks(uuid, push.from_uuid)
+            .await
+            .map_err(ApiError::internal)?;
+        let target = Target::User {
+            uuid,
+            account,
+            resource: None,
+            blocked,
+        };
+        targets.push((target, None));
+    }
+    Ok(targets)
 }
 
 /// Checks the topic exists, is live and has the sender as a member.
@@ -243,7 +249,7 @@ pub async fn p2p(State(state): State<Arc<AppState>>, body: Body) -> Result<Respo
     let to = req
         .to_account
         .ok_or_else(|| ApiError::bad_request("toAccount is required"))?;
-    let targets = user_targets(&state, push.app.app_id, &[to]).await?;
+    let targets = user_targets(&state, &push, &[to]).await?;
     let ids = send_all(&state, &push, targets).await?;
     Ok(success(json!({"packetId": ids[0]})))
 }
@@ -260,7 +266,7 @@ pub async fn p2p_more(
     if to.is_empty() {
         return Err(ApiError::bad_request("toAccounts is empty"));
     }
-    let targets = user_targets(&state, push.app.app_id, &to).await?;
+    let targets = user_targets(&state, &push, &to).await?;
     let ids = send_all(&state, &push, targets).await?;
     Ok(success(json!({"packetIds": ids})))
 }

@@ -41,11 +41,18 @@ pub trait Fanout: Send + Sync + 'static {
     /// Queues `out` on the devices of user `uuid` that `audience` selects; returns
     /// how many took it.
     fn to_user(&self, uuid: u64, audience: Audience<'_>, out: &Outbound) -> usize;
+    /// How many devices of user `uuid` that `audience` selects are online, queuing
+    /// nothing (what a blocked message's ack reports, so its sender is not told).
+    fn online(&self, uuid: u64, audience: Audience<'_>) -> usize;
 }
 
 impl Fanout for Hub {
     fn to_user(&self, uuid: u64, audience: Audience<'_>, out: &Outbound) -> usize {
         self.deliver(uuid, audience, out)
+    }
+
+    fn online(&self, uuid: u64, audience: Audience<'_>) -> usize {
+        self.online_devices(uuid, audience)
     }
 }
 
@@ -155,7 +162,13 @@ impl Stage {
             seq: if sub.persist { seq } else { 0 },
             frame,
         };
-        let Target::User { uuid, resource, .. } = &sub.envelope.target else {
+        let Target::User {
+            uuid,
+            resource,
+            blocked,
+            ..
+        } = &sub.envelope.target
+        else {
             return 0;
         };
         let (to_uuid, to_resource) = (*uuid, resource.as_deref());
@@ -171,7 +184,13 @@ impl Stage {
             except_conn: None,
             only_resource: to_resource,
         };
-        let n = self.fanout.to_user(to_uuid, to_recipient, &out);
+        // A recipient who blacklisted the sender gets nothing, and the sender's ack
+        // reads as if it had (the sender is not told).
+        let n = if *blocked {
+            self.fanout.online(to_uuid, to_recipient)
+        } else {
+            self.fanout.to_user(to_uuid, to_recipient, &out)
+        };
         // The sender's other devices keep their view of the conversation.
         let to_sender = Audience {
             except_conn,
@@ -240,6 +259,7 @@ mod tests {
                     uuid: to_uuid,
                     account: "x".into(),
                     resource: None,
+                    blocked: false,
                 },
                 biz_type: String::new(),
                 payload: Bytes::from_static(b"hi"),

@@ -318,6 +318,17 @@ impl Hub {
     }
 
     /// Number of online devices of a user.
+    /// How many devices of `uuid` that `audience` selects are online.
+    pub fn online_devices(&self, uuid: u64, audience: Audience<'_>) -> usize {
+        self.users.get(&uuid).map_or(0, |devices| {
+            devices
+                .iter()
+                .filter(|d| Some(d.conn_id) != audience.except_conn)
+                .filter(|d| audience.only_resource.is_none_or(|r| *d.resource == *r))
+                .count()
+        })
+    }
+
     pub fn device_count(&self, uuid: u64) -> usize {
         self.users.get(&uuid).map_or(0, |d| d.len())
     }

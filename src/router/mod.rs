@@ -485,6 +485,7 @@ mod tests {
                     uuid: 2,
                     account: "ben".into(),
                     resource: None,
+                    blocked: false,
                 },
                 biz_type: String::new(),
                 payload: Bytes::from_static(b"hi"),

@@ -399,11 +399,21 @@ impl<E: Display> Connection<E> {
                 topic_id: send.topic_id,
             }
         } else {
+            let blocked = match self.state.blacklists.blocks(to_uuid, id.uuid).await {
+                Ok(blocked) => blocked,
+                Err(e) => {
+                    crate::log_limited!(error, error = %e, "blacklist lookup failed");
+                    let err =
+                        codec::error_frame(Status::Internal, "store unavailable", send.packet_id);
+                    return self.write_one(err).await;
+                }
+            };
             let resource = std::mem::take(&mut send.to_resource);
             Target::User {
                 uuid: to_uuid,
                 account: std::mem::take(&mut send.to_account),
                 resource: (!resource.is_empty()).then_some(resource),
+                blocked,
             }
         };
         let persist = send.is_store.unwrap_or(true) && !send.online_only;

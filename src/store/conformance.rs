@@ -26,6 +26,7 @@ pub async fn run_all<G>(mut fresh: impl FnMut() -> (Arc<dyn Store>, G)) {
         resource_addressed_messages_reach_only_that_device,
         newest_first_reads_the_end_of_the_range,
         topic_messages_are_read_within_membership_intervals,
+        blacklists_are_one_way_and_blocked_messages_stay_with_the_sender,
     );
 }
 
@@ -44,6 +45,7 @@ pub fn msg(seq: u64, from: u64, to: u64, packet: &str) -> NewMessage {
                 uuid: to,
                 account: format!("u{to}"),
                 resource: None,
+                blocked: false,
             },
             biz_type: "TEXT".into(),
             payload: bytes::Bytes::from(format!("m{seq}")),
@@ -149,6 +151,7 @@ pub async fn resource_addressed_messages_reach_only_that_device(store: &dyn Stor
         uuid: 2,
         account: "u2".into(),
         resource: Some("watch".into()),
+        blocked: false,
     };
     store.append(vec![m, msg(8, 1, 2, "y")]).await.unwrap();
     let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
@@ -244,4 +247,40 @@ pub async fn topic_messages_are_read_within_membership_intervals(store: &dyn Sto
         Vec::<u64>::new()
     );
     assert!(store.topics_of(3).await.unwrap().is_empty());
+}
+
+async fn blacklists_are_one_way_and_blocked_messages_stay_with_the_sender(store: &dyn Store) {
+    store.blacklist_add(1, 2).await.unwrap();
+    store.blacklist_add(1, 2).await.unwrap();
+    store.blacklist_add(1, 3).await.unwrap();
+    let mut list = store.blacklist_of(1).await.unwrap();
+    list.sort();
+    assert_eq!(list, vec![2, 3]);
+    assert!(store.blacklist_of(2).await.unwrap().is_empty(), "one-way");
+    store.blacklist_remove(1, 3).await.unwrap();
+    store.blacklist_remove(1, 9).await.unwrap();
+    assert_eq!(store.blacklist_of(1).await.unwrap(), vec![2]);
+
+    // A message 2 → 1 that 1 blocked: in 2's timeline only, and read back blocked.
+    let mut blocked = msg(10, 2, 1, "p-blocked");
+    if let Target::User { blocked: b, .. } = &mut blocked.envelope.target {
+        *b = true;
+    }
+    store
+        .append(vec![blocked.clone(), msg(11, 2, 1, "p-ok")])
+        .await
+        .unwrap();
+    let seen = |uuid| async move {
+        store
+            .timeline(range(uuid, 0), "phone")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seen(1).await, vec![11], "the recipient never sees it");
+    assert_eq!(seen(2).await, vec![10, 11], "the sender does");
+    let read = store.timeline(range(2, 0), "phone").await.unwrap();
+    assert_eq!(read[0], blocked);
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    App, AppStore, AppendOutcome, MessageStore, NewMessage, Store, StoreError, StoreResult,
-    StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
+    App, AppStore, AppendOutcome, BlacklistStore, MessageStore, NewMessage, Store, StoreError,
+    StoreResult, StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
 };
 
 /// Which operations fail.
@@ -120,6 +120,19 @@ impl MessageStore for FaultyStore {
     }
     async fn flush(&self) -> StoreResult<()> {
         self.inner.flush().await
+    }
+}
+
+#[async_trait]
+impl BlacklistStore for FaultyStore {
+    async fn blacklist_add(&self, owner: u64, black: u64) -> StoreResult<()> {
+        self.inner.blacklist_add(owner, black).await
+    }
+    async fn blacklist_remove(&self, owner: u64, black: u64) -> StoreResult<()> {
+        self.inner.blacklist_remove(owner, black).await
+    }
+    async fn blacklist_of(&self, owner: u64) -> StoreResult<Vec<u64>> {
+        self.inner.blacklist_of(owner).await
     }
 }
 

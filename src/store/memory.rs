@@ -10,8 +10,9 @@ use parking_lot::Mutex;
 use rand::Rng;
 
 use super::{
-    App, AppStore, AppendOutcome, Member, MessageStore, NewMessage, Order, Store, StoreError,
-    StoreResult, StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
+    App, AppStore, AppendOutcome, BlacklistStore, Member, MessageStore, NewMessage, Order, Store,
+    StoreError, StoreResult, StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary,
+    TopicUpdate,
 };
 use crate::message::Target;
 use crate::time::now_ms;
@@ -43,6 +44,7 @@ struct Inner {
     timelines: HashMap<u64, BTreeSet<u64>>,
     topic_logs: HashMap<u64, BTreeSet<u64>>,
     cursors: HashMap<(u64, String), u64>,
+    blacklists: HashMap<u64, BTreeSet<u64>>,
     topics: HashMap<u64, TopicRow>,
     /// (uuid, topic, from, to): what a member reads of the topic log.
     memberships: Vec<(u64, u64, u64, u64)>,
@@ -232,8 +234,10 @@ impl MessageStore for MemoryStore {
                 Target::Topic { topic_id } => {
                     inner.topic_logs.entry(*topic_id).or_default().insert(m.seq);
                 }
-                Target::User { uuid, .. } => {
-                    inner.timelines.entry(*uuid).or_default().insert(m.seq);
+                Target::User { uuid, blocked, .. } => {
+                    if !blocked {
+                        inner.timelines.entry(*uuid).or_default().insert(m.seq);
+                    }
                     inner
                         .timelines
                         .entry(e.from_uuid)
@@ -317,6 +321,35 @@ impl MessageStore for MemoryStore {
 
     async fn flush(&self) -> StoreResult<()> {
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BlacklistStore for MemoryStore {
+    async fn blacklist_add(&self, owner: u64, black: u64) -> StoreResult<()> {
+        self.inner
+            .lock()
+            .blacklists
+            .entry(owner)
+            .or_default()
+            .insert(black);
+        Ok(())
+    }
+
+    async fn blacklist_remove(&self, owner: u64, black: u64) -> StoreResult<()> {
+        if let Some(list) = self.inner.lock().blacklists.get_mut(&owner) {
+            list.remove(&black);
+        }
+        Ok(())
+    }
+
+    async fn blacklist_of(&self, owner: u64) -> StoreResult<Vec<u64>> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .blacklists
+            .get(&owner)
+            .map(|l| l.iter().copied().collect())
+            .unwrap_or_default())
     }
 }
 

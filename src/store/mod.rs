@@ -167,6 +167,18 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn flush(&self) -> StoreResult<()>;
 }
 
+/// One-way p2p blacklists (单聊黑名单): `owner` receives nothing from the accounts
+/// on its list.
+#[async_trait]
+pub trait BlacklistStore: Send + Sync + 'static {
+    /// Puts `black` on `owner`'s list (no change if it is there already).
+    async fn blacklist_add(&self, owner: u64, black: u64) -> StoreResult<()>;
+    /// Takes `black` off `owner`'s list (no change if it is not there).
+    async fn blacklist_remove(&self, owner: u64, black: u64) -> StoreResult<()>;
+    /// Everyone on `owner`'s list.
+    async fn blacklist_of(&self, owner: u64) -> StoreResult<Vec<u64>>;
+}
+
 /// Topics, their members, and the membership intervals that decide what a member
 /// reads from the topic log.
 #[async_trait]
@@ -217,7 +229,7 @@ pub trait TopicStore: Send + Sync + 'static {
 
 /// A whole store: every aggregate, plus its lifecycle. `Arc<dyn Store>` is what the
 /// server holds; [`open`] picks the backend.
-pub trait Store: AppStore + MessageStore + TopicStore {
+pub trait Store: AppStore + MessageStore + TopicStore + BlacklistStore {
     /// Commits what is queued and releases the backend (blocking: call it from a
     /// blocking context at shutdown).
     fn close(&self);

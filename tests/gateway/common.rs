@@ -276,7 +276,8 @@ pub fn text(d: &pb::Deliver) -> String {
 pub enum Auth {
     /// `token` header.
     Token(String),
-    /// `appKey` + `appSecret` + `appAccount` headers.
+    /// `appId` + `appKey` + `appSecret` + `appAccount` headers (the topic calls take
+    /// the app from the path and ignore `appId`).
     App(String),
     /// Both: the token must win.
     Both {
@@ -299,7 +300,8 @@ impl TestServer {
             .request(method, format!("{}{}", self.http(), path))
             .header("Content-Type", "application/json");
         let app_headers = |req: reqwest::RequestBuilder, account: &str| {
-            req.header("appKey", &self.app.app_key)
+            req.header("appId", self.app.app_id.to_string())
+                .header("appKey", &self.app.app_key)
                 .header("appSecret", &self.app.app_secret)
                 .header("appAccount", account)
         };

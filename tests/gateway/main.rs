@@ -3,6 +3,7 @@
 
 mod abuse;
 mod bad_input;
+mod blacklist;
 mod common;
 mod crash;
 mod dedup;

@@ -81,7 +81,7 @@ const VISIBLE_TO_DEVICE: &str = "(m.to_resource = '' OR m.to_uuid != ?1 OR m.to_
 
 const MESSAGE_COLUMNS: &str = "m.seq, m.ts, m.packet_id, m.from_uuid, m.from_account, \
      m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload, m.topic_id, \
-     m.app_id";
+     m.app_id, m.blocked";
 
 /// A row of `messages`; 0 / '' in the table mean "none" and become enums here.
 pub(super) fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
@@ -94,6 +94,7 @@ pub(super) fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMe
             uuid: r.get::<_, i64>(6)? as u64,
             account: r.get(7)?,
             resource: (!resource.is_empty()).then_some(resource),
+            blocked: r.get::<_, i64>(13)? != 0,
         }
     };
     Ok(StoredMessage {
@@ -118,8 +119,8 @@ pub(super) fn append_in(
 ) -> StoreResult<Vec<AppendOutcome>> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO messages (seq, ts, app_id, from_uuid, from_account, from_resource, \
-         packet_id, to_uuid, to_account, to_resource, biz_type, payload, topic_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+         packet_id, to_uuid, to_account, to_resource, biz_type, payload, topic_id, blocked) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
          ON CONFLICT (from_uuid, packet_id) DO NOTHING",
     )?;
     let mut existing = conn
@@ -131,18 +132,20 @@ pub(super) fn append_in(
     let mut outcomes = Vec::with_capacity(messages.len());
     for stored in messages {
         let m = &stored.envelope;
-        let (to_uuid, to_account, to_resource, topic_id) = match &m.target {
+        let (to_uuid, to_account, to_resource, topic_id, blocked) = match &m.target {
             Target::User {
                 uuid,
                 account,
                 resource,
+                blocked,
             } => (
                 *uuid,
                 account.as_str(),
                 resource.as_deref().unwrap_or(""),
                 0,
+                *blocked,
             ),
-            Target::Topic { topic_id } => (0, "", "", *topic_id),
+            Target::Topic { topic_id } => (0, "", "", *topic_id, false),
         };
         let inserted = insert.execute(params![
             stored.seq as i64,
@@ -158,6 +161,7 @@ pub(super) fn append_in(
             m.biz_type,
             m.payload.as_ref(),
             topic_id as i64,
+            i64::from(blocked),
         ])?;
         if inserted == 0 {
             let (seq, ts) = existing.query_row(params![m.from_uuid as i64, m.packet_id], |r| {
@@ -172,7 +176,10 @@ pub(super) fn append_in(
             outcomes.push(AppendOutcome::Stored);
             continue;
         }
-        timeline.execute(params![to_uuid as i64, stored.seq as i64])?;
+        // A recipient who blacklisted the sender never sees the message.
+        if !blocked {
+            timeline.execute(params![to_uuid as i64, stored.seq as i64])?;
+        }
         if m.from_uuid != to_uuid {
             timeline.execute(params![m.from_uuid as i64, stored.seq as i64])?;
         }

@@ -17,8 +17,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
-    App, AppStore, AppendOutcome, MessageStore, NewMessage, Order, Store, StoreError, StoreResult,
-    StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
+    App, AppStore, AppendOutcome, BlacklistStore, MessageStore, NewMessage, Order, Store,
+    StoreError, StoreResult, StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary,
+    TopicUpdate,
 };
 use crate::time::now_ms;
 
@@ -437,6 +438,42 @@ impl MessageStore for SqliteStore {
 
     async fn flush(&self) -> StoreResult<()> {
         self.write(|_| Ok(())).await
+    }
+}
+
+#[async_trait]
+impl BlacklistStore for SqliteStore {
+    async fn blacklist_add(&self, owner: u64, black: u64) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO blacklist (owner_uuid, black_uuid, created_ms) \
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![owner as i64, black as i64, now_ms() as i64])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn blacklist_remove(&self, owner: u64, black: u64) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM blacklist WHERE owner_uuid = ?1 AND black_uuid = ?2")?
+                .execute(params![owner as i64, black as i64])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn blacklist_of(&self, owner: u64) -> StoreResult<Vec<u64>> {
+        self.read(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT black_uuid FROM blacklist WHERE owner_uuid = ?1")?;
+            let rows = stmt.query_map([owner as i64], |r| r.get::<_, i64>(0))?;
+            Ok(rows
+                .map(|r| r.map(|v| v as u64))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
 }
 

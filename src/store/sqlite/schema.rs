@@ -89,6 +89,18 @@ CREATE TABLE topic_log (
     PRIMARY KEY (topic_id, seq)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- One-way p2p blacklists: owner_uuid receives nothing from black_uuid.
+CREATE TABLE blacklist (
+    owner_uuid INTEGER NOT NULL,
+    black_uuid INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (owner_uuid, black_uuid)
+) WITHOUT ROWID;
+-- 1: a p2p message its recipient had blacklisted the sender for: kept for the
+-- sender's devices only (not in the recipient's timeline, history or contacts).
+ALTER TABLE messages ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Page cache of the writer connection, KiB. SQLite walks the writer's page cache
