@@ -3,8 +3,8 @@
 //! devices, backlog, history or contacts, and B is not told.
 //!
 //! The send path asks [`Blacklists::blocks`] for every p2p message: a user's list is
-//! read from the store once and kept (LRU, `blacklist_cache` users), so a message
-//! costs no store read. A change writes the store first and then updates the cached
+//! read from the store once and kept (`blacklist_cache` users, the longest-loaded
+//! evicted first), so a message costs a shared-lock map lookup and no store read. A change writes the store first and then updates the cached
 //! list; a list read from the store while a change was being made is not cached, so
 //! the cache never keeps a list older than the store's.
 
@@ -14,14 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use lru::LruCache;
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use crate::store::{Store, StoreResult};
 
 /// The cached blacklists of recently active users.
 pub struct Blacklists {
     store: Arc<dyn Store>,
-    lists: Mutex<LruCache<u64, Arc<HashSet<u64>>>>,
+    /// Read on every p2p send (a shared lock, no reordering: eviction is by age of
+    /// loading); written when a list is loaded or changed.
+    lists: RwLock<LruCache<u64, Arc<HashSet<u64>>>>,
     /// Counts changes, so a list read during one is not cached.
     changes: AtomicU64,
 }
@@ -31,7 +33,7 @@ impl Blacklists {
     pub fn new(store: Arc<dyn Store>, capacity: usize) -> Self {
         Blacklists {
             store,
-            lists: Mutex::new(LruCache::new(
+            lists: RwLock::new(LruCache::new(
                 NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
             )),
             changes: AtomicU64::new(0),
@@ -40,14 +42,14 @@ impl Blacklists {
 
     /// `owner`'s blacklist.
     pub async fn list(&self, owner: u64) -> StoreResult<Arc<HashSet<u64>>> {
-        if let Some(list) = self.lists.lock().get(&owner) {
+        if let Some(list) = self.lists.read().peek(&owner) {
             return Ok(list.clone());
         }
         let before = self.changes.load(Ordering::Acquire);
         let list: Arc<HashSet<u64>> =
             Arc::new(self.store.blacklist_of(owner).await?.into_iter().collect());
         if self.changes.load(Ordering::Acquire) == before {
-            self.lists.lock().put(owner, list.clone());
+            self.lists.write().put(owner, list.clone());
         }
         Ok(list)
     }
@@ -81,7 +83,7 @@ impl Blacklists {
     /// the old list until they drop it).
     fn update(&self, owner: u64, change: impl FnOnce(&mut HashSet<u64>)) {
         self.changes.fetch_add(1, Ordering::AcqRel);
-        let mut lists = self.lists.lock();
+        let mut lists = self.lists.write();
         if let Some(list) = lists.get_mut(&owner) {
             change(Arc::make_mut(list));
         }
@@ -91,7 +93,7 @@ impl Blacklists {
 impl std::fmt::Debug for Blacklists {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Blacklists")
-            .field("cached", &self.lists.lock().len())
+            .field("cached", &self.lists.read().len())
             .finish_non_exhaustive()
     }
 }

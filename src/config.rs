@@ -116,7 +116,7 @@ settings! {
         topic_cache: usize = 100_000, env "COURIER_TOPIC_CACHE", range 16 => 100_000_000;
         /// Account → uuid entries kept in memory.
         account_cache: usize = 1_000_000, env "COURIER_ACCOUNT_CACHE", range 16 => 100_000_000;
-        /// Users whose blacklist is kept in memory (least recently used evicted).
+        /// Users whose blacklist is kept in memory (the longest-loaded evicted first).
         blacklist_cache: usize = 100_000, env "COURIER_BLACKLIST_CACHE", range 16 => 100_000_000;
     }
     limits {
