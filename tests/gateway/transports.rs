@@ -165,19 +165,34 @@ fn framed(kind: Kind) -> Vec<u8> {
     out
 }
 
-/// Reads one length-prefixed frame from a raw stream.
-async fn read_frame(recv: &mut quinn::RecvStream) -> Option<pb::frame::Kind> {
-    let mut decoder = framing::FrameDecoder::new(1 << 20);
-    loop {
-        if let Some(frame) = decoder.next_frame().unwrap() {
-            return codec::decode(&frame, &Default::default()).ok();
+/// The receiving side of a raw session stream, split into frames (a frame may
+/// arrive across reads, and one read may carry several).
+struct RawFrames {
+    recv: quinn::RecvStream,
+    decoder: framing::FrameDecoder,
+}
+
+impl RawFrames {
+    fn new(recv: quinn::RecvStream) -> Self {
+        RawFrames {
+            recv,
+            decoder: framing::FrameDecoder::new(1 << 20),
         }
-        let chunk = tokio::time::timeout(WAIT, recv.read_chunk(1 << 16, true))
-            .await
-            .expect("no frame in time");
-        match chunk {
-            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
-            _ => return None,
+    }
+
+    /// The next frame; `None` at the end of the stream.
+    async fn next(&mut self) -> Option<pb::frame::Kind> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame().unwrap() {
+                return codec::decode(&frame, &Default::default()).ok();
+            }
+            let chunk = tokio::time::timeout(WAIT, self.recv.read_chunk(1 << 16, true))
+                .await
+                .expect("no frame in time");
+            match chunk {
+                Ok(Some(chunk)) => self.decoder.push(&chunk.bytes),
+                _ => return None,
+            }
         }
     }
 }
@@ -190,12 +205,13 @@ async fn raw_login(
     quinn::Endpoint,
     quinn::Connection,
     quinn::SendStream,
-    quinn::RecvStream,
+    RawFrames,
 ) {
     let token = s.token(account).await;
     let (endpoint, connection) = raw_quic(s, QUIC_ALPN).await;
     let connection = connection.unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let (mut send, recv) = connection.open_bi().await.unwrap();
+    let mut recv = RawFrames::new(recv);
     send.write_all(&framed(Kind::Login(pb::Login {
         protocol_version: 1,
         token,
@@ -203,7 +219,7 @@ async fn raw_login(
     })))
     .await
     .unwrap();
-    match read_frame(&mut recv).await {
+    match recv.next().await {
         Some(Kind::LoginResult(r)) => assert_eq!(r.code, 200),
         other => panic!("expected LoginResult, got {other:?}"),
     }
@@ -345,7 +361,7 @@ async fn a_second_quic_stream_is_refused_and_the_session_goes_on() {
         .await
         .unwrap();
     loop {
-        match read_frame(&mut recv).await {
+        match recv.next().await {
             Some(Kind::Pong(p)) => {
                 assert_eq!(p.nonce, 7);
                 break;
