@@ -192,7 +192,16 @@ impl ClientArgs {
         let url = self.url();
         Client::connect_with(&url, &options, &token.token, resource)
             .await
-            .with_context(|| format!("connecting to {url} failed"))
+            .map_err(|e| {
+                let hint = if e.to_string().contains("UnknownIssuer") {
+                    " (the server's certificate is not from a public CA: pass the SHA-256 \
+                     fingerprint `courier serve` printed with --cert-fingerprint, or its CA \
+                     with --ca-file)"
+                } else {
+                    ""
+                };
+                anyhow::Error::new(e).context(format!("connecting to {url} failed{hint}"))
+            })
     }
 }
 
