@@ -480,3 +480,8 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// jemalloc instead of glibc malloc (see BENCHMARKS.md, issue 9: allocation was a
+/// quarter of the server's CPU on the p2p path).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
