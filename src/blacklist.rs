@@ -4,9 +4,10 @@
 //!
 //! The send path asks [`Blacklists::blocks`] for every p2p message: a user's list is
 //! read from the store once and kept (`blacklist_cache` users, the longest-loaded
-//! evicted first), so a message costs a shared-lock map lookup and no store read. A change writes the store first and then updates the cached
-//! list; a list read from the store while a change was being made is not cached, so
-//! the cache never keeps a list older than the store's.
+//! evicted first), so a message costs a shared-lock map lookup and no store read. A
+//! change writes the store first and then updates the cached list; a list read from
+//! the store while a change was being made is not cached, so the cache never keeps a
+//! list older than the store's.
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
@@ -24,7 +25,8 @@ pub struct Blacklists {
     /// Read on every p2p send (a shared lock, no reordering: eviction is by age of
     /// loading); written when a list is loaded or changed.
     lists: RwLock<LruCache<u64, Arc<HashSet<u64>>>>,
-    /// Counts changes, so a list read during one is not cached.
+    /// Counts changes (under the write lock), so a list read from the store while
+    /// a change was made is not cached.
     changes: AtomicU64,
 }
 
@@ -48,8 +50,11 @@ impl Blacklists {
         let before = self.changes.load(Ordering::Acquire);
         let list: Arc<HashSet<u64>> =
             Arc::new(self.store.blacklist_of(owner).await?.into_iter().collect());
+        // Checked under the write lock that changes count under: no change can slip
+        // in between the check and the insert.
+        let mut lists = self.lists.write();
         if self.changes.load(Ordering::Acquire) == before {
-            self.lists.write().put(owner, list.clone());
+            lists.put(owner, list.clone());
         }
         Ok(list)
     }
@@ -61,7 +66,6 @@ impl Blacklists {
 
     /// Puts `black` on `owner`'s list.
     pub async fn add(&self, owner: u64, black: u64) -> StoreResult<()> {
-        self.changes.fetch_add(1, Ordering::AcqRel);
         self.store.blacklist_add(owner, black).await?;
         self.update(owner, |list| {
             list.insert(black);
@@ -71,7 +75,6 @@ impl Blacklists {
 
     /// Takes `black` off `owner`'s list.
     pub async fn remove(&self, owner: u64, black: u64) -> StoreResult<()> {
-        self.changes.fetch_add(1, Ordering::AcqRel);
         self.store.blacklist_remove(owner, black).await?;
         self.update(owner, |list| {
             list.remove(&black);
@@ -79,11 +82,13 @@ impl Blacklists {
         Ok(())
     }
 
-    /// Applies a change to the cached list, if cached (copy on write: readers hold
-    /// the old list until they drop it).
+    /// Applies a change, already in the store, to the cached list if cached (copy on
+    /// write: readers hold the old list until they drop it). A list being read from
+    /// the store meanwhile is either cached before this (and changed here) or sees
+    /// the count move and is not cached.
     fn update(&self, owner: u64, change: impl FnOnce(&mut HashSet<u64>)) {
-        self.changes.fetch_add(1, Ordering::AcqRel);
         let mut lists = self.lists.write();
+        self.changes.fetch_add(1, Ordering::AcqRel);
         if let Some(list) = lists.get_mut(&owner) {
             change(Arc::make_mut(list));
         }

@@ -167,6 +167,18 @@ impl Directory {
         self.accounts.get(&(app_id, account.to_owned())).map(|u| *u)
     }
 
+    /// The uuid of (app, account) if the account exists (none is created).
+    pub async fn existing_uuid(&self, app_id: u64, account: &str) -> StoreResult<Option<u64>> {
+        if let Some(uuid) = self.cached_uuid(app_id, account) {
+            return Ok(Some(uuid));
+        }
+        let uuid = self.store.account(app_id, account, false).await?;
+        if let Some(uuid) = uuid {
+            self.remember(app_id, account.to_owned(), uuid);
+        }
+        Ok(uuid)
+    }
+
     /// The uuid of (app, account), created on first use.
     pub async fn uuid(&self, app_id: u64, account: &str) -> StoreResult<u64> {
         if let Some(uuid) = self.cached_uuid(app_id, account) {

@@ -50,12 +50,9 @@ async fn existing(
     caller: &Caller,
     account: &str,
 ) -> Result<Option<u64>, ApiError> {
-    if let Some(uuid) = state.directory.cached_uuid(caller.app.app_id, account) {
-        return Ok(Some(uuid));
-    }
     state
-        .store
-        .account(caller.app.app_id, account, false)
+        .directory
+        .existing_uuid(caller.app.app_id, account)
         .await
         .map_err(ApiError::internal)
 }

@@ -40,21 +40,60 @@ pub async fn authenticate(
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
     let app = known_app(state, app_id).await?;
-    if let Some(token) = header(headers, "token") {
-        let unverified =
-            auth::parse(token).map_err(|e| ApiError::unauthorized(format!("token: {e}")))?;
-        if unverified.app_id() != app_id {
-            return Err(ApiError::unauthorized("token belongs to another app"));
-        }
-        let claims = unverified
-            .verify(&app.app_secret, now_ms())
-            .map_err(|e| ApiError::unauthorized(format!("token: {e}")))?;
-        return Ok(Caller {
-            app,
-            uuid: claims.uuid,
-            account: claims.account,
-        });
+    match header(headers, "token") {
+        Some(token) => by_token(app, parse_token(token)?),
+        None => by_app_headers(state, app, headers).await,
     }
+}
+
+/// Authenticates a caller whose app is not in the path (the blacklist calls): the
+/// token's app, or the app of an `appId` header (the manual passes it there).
+pub async fn authenticate_any(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if let Some(token) = header(headers, "token") {
+        let unverified = parse_token(token)?;
+        let app = known_app(state, unverified.app_id()).await?;
+        return by_token(app, unverified);
+    }
+    let Some(app_id) = header(headers, "appId") else {
+        return Err(ApiError::unauthorized(
+            "missing credentials: send a token header, or appId, appKey, appSecret and appAccount headers",
+        ));
+    };
+    let app_id = app_id.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "appId header must be a number, got {}",
+            crate::names::quote(app_id)
+        ))
+    })?;
+    let app = known_app(state, app_id).await?;
+    by_app_headers(state, app, headers).await
+}
+
+fn parse_token(token: &str) -> Result<auth::Unverified, ApiError> {
+    auth::parse(token).map_err(|e| ApiError::unauthorized(format!("token: {e}")))
+}
+
+/// The caller a token of `app` names (token mode; it wins over the headers).
+fn by_token(app: App, unverified: auth::Unverified) -> Result<Caller, ApiError> {
+    if unverified.app_id() != app.app_id {
+        return Err(ApiError::unauthorized("token belongs to another app"));
+    }
+    let claims = unverified
+        .verify(&app.app_secret, now_ms())
+        .map_err(|e| ApiError::unauthorized(format!("token: {e}")))?;
+    Ok(Caller {
+        app,
+        uuid: claims.uuid,
+        account: claims.account,
+    })
+}
+
+/// The caller the `appKey` + `appSecret` + `appAccount` headers name (header mode).
+async fn by_app_headers(
+    state: &AppState,
+    app: App,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
     let (Some(key), Some(secret), Some(account)) = (
         header(headers, "appKey"),
         header(headers, "appSecret"),
@@ -70,7 +109,7 @@ pub async fn authenticate(
     state.quotas.charge(app.app_id, None, 1, now_ms())?;
     let uuid = state
         .directory
-        .uuid(app_id, account)
+        .uuid(app.app_id, account)
         .await
         .map_err(ApiError::internal)?;
     Ok(Caller {
@@ -78,28 +117,6 @@ pub async fn authenticate(
         uuid,
         account: account.to_owned(),
     })
-}
-
-/// Authenticates a caller whose app is not in the path (the blacklist calls): the
-/// token's app, or the app of an `appId` header (the manual passes it there).
-pub async fn authenticate_any(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let app_id = if let Some(token) = header(headers, "token") {
-        auth::parse(token)
-            .map_err(|e| ApiError::unauthorized(format!("token: {e}")))?
-            .app_id()
-    } else if let Some(app_id) = header(headers, "appId") {
-        app_id.parse().map_err(|_| {
-            ApiError::bad_request(format!(
-                "appId header must be a number, got {}",
-                crate::names::quote(app_id)
-            ))
-        })?
-    } else {
-        return Err(ApiError::unauthorized(
-            "missing credentials: send a token header, or appId, appKey, appSecret and appAccount headers",
-        ));
-    };
-    authenticate(state, app_id, headers).await
 }
 
 /// Checks an app's credentials given in a request body (push API).

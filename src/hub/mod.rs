@@ -147,7 +147,8 @@ impl DeviceQueue {
     }
 
     /// Frames and bytes queued now.
-    pub fn len(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
         let state = self.state.lock();
         (state.frames.len(), state.bytes)
     }
@@ -217,6 +218,14 @@ pub struct Audience<'a> {
     pub except_conn: Option<u64>,
     /// Only this resource, if set.
     pub only_resource: Option<&'a str>,
+}
+
+impl Audience<'_> {
+    /// Whether `device` is one of the devices this audience selects.
+    fn selects(&self, device: &DeviceHandle) -> bool {
+        Some(device.conn_id) != self.except_conn
+            && self.only_resource.is_none_or(|r| *device.resource == *r)
+    }
 }
 
 /// A login the hub refused.
@@ -300,35 +309,21 @@ impl Hub {
         let Some(devices) = self.users.get(&uuid) else {
             return 0;
         };
-        let mut n = 0;
-        for d in devices.iter() {
-            if Some(d.conn_id) == audience.except_conn {
-                continue;
-            }
-            if let Some(r) = audience.only_resource {
-                if *d.resource != *r {
-                    continue;
-                }
-            }
-            if d.push(out.clone()) {
-                n += 1;
-            }
-        }
-        n
+        devices
+            .iter()
+            .filter(|d| audience.selects(d))
+            .filter(|d| d.push(out.clone()))
+            .count()
     }
 
-    /// Number of online devices of a user.
     /// How many devices of `uuid` that `audience` selects are online.
     pub fn online_devices(&self, uuid: u64, audience: Audience<'_>) -> usize {
         self.users.get(&uuid).map_or(0, |devices| {
-            devices
-                .iter()
-                .filter(|d| Some(d.conn_id) != audience.except_conn)
-                .filter(|d| audience.only_resource.is_none_or(|r| *d.resource == *r))
-                .count()
+            devices.iter().filter(|d| audience.selects(d)).count()
         })
     }
 
+    /// Number of online devices of a user.
     pub fn device_count(&self, uuid: u64) -> usize {
         self.users.get(&uuid).map_or(0, |d| d.len())
     }

@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Display;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -212,7 +213,7 @@ impl<E: Display> Connection<E> {
                 }
                 _ = &mut timer => {
                     if let Some(kick) = self.session.check_timeout(now_ms()) {
-                        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, self.write_frames([kick]))).await;
+                        self.write_last(kick).await;
                         return;
                     }
                     armed = self.session.next_deadline_ms();
@@ -349,14 +350,14 @@ impl<E: Display> Connection<E> {
                 .await?;
             let page = page.into_iter().map(router::stored_to_deliver).collect();
             let (frames, step) = sync.on_page(page);
-            if let Flow::Close = Box::pin(self.write_all(frames)).await {
+            if let Flow::Close = self.write_all(frames).await {
                 return Ok(Flow::Close);
             }
             match step {
                 BacklogStep::Read(next) => read = next,
                 BacklogStep::Finish(last) => {
                     self.backlog_through = sync.through();
-                    return Ok(Box::pin(self.write_all(last)).await);
+                    return Ok(self.write_all(last).await);
                 }
             }
         }
@@ -493,7 +494,7 @@ impl<E: Display> Connection<E> {
                 bytes += frame.len();
                 chunk.push(frame);
             }
-            if let Flow::Close = Box::pin(self.write_all(chunk)).await {
+            if let Flow::Close = self.write_all(chunk).await {
                 return Err(());
             }
         }
@@ -505,7 +506,12 @@ impl<E: Display> Connection<E> {
         self.session.close();
         self.kicked = true;
         tracing::debug!(conn = self.conn_id, ?reason, "kicking connection");
-        let frame = codec::kick_frame(reason);
+        self.write_last(codec::kick_frame(reason)).await;
+    }
+
+    /// Writes a connection's last frame (a kick), giving up after [`CLOSE_TIMEOUT`]
+    /// if the peer does not read. Boxed, like [`Connection::write_all`].
+    async fn write_last(&mut self, frame: Bytes) {
         let _ = Box::pin(tokio::time::timeout(
             CLOSE_TIMEOUT,
             self.write_frames([frame]),
@@ -514,29 +520,36 @@ impl<E: Display> Connection<E> {
     }
 
     async fn write_one(&mut self, frame: Bytes) -> Flow {
-        Box::pin(self.write_all([frame])).await
+        self.write_all([frame]).await
     }
 
-    /// Writes frames and flushes once. (Callers box this future: it is large and
-    /// would otherwise be part of every idle connection's task.) A write blocked on a peer that stopped
+    /// Writes frames and flushes once. A write blocked on a peer that stopped
     /// reading is abandoned on a kick (e.g. slow consumer), on shutdown, or after
     /// `write_timeout_secs` — so no peer can hold a connection task forever.
-    async fn write_all(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Flow {
-        let queue = self.queue.clone();
-        let shutdown = self.state.shutdown.clone();
-        let limit = std::time::Duration::from_secs(self.state.config.write_timeout_secs);
-        tokio::select! {
-            flow = self.write_frames(frames) => flow,
-            reason = queue.kill.killed() => {
-                tracing::debug!(conn = self.conn_id, ?reason, "write abandoned: connection kicked");
-                Flow::Close
+    ///
+    /// Boxed: its future (a timer and the transport's write state) is allocated while
+    /// a write runs instead of being part of every idle connection's task.
+    fn write_all<'a>(
+        &'a mut self,
+        frames: impl IntoIterator<Item = Bytes, IntoIter: Send> + Send + 'a,
+    ) -> Pin<Box<dyn Future<Output = Flow> + Send + 'a>> {
+        Box::pin(async move {
+            let queue = self.queue.clone();
+            let shutdown = self.state.shutdown.clone();
+            let limit = std::time::Duration::from_secs(self.state.config.write_timeout_secs);
+            tokio::select! {
+                flow = self.write_frames(frames) => flow,
+                reason = queue.kill.killed() => {
+                    tracing::debug!(conn = self.conn_id, ?reason, "write abandoned: connection kicked");
+                    Flow::Close
+                }
+                _ = shutdown.cancelled() => Flow::Close,
+                _ = tokio::time::sleep(limit) => {
+                    crate::log_limited!(info, conn = self.conn_id, "write abandoned: peer not reading within write_timeout_secs");
+                    Flow::Close
+                }
             }
-            _ = shutdown.cancelled() => Flow::Close,
-            _ = tokio::time::sleep(limit) => {
-                crate::log_limited!(info, conn = self.conn_id, "write abandoned: peer not reading within write_timeout_secs");
-                Flow::Close
-            }
-        }
+        })
     }
 
     async fn write_frames(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Flow {

@@ -177,6 +177,12 @@ impl ConnectionSlots {
         self.max
     }
 
+    /// Waits until `n` slots are free at once (they are taken only for that instant).
+    pub async fn until_free(&self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let _ = self.slots.acquire_many(n).await;
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.max - self.slots.available_permits()

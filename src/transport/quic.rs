@@ -1,6 +1,6 @@
 //! QUIC transport: a quinn endpoint with ALPN `courier/1`. A connection carries one
 //! bidirectional stream, opened by the client, of length-prefixed frames
-//! (`transport::framing`); this module only turns that stream into
+//! (`protocol::framing`); this module only turns that stream into
 //! [`crate::session::Inbound`] items and a sink of frames for
 //! [`crate::session::drive`], like the WebSocket transport does.
 //!
@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -228,12 +228,8 @@ async fn run(
         }
     };
     let acknowledged = send.stopped();
-    let io: FrameIo<std::io::Error> = Box::pin(QuicFrames {
-        recv,
-        decoder: FrameDecoder::new(state.config.max_frame_bytes),
-        ended: false,
-        out: FramesOut::new(send),
-    });
+    let io: FrameIo<std::io::Error> =
+        Box::pin(QuicFrames::new(send, recv, state.config.max_frame_bytes));
     let session = session::drive(io, state);
     tokio::pin!(session);
     let mut refused = 0;
@@ -268,14 +264,50 @@ async fn run(
 }
 
 /// The session stream: its frames as session input (a length over the limit ends
-/// the input with [`Inbound::TooLarge`]), and a sink of frames written after their
-/// length prefix (closing finishes the stream).
+/// the input with [`Inbound::TooLarge`]), and a sink of frames, each written after
+/// its length prefix (closing finishes the stream).
 struct QuicFrames {
     recv: RecvStream,
     decoder: FrameDecoder,
     /// The input ended (finished, failed or refused).
     ended: bool,
-    out: FramesOut,
+    send: SendStream,
+    prefix: [u8; framing::PREFIX_BYTES],
+    /// Bytes of the prefix already written.
+    prefix_done: usize,
+    /// The frame being written (its unwritten rest).
+    pending: Option<Bytes>,
+}
+
+impl QuicFrames {
+    fn new(send: SendStream, recv: RecvStream, max_frame: usize) -> Self {
+        QuicFrames {
+            recv,
+            decoder: FrameDecoder::new(max_frame),
+            ended: false,
+            send,
+            prefix: [0; framing::PREFIX_BYTES],
+            prefix_done: framing::PREFIX_BYTES,
+            pending: None,
+        }
+    }
+
+    /// Writes what is left of the current frame (prefix, then body).
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        while self.prefix_done < framing::PREFIX_BYTES {
+            let rest = &self.prefix[self.prefix_done..];
+            self.prefix_done += ready!(Pin::new(&mut self.send).poll_write(cx, rest))?;
+        }
+        while let Some(frame) = self.pending.as_mut() {
+            if frame.is_empty() {
+                self.pending = None;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.send).poll_write(cx, frame))?;
+            let _ = frame.split_to(n);
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl futures_util::Stream for QuicFrames {
@@ -293,15 +325,16 @@ impl futures_util::Stream for QuicFrames {
                     return Poll::Ready(Some(Ok(Inbound::TooLarge(announced))));
                 }
             }
-            let mut chunk = [0u8; READ_CHUNK_BYTES];
-            match this.recv.poll_read(cx, &mut chunk) {
-                Poll::Ready(Ok(0)) => this.ended = true,
-                Poll::Ready(Ok(n)) => this.decoder.push(&chunk[..n]),
-                Poll::Ready(Err(e)) => {
+            // Read into uninitialized stack space: nothing to zero on every read.
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK_BYTES];
+            let mut read = tokio::io::ReadBuf::uninit(&mut chunk);
+            match ready!(this.recv.poll_read_buf(cx, &mut read)) {
+                Ok(()) if read.filled().is_empty() => this.ended = true,
+                Ok(()) => this.decoder.push(read.filled()),
+                Err(e) => {
                     this.ended = true;
                     return Poll::Ready(Some(Err(e.into())));
                 }
-                Poll::Pending => return Poll::Pending,
             }
         }
         Poll::Ready(None)
@@ -310,92 +343,6 @@ impl futures_util::Stream for QuicFrames {
 
 impl Sink<Bytes> for QuicFrames {
     type Error = std::io::Error;
-
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.get_mut().out)
-            .poll_ready(cx)
-            .map_err(Into::into)
-    }
-
-    fn start_send(self: Pin<&mut Self>, frame: Bytes) -> Result<(), Self::Error> {
-        Pin::new(&mut self.get_mut().out)
-            .start_send(frame)
-            .map_err(Into::into)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.get_mut().out)
-            .poll_flush(cx)
-            .map_err(Into::into)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.get_mut().out)
-            .poll_close(cx)
-            .map_err(Into::into)
-    }
-}
-
-/// Writes each frame after its length prefix; closing finishes the stream.
-struct FramesOut {
-    send: SendStream,
-    prefix: [u8; framing::PREFIX_BYTES],
-    /// Bytes of the prefix already written.
-    prefix_done: usize,
-    /// The frame being written (its unwritten rest).
-    pending: Option<Bytes>,
-}
-
-impl FramesOut {
-    fn new(send: SendStream) -> Self {
-        FramesOut {
-            send,
-            prefix: [0; framing::PREFIX_BYTES],
-            prefix_done: framing::PREFIX_BYTES,
-            pending: None,
-        }
-    }
-
-    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), quinn::WriteError>> {
-        while self.prefix_done < framing::PREFIX_BYTES {
-            let rest = &self.prefix[self.prefix_done..];
-            match Pin::new(&mut self.send).poll_write(cx, rest) {
-                Poll::Ready(Ok(n)) => self.prefix_done += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        while let Some(frame) = self.pending.as_mut() {
-            if frame.is_empty() {
-                self.pending = None;
-                break;
-            }
-            match Pin::new(&mut self.send).poll_write(cx, frame) {
-                Poll::Ready(Ok(n)) => {
-                    let _ = frame.split_to(n);
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Drop for FramesOut {
-    /// A frame cut short (a close or write that timed out mid-frame) must not read
-    /// as a clean end: the stream is reset instead of finished.
-    fn drop(&mut self) {
-        let partial = self.prefix_done < framing::PREFIX_BYTES
-            || self.pending.as_ref().is_some_and(|f| !f.is_empty());
-        if partial {
-            let _ = self.send.reset(VarInt::from_u32(FRAME_CUT_SHORT));
-        }
-    }
-}
-
-impl Sink<Bytes> for FramesOut {
-    type Error = quinn::WriteError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.get_mut().poll_pending(cx)
@@ -416,12 +363,20 @@ impl Sink<Bytes> for FramesOut {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
-        match this.poll_pending(cx) {
-            Poll::Ready(Ok(())) => {
-                let _ = this.send.finish();
-                Poll::Ready(Ok(()))
-            }
-            other => other,
+        ready!(this.poll_pending(cx))?;
+        let _ = this.send.finish();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for QuicFrames {
+    /// A frame cut short (a close or write that timed out mid-frame) must not read
+    /// as a clean end: the stream is reset instead of finished.
+    fn drop(&mut self) {
+        let partial = self.prefix_done < framing::PREFIX_BYTES
+            || self.pending.as_ref().is_some_and(|f| !f.is_empty());
+        if partial {
+            let _ = self.send.reset(VarInt::from_u32(FRAME_CUT_SHORT));
         }
     }
 }

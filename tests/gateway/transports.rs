@@ -128,15 +128,12 @@ fn open_slots(s: &TestServer) -> usize {
     s.server.as_ref().unwrap().state.slots.open()
 }
 
-/// Waits (bounded by [`WAIT`]) until the server holds `n` connection slots.
+/// Waits (bounded by [`WAIT`]) until the server holds at most `n` connection slots.
 async fn until_open_slots(s: &TestServer, n: usize) {
-    tokio::time::timeout(WAIT, async {
-        while open_slots(s) != n {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("server holds {} slots, expected {n}", open_slots(s)));
+    let slots = &s.server.as_ref().unwrap().state.slots;
+    tokio::time::timeout(WAIT, slots.until_free(slots.max() - n))
+        .await
+        .unwrap_or_else(|_| panic!("server holds {} slots, expected {n}", open_slots(s)));
 }
 
 /// A raw quinn connection to the test server offering `alpn`.
@@ -252,6 +249,8 @@ async fn quic_with_a_wrong_alpn_is_refused() {
 /// the handshake stalls in between.
 #[derive(Debug)]
 struct StalledVerifier {
+    /// Told when the server's certificate arrived (the server holds a slot by then).
+    started: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
@@ -264,6 +263,9 @@ impl rustls::client::danger::ServerCertVerifier for StalledVerifier {
         _: &[u8],
         _: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Some(started) = self.started.lock().unwrap().take() {
+            let _ = started.send(());
+        }
         let _ = self.release.lock().unwrap().recv_timeout(WAIT);
         Err(rustls::Error::General("stalled on purpose".into()))
     }
@@ -295,9 +297,10 @@ impl rustls::client::danger::ServerCertVerifier for StalledVerifier {
 
 #[tokio::test]
 async fn a_quic_handshake_that_never_finishes_gives_its_slot_back() {
-    // 3 s: the window in which the test must see the slot taken, even on a loaded machine.
+    // 3 s: the window in which the test checks the slot is taken, even on a loaded machine.
     let s = TestServer::on_with(Transport::Quic, |c| c.tls_handshake_timeout_secs = 3).await;
     let (release, stalled) = std::sync::mpsc::channel();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
     let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -305,6 +308,7 @@ async fn a_quic_handshake_that_never_finishes_gives_its_slot_back() {
     .unwrap()
     .dangerous()
     .with_custom_certificate_verifier(Arc::new(StalledVerifier {
+        started: std::sync::Mutex::new(Some(started_tx)),
         release: std::sync::Mutex::new(stalled),
     }))
     .with_no_client_auth();
@@ -326,7 +330,11 @@ async fn a_quic_handshake_that_never_finishes_gives_its_slot_back() {
             assert!(result.is_err(), "the handshake must not succeed");
         })
     });
-    until_open_slots(&s, 1).await;
+    tokio::time::timeout(WAIT, started)
+        .await
+        .expect("the server answered the handshake")
+        .unwrap();
+    assert_eq!(open_slots(&s), 1, "the pending handshake holds a slot");
     // The server gives up after tls_handshake_timeout_secs and frees the slot.
     until_open_slots(&s, 0).await;
     release.send(()).unwrap();
