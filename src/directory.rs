@@ -3,7 +3,8 @@
 //! Token checks and sends look up an app's secret and an account's uuid on every
 //! request; this caches both. Apps are few and cached whole; accounts are cached as
 //! they are used (one entry per active account). Apps and accounts never change once
-//! created, so their cache needs no invalidation.
+//! created, so their cache needs no invalidation; a temporary account's entry holds
+//! its expiry and is not used past it (the store then makes a new account).
 //!
 //! The account cache holds at most `account_cache` entries; past that it is emptied
 //! and refills from the store (a client addressing endless new accounts cannot grow
@@ -28,7 +29,8 @@ use dashmap::DashMap;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::store::{App, Store, StoreResult, Topic};
+use crate::clock::Clock;
+use crate::store::{Account, App, Store, StoreResult, Topic};
 
 /// A topic as the router sees it: the record plus a member set for O(1) checks.
 #[derive(Debug)]
@@ -52,8 +54,9 @@ impl TopicView {
 pub struct Directory {
     store: Arc<dyn Store>,
     apps: DashMap<u64, App>,
-    accounts: DashMap<(u64, String), u64>,
+    accounts: DashMap<(u64, String), Account>,
     max_accounts: usize,
+    clock: Clock,
     topics: Mutex<LruCache<u64, Arc<TopicView>>>,
     /// Newest version ever read of each topic.
     versions: DashMap<u64, u64>,
@@ -73,12 +76,19 @@ pub enum TopicLookup {
 
 impl Directory {
     /// A directory caching at most `max_accounts` account ids and `max_topics` topics.
-    pub fn new(store: Arc<dyn Store>, max_accounts: usize, max_topics: usize) -> Self {
+    /// Expiry is judged by `clock`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        max_accounts: usize,
+        max_topics: usize,
+        clock: Clock,
+    ) -> Self {
         Directory {
             store,
             apps: DashMap::new(),
             accounts: DashMap::new(),
             max_accounts: max_accounts.max(1),
+            clock,
             topics: Mutex::new(LruCache::new(
                 NonZeroUsize::new(max_topics).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -162,59 +172,72 @@ impl Directory {
         Ok(app)
     }
 
-    /// The uuid of (app, account) if the cache holds it.
+    /// The uuid of (app, account) if the cache holds it (and it has not expired).
     pub fn cached_uuid(&self, app_id: u64, account: &str) -> Option<u64> {
-        self.accounts.get(&(app_id, account.to_owned())).map(|u| *u)
+        self.cached(app_id, account, self.clock.now_ms())
+            .map(|a| a.uuid)
+    }
+
+    fn cached(&self, app_id: u64, account: &str, now_ms: u64) -> Option<Account> {
+        let found = *self.accounts.get(&(app_id, account.to_owned()))?;
+        (!found.expired_at(now_ms)).then_some(found)
     }
 
     /// The uuid of (app, account) if the account exists (none is created).
     pub async fn existing_uuid(&self, app_id: u64, account: &str) -> StoreResult<Option<u64>> {
-        if let Some(uuid) = self.cached_uuid(app_id, account) {
-            return Ok(Some(uuid));
+        let now = self.clock.now_ms();
+        if let Some(found) = self.cached(app_id, account, now) {
+            return Ok(Some(found.uuid));
         }
-        let uuid = self.store.account(app_id, account, false).await?;
-        if let Some(uuid) = uuid {
-            self.remember(app_id, account.to_owned(), uuid);
+        let found = self.store.account(app_id, account, false, now).await?;
+        if let Some(found) = found {
+            self.remember(app_id, account.to_owned(), found);
         }
-        Ok(uuid)
+        Ok(found.map(|a| a.uuid))
     }
 
     /// The uuid of (app, account), created on first use.
     pub async fn uuid(&self, app_id: u64, account: &str) -> StoreResult<u64> {
-        if let Some(uuid) = self.cached_uuid(app_id, account) {
-            return Ok(uuid);
+        Ok(self.account(app_id, account).await?.uuid)
+    }
+
+    /// (app, account) with its expiry, created on first use (or anew once expired).
+    pub async fn account(&self, app_id: u64, account: &str) -> StoreResult<Account> {
+        let now = self.clock.now_ms();
+        if let Some(found) = self.cached(app_id, account, now) {
+            return Ok(found);
         }
-        let uuid = self
+        let found = self
             .store
-            .account(app_id, account, true)
+            .account(app_id, account, true, now)
             .await?
             .ok_or_else(|| crate::store::StoreError::NotFound(account.to_owned()))?;
-        self.remember(app_id, account.to_owned(), uuid);
-        Ok(uuid)
+        self.remember(app_id, account.to_owned(), found);
+        Ok(found)
     }
 
     /// The uuids of many accounts of one app, in order, created where missing: one
     /// store call for all the names the cache does not know.
     pub async fn uuids(&self, app_id: u64, names: Vec<String>) -> StoreResult<Vec<u64>> {
+        let now = self.clock.now_ms();
         let mut out = Vec::with_capacity(names.len());
         let mut missing = Vec::new();
         let mut keys = Vec::with_capacity(names.len());
         for name in names {
-            let key = (app_id, name);
-            match self.accounts.get(&key) {
-                Some(uuid) => out.push(*uuid),
+            match self.cached(app_id, &name, now) {
+                Some(found) => out.push(found.uuid),
                 None => {
                     missing.push(out.len());
                     out.push(0);
                 }
             }
-            keys.push(key.1);
+            keys.push(name);
         }
         if missing.is_empty() {
             return Ok(out);
         }
         let wanted: Vec<String> = missing.iter().map(|&i| keys[i].clone()).collect();
-        let found = self.store.accounts(app_id, wanted).await?;
+        let found = self.store.accounts(app_id, wanted, now).await?;
         if found.len() != missing.len() {
             return Err(crate::store::StoreError::Database(format!(
                 "asked for {} accounts, got {}",
@@ -222,18 +245,18 @@ impl Directory {
                 found.len()
             )));
         }
-        for (&i, uuid) in missing.iter().zip(found) {
-            out[i] = uuid;
-            self.remember(app_id, std::mem::take(&mut keys[i]), uuid);
+        for (&i, account) in missing.iter().zip(found) {
+            out[i] = account.uuid;
+            self.remember(app_id, std::mem::take(&mut keys[i]), account);
         }
         Ok(out)
     }
 
-    fn remember(&self, app_id: u64, account: String, uuid: u64) {
+    fn remember(&self, app_id: u64, name: String, account: Account) {
         if self.accounts.len() >= self.max_accounts {
             self.accounts.clear();
         }
-        self.accounts.insert((app_id, account), uuid);
+        self.accounts.insert((app_id, name), account);
     }
 }
 
@@ -270,7 +293,7 @@ mod tests {
 
     fn directory(max_topics: usize) -> Directory {
         let store = crate::store::memory::MemoryStore::new();
-        Directory::new(Arc::new(store), 16, max_topics)
+        Directory::new(Arc::new(store), 16, max_topics, Clock::default())
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod blacklist;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod fanout;

@@ -110,6 +110,14 @@ enum AppCommand {
         /// Members a topic of this app may have; 0 = the server's default.
         #[arg(long)]
         topic_member_limit: Option<u32>,
+        /// Lifetime of accounts created from now on, seconds (temporary accounts,
+        /// 临时帐号); 0 = accounts never expire.
+        #[arg(long)]
+        user_ttl_secs: Option<u64>,
+        /// How long this app's messages stay in history, seconds; 0 = the server's
+        /// `history_retention_secs`.
+        #[arg(long)]
+        history_retention_secs: Option<u64>,
         #[arg(long, env = "COURIER_DATA_DIR", default_value = "courier-data")]
         data_dir: PathBuf,
     },
@@ -378,25 +386,45 @@ async fn app(command: AppCommand) -> anyhow::Result<()> {
         AppCommand::Set {
             app_id,
             topic_member_limit,
+            user_ttl_secs,
+            history_retention_secs,
             data_dir,
         } => {
-            let store = SqliteStore::open(&data_dir, SqliteOptions::default())?;
-            if let Some(limit) = topic_member_limit {
-                store
-                    .set_topic_member_limit(app_id, (limit > 0).then_some(limit))
-                    .await?;
-                println!(
-                    "app {app_id}: topic member limit {}",
-                    if limit > 0 {
-                        limit.to_string()
-                    } else {
-                        "server default".into()
-                    }
+            if topic_member_limit.is_none()
+                && user_ttl_secs.is_none()
+                && history_retention_secs.is_none()
+            {
+                bail!(
+                    "nothing to set: give --topic-member-limit, --user-ttl-secs or --history-retention-secs"
                 );
-            } else {
-                bail!("nothing to set: give --topic-member-limit");
             }
+            let store = SqliteStore::open(&data_dir, SqliteOptions::default())?;
+            if store.app(app_id).await?.is_none() {
+                store.close();
+                bail!("no app {app_id} in {}", data_dir.display());
+            }
+            let mut settings = store.app_settings(app_id).await?;
+            if let Some(limit) = topic_member_limit {
+                settings.topic_member_limit = (limit > 0).then_some(limit);
+            }
+            if let Some(secs) = user_ttl_secs {
+                settings.user_ttl_secs = secs;
+            }
+            if let Some(secs) = history_retention_secs {
+                settings.history_retention_secs = (secs > 0).then_some(secs);
+            }
+            store.set_app_settings(app_id, settings).await?;
             store.close();
+            let or_default = |v: Option<String>| v.unwrap_or_else(|| "server default".into());
+            println!(
+                "app {app_id}: topic member limit {}, account lifetime {}, history retention {}",
+                or_default(settings.topic_member_limit.map(|n| n.to_string())),
+                match settings.user_ttl_secs {
+                    0 => "forever".to_owned(),
+                    secs => format!("{secs} s"),
+                },
+                or_default(settings.history_retention_secs.map(|s| format!("{s} s"))),
+            );
         }
         AppCommand::List { data_dir, json } => {
             let store = SqliteStore::open(&data_dir, SqliteOptions::default())?;

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::hub::Hub;
@@ -111,10 +112,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let shutdown = CancellationToken::new();
     let router_stop = CancellationToken::new();
     let hub = Arc::new(Hub::with_device_limit(config.max_devices_per_user));
+    let clock = Clock::default();
     let directory = Arc::new(Directory::new(
         store.clone(),
         config.account_cache,
         config.topic_cache,
+        clock.clone(),
     ));
     let (router, router_task) = Router::start(
         RouterConfig {
@@ -145,6 +148,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     );
     let state = Arc::new(AppState {
         directory,
+        clock,
         config: config.clone(),
         store: store.clone(),
         hub,

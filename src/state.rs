@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::blacklist::Blacklists;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::hub::Hub;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub directory: Arc<Directory>,
+    /// The clock expiry decisions use (tests move it).
+    pub clock: Clock,
     pub hub: Arc<Hub>,
     pub router: Router,
     pub cursors: Arc<CursorBuffer>,

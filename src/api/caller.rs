@@ -41,7 +41,7 @@ pub async fn authenticate(
 ) -> Result<Caller, ApiError> {
     let app = known_app(state, app_id).await?;
     match header(headers, "token") {
-        Some(token) => by_token(app, parse_token(token)?),
+        Some(token) => by_token(state, app, parse_token(token)?),
         None => by_app_headers(state, app, headers).await,
     }
 }
@@ -52,7 +52,7 @@ pub async fn authenticate_any(state: &AppState, headers: &HeaderMap) -> Result<C
     if let Some(token) = header(headers, "token") {
         let unverified = parse_token(token)?;
         let app = known_app(state, unverified.app_id()).await?;
-        return by_token(app, unverified);
+        return by_token(state, app, unverified);
     }
     let Some(app_id) = header(headers, "appId") else {
         return Err(ApiError::unauthorized(
@@ -74,12 +74,12 @@ fn parse_token(token: &str) -> Result<auth::Unverified, ApiError> {
 }
 
 /// The caller a token of `app` names (token mode; it wins over the headers).
-fn by_token(app: App, unverified: auth::Unverified) -> Result<Caller, ApiError> {
+fn by_token(state: &AppState, app: App, unverified: auth::Unverified) -> Result<Caller, ApiError> {
     if unverified.app_id() != app.app_id {
         return Err(ApiError::unauthorized("token belongs to another app"));
     }
     let claims = unverified
-        .verify(&app.app_secret, now_ms())
+        .verify(&app.app_secret, state.clock.now_ms())
         .map_err(|e| ApiError::unauthorized(format!("token: {e}")))?;
     Ok(Caller {
         app,

@@ -1,6 +1,7 @@
 //! `POST /api/account/token` (manual §安全认证): an app back end exchanges
 //! appId/appKey/appSecret + appAccount for the account's signed, expiring token.
-//! The account is created on first request.
+//! The account is created on first request; a temporary account's token expires
+//! with the account.
 
 use std::sync::Arc;
 
@@ -36,12 +37,20 @@ pub async fn issue(State(state): State<Arc<AppState>>, body: Body) -> Result<Res
     let account = crate::names::name("appAccount", &req.app_account)?.to_owned();
     let app = app_from_credentials(&state, req.app_id, &req.app_key, &req.app_secret).await?;
     state.quotas.charge(app.app_id, None, 1, now_ms())?;
-    let uuid = state
+    let record = state
         .directory
-        .uuid(app.app_id, &account)
+        .account(app.app_id, &account)
         .await
         .map_err(ApiError::internal)?;
-    let expires_ms = now_ms().saturating_add(state.config.token_ttl_secs.saturating_mul(1000));
+    let uuid = record.uuid;
+    // A temporary account's token ends with the account.
+    let mut expires_ms = state
+        .clock
+        .now_ms()
+        .saturating_add(state.config.token_ttl_secs.saturating_mul(1000));
+    if record.expires_ms != 0 {
+        expires_ms = expires_ms.min(record.expires_ms);
+    }
     let claims = Claims {
         app_id: app.app_id,
         uuid,

@@ -149,6 +149,7 @@ impl From<TopicError> for ApiError {
         match e {
             TopicError::OverLimit { .. } => ApiError::bad_request(e.to_string()),
             TopicError::Unknown(_) => ApiError::new(404, e.to_string()),
+            TopicError::TemporaryAccount => ApiError::new(403, e.to_string()),
             TopicError::Store(e) => store_error(e),
         }
     }

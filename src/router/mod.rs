@@ -228,6 +228,9 @@ impl CommitLoop {
             // change that reads `last_sequence` after this sees it, so a member added
             // concurrently starts after it (or got it live), never in between.
             let seq = self.sequencer.next(now);
+            // The message's time is its sequence's millisecond: time order and
+            // sequence order agree, so history reads a time range as a sequence range.
+            let ts = crate::sequence::time_of(seq);
             self.last_seq.store(seq, Ordering::Release);
             let topic = if sub.envelope.topic_id().is_none() {
                 None
@@ -240,11 +243,11 @@ impl CommitLoop {
                     }
                 }
             };
-            self.dedup.put(key, (seq, now));
-            let deliver = sub.envelope.to_deliver(seq, now, !sub.persist);
+            self.dedup.put(key, (seq, ts));
+            let deliver = sub.envelope.to_deliver(seq, ts, !sub.persist);
             let frame = codec::encode(Kind::Deliver(deliver));
             let append_index = if sub.persist {
-                to_store.push(sub.sequenced(seq, now));
+                to_store.push(sub.sequenced(seq, ts));
                 Some(to_store.len() - 1)
             } else {
                 None
@@ -252,7 +255,7 @@ impl CommitLoop {
             plans.push(Planned::New {
                 sub,
                 seq,
-                ts: now,
+                ts,
                 frame,
                 append_index,
                 topic,
@@ -447,7 +450,12 @@ mod tests {
 
     async fn fixture() -> Fixture {
         let store = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
-        let directory = Arc::new(Directory::new(store.clone(), 16, 16));
+        let directory = Arc::new(Directory::new(
+            store.clone(),
+            16,
+            16,
+            crate::clock::Clock::default(),
+        ));
         let stop = CancellationToken::new();
         let config = RouterConfig {
             node_id: 0,

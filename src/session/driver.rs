@@ -301,7 +301,7 @@ impl<E: Display> Connection<E> {
             .map_err(|e| (Status::Internal, e.to_string()))?
             .ok_or_else(|| unauthorized(auth::AuthError::UnknownApp))?;
         unverified
-            .verify(&app.app_secret, now_ms())
+            .verify(&app.app_secret, self.state.clock.now_ms())
             .map_err(unauthorized)
     }
 

@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use super::{AppendOutcome, NewMessage, Order, Store, StoredMessage, TimelineRange};
+use super::{
+    AppSettings, AppendOutcome, Contact, Conversation, HistoryRange, NewMessage, Order, Peer,
+    Store, StoreError, StoredMessage, SweepPlan, TimelineRange,
+};
 use crate::message::{Envelope, Target};
 
 /// Runs every check, each on a fresh store from `fresh` (whose second value, e.g.
@@ -27,6 +30,10 @@ pub async fn run_all<G>(mut fresh: impl FnMut() -> (Arc<dyn Store>, G)) {
         newest_first_reads_the_end_of_the_range,
         topic_messages_are_read_within_membership_intervals,
         blacklists_are_one_way_and_blocked_messages_stay_with_the_sender,
+        temporary_accounts_expire_and_are_swept,
+        history_reads_conversations_by_range,
+        contacts_follow_the_newest_message,
+        sweep_deletes_what_is_past_its_window,
     );
 }
 
@@ -65,35 +72,401 @@ pub fn range(uuid: u64, after: u64) -> TimelineRange {
 }
 
 /// Apps are listed and found; an account is created once and found again; a batch
-/// of accounts keeps its order and creates only the missing ones.
+/// of accounts keeps its order and creates only the missing ones; settings persist.
 pub async fn apps_and_accounts(store: &dyn Store) {
     let app = store.create_app("demo").await.unwrap();
     assert_eq!(store.list_apps().await.unwrap(), vec![app.clone()]);
     assert_eq!(store.app(app.app_id).await.unwrap(), Some(app.clone()));
-    assert_eq!(store.account(app.app_id, "bob", false).await.unwrap(), None);
+    assert_eq!(
+        store.account(app.app_id, "bob", false, NOW).await.unwrap(),
+        None
+    );
     let bob = store
-        .account(app.app_id, "bob", true)
+        .account(app.app_id, "bob", true, NOW)
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(bob.expires_ms, 0);
     assert_eq!(
-        store.account(app.app_id, "bob", true).await.unwrap(),
+        store.account(app.app_id, "bob", true, NOW).await.unwrap(),
         Some(bob)
     );
     let names = vec!["amy".to_owned(), "bob".to_owned(), "cy".to_owned()];
-    let uuids = store.accounts(app.app_id, names).await.unwrap();
-    assert_eq!(uuids[1], bob);
-    assert!(uuids[0] != uuids[2] && uuids[0] != bob);
+    let accounts = store.accounts(app.app_id, names, NOW).await.unwrap();
+    assert_eq!(accounts[1], bob);
+    assert!(accounts[0].uuid != accounts[2].uuid && accounts[0].uuid != bob.uuid);
     assert_eq!(
-        store.account(app.app_id, "cy", false).await.unwrap(),
-        Some(uuids[2])
+        store.account(app.app_id, "cy", false, NOW).await.unwrap(),
+        Some(accounts[2])
     );
-    assert_eq!(store.topic_member_limit(app.app_id).await.unwrap(), None);
+    assert_eq!(
+        store.app_settings(app.app_id).await.unwrap(),
+        AppSettings::default()
+    );
+    let settings = AppSettings {
+        topic_member_limit: Some(7),
+        user_ttl_secs: 60,
+        history_retention_secs: Some(3600),
+    };
+    store.set_app_settings(app.app_id, settings).await.unwrap();
+    assert_eq!(store.app_settings(app.app_id).await.unwrap(), settings);
+    assert!(matches!(
+        store.set_app_settings(12345, settings).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// A fixed "now" for the checks (2026-01-01), far above the sequence epoch.
+pub const NOW: u64 = 1_767_225_600_000;
+
+/// Accounts created while an app has a lifetime expire after it: lookups stop
+/// finding them, a new account takes the name (new uuid), and the sweep reports the
+/// expired ones once, then deletes their data and memberships.
+pub async fn temporary_accounts_expire_and_are_swept(store: &dyn Store) {
+    let app = store.create_app("temp").await.unwrap();
+    let forever = store
+        .account(app.app_id, "keeper", true, NOW)
+        .await
+        .unwrap()
+        .unwrap();
     store
-        .set_topic_member_limit(app.app_id, Some(7))
+        .set_app_settings(
+            app.app_id,
+            AppSettings {
+                user_ttl_secs: 60,
+                ..AppSettings::default()
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(store.topic_member_limit(app.app_id).await.unwrap(), Some(7));
+    let temp = store
+        .account(app.app_id, "guest", true, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(temp.expires_ms, NOW + 60_000);
+    // Created before the lifetime was set: never expires.
+    assert_eq!(
+        store
+            .account(app.app_id, "keeper", false, NOW + 3_600_000)
+            .await
+            .unwrap(),
+        Some(forever)
+    );
+    assert_eq!(
+        store
+            .account(app.app_id, "guest", false, NOW + 59_999)
+            .await
+            .unwrap(),
+        Some(temp)
+    );
+    assert_eq!(
+        store
+            .account(app.app_id, "guest", false, NOW + 60_000)
+            .await
+            .unwrap(),
+        None
+    );
+    let topic = store
+        .create_topic(
+            app.app_id,
+            forever.uuid,
+            "t",
+            vec![forever.uuid, temp.uuid],
+            10,
+            0,
+        )
+        .await
+        .unwrap();
+    store
+        .set_cursors(vec![(temp.uuid, "phone".into(), 5)])
+        .await
+        .unwrap();
+    store.blacklist_add(temp.uuid, forever.uuid).await.unwrap();
+    let plan = SweepPlan {
+        now_ms: NOW + 60_000,
+        retention_ms: 180 * DAY_MS,
+        offline_ttl_ms: 7 * DAY_MS,
+        batch: 100,
+    };
+    let report = store.sweep(plan.clone()).await.unwrap();
+    assert_eq!(report.expired, vec![temp.uuid]);
+    assert_eq!(report.purged, 1);
+    assert_eq!(report.topics, vec![topic.topic_id]);
+    assert_eq!(store.cursor(temp.uuid, "phone").await.unwrap(), None);
+    assert!(store.blacklist_of(temp.uuid).await.unwrap().is_empty());
+    let members = store.topic(topic.topic_id).await.unwrap().unwrap().members;
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].uuid, forever.uuid);
+    // Reported once; the name is free again and the uuid is new.
+    assert!(store.sweep(plan).await.unwrap().expired.is_empty());
+    let again = store
+        .account(app.app_id, "guest", true, NOW + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.uuid != temp.uuid && again.uuid != forever.uuid);
+    assert_eq!(again.expires_ms, NOW + 120_000);
+    // Recreating an expired name before the sweep ran also gives a new account.
+    let next = store
+        .account(app.app_id, "guest", true, NOW + 120_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.uuid != again.uuid);
+}
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// History of a pair is both directions in sequence order, from either side;
+/// ranges are `[from, to)`; a blocked message is the sender's only; a topic reads
+/// only within the viewer's membership intervals.
+pub async fn history_reads_conversations_by_range(store: &dyn Store) {
+    let mut batch = vec![
+        msg(10, 1, 2, "a"),
+        msg(11, 2, 1, "b"),
+        msg(12, 1, 3, "c"),
+        msg(13, 1, 2, "d"),
+    ];
+    let mut blocked = msg(14, 2, 1, "e");
+    if let Target::User { blocked: b, .. } = &mut blocked.envelope.target {
+        *b = true;
+    }
+    batch.push(blocked);
+    store.append(batch).await.unwrap();
+    let read = |viewer, from_seq, to_seq, limit, order| HistoryRange {
+        conversation: Conversation::Pair(2, 1),
+        viewer,
+        from_seq,
+        to_seq,
+        limit,
+        order,
+    };
+    let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+    let all = store
+        .history(read(1, 0, u64::MAX, 100, Order::OldestFirst))
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(all),
+        vec![10, 11, 13],
+        "the blocked one is not user 1's"
+    );
+    let sender = store
+        .history(read(2, 0, u64::MAX, 100, Order::OldestFirst))
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(sender),
+        vec![10, 11, 13, 14],
+        "the sender sees its own"
+    );
+    let bounded = store
+        .history(read(1, 11, 13, 100, Order::OldestFirst))
+        .await
+        .unwrap();
+    assert_eq!(seqs(bounded), vec![11], "[from, to)");
+    let newest = store
+        .history(read(1, 0, 14, 2, Order::NewestFirst))
+        .await
+        .unwrap();
+    assert_eq!(seqs(newest), vec![13, 11]);
+    assert!(store
+        .history(read(1, 13, 13, 100, Order::OldestFirst))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Topic: member 5 belongs over (20, 30), leaves, and rejoins after 40.
+    let topic = store
+        .create_topic(1, 4, "t", vec![4, 5], 10, 20)
+        .await
+        .unwrap();
+    let t = topic.topic_id;
+    let tmsg = |seq: u64| {
+        let mut m = msg(seq, 4, 0, &format!("t{seq}"));
+        m.envelope.target = Target::Topic { topic_id: t };
+        m
+    };
+    store
+        .append((21..=50).step_by(5).map(tmsg).collect())
+        .await
+        .unwrap();
+    store.remove_members(t, vec![5], 30).await.unwrap();
+    store.add_members(t, vec![5], 10, 40).await.unwrap();
+    let topic_read = |viewer| HistoryRange {
+        conversation: Conversation::Topic(t),
+        viewer,
+        from_seq: 0,
+        to_seq: u64::MAX,
+        limit: 100,
+        order: Order::OldestFirst,
+    };
+    let member = store.history(topic_read(5)).await.unwrap();
+    assert_eq!(seqs(member), vec![21, 26, 41, 46]);
+    let owner = store.history(topic_read(4)).await.unwrap();
+    assert_eq!(seqs(owner), vec![21, 26, 31, 36, 41, 46]);
+    assert!(store.history(topic_read(9)).await.unwrap().is_empty());
+}
+
+/// Contacts: both sides of a p2p conversation, newest first, with the last message
+/// and the peer's name; topics from their log within the membership; a cleared
+/// entry is gone until a newer message; `since` drops old conversations.
+pub async fn contacts_follow_the_newest_message(store: &dyn Store) {
+    store
+        .append(vec![
+            msg(10, 1, 2, "a"),
+            msg(11, 3, 1, "b"),
+            msg(12, 2, 1, "c"),
+        ])
+        .await
+        .unwrap();
+    let topic = store
+        .create_topic(1, 1, "team", vec![1, 2], 10, 0)
+        .await
+        .unwrap();
+    let mut tm = msg(13, 2, 0, "t");
+    tm.envelope.target = Target::Topic {
+        topic_id: topic.topic_id,
+    };
+    store.append(vec![tm]).await.unwrap();
+    let peers = |cs: Vec<Contact>| {
+        cs.iter()
+            .map(|c| (c.peer, c.name.clone(), c.last.seq))
+            .collect::<Vec<_>>()
+    };
+    let mine = store.contacts(1, 0).await.unwrap();
+    assert_eq!(
+        peers(mine),
+        vec![
+            (Peer::Topic(topic.topic_id), "team".to_owned(), 13),
+            (Peer::User(2), "u2".to_owned(), 12),
+            (Peer::User(3), "u3".to_owned(), 11),
+        ]
+    );
+    let two = store.contacts(2, 0).await.unwrap();
+    assert_eq!(two[1].peer, Peer::User(1));
+    assert_eq!(two[1].name, "u1");
+    assert_eq!(
+        peers(store.contacts(1, 12).await.unwrap()).len(),
+        2,
+        "since"
+    );
+    store.clear_contact(1, Peer::User(2)).await.unwrap();
+    store
+        .clear_contact(1, Peer::Topic(topic.topic_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        peers(store.contacts(1, 0).await.unwrap()),
+        vec![(Peer::User(3), "u3".to_owned(), 11)]
+    );
+    let mut tm = msg(15, 2, 0, "t2");
+    tm.envelope.target = Target::Topic {
+        topic_id: topic.topic_id,
+    };
+    store.append(vec![msg(14, 1, 2, "d"), tm]).await.unwrap();
+    assert_eq!(
+        peers(store.contacts(1, 0).await.unwrap()),
+        vec![
+            (Peer::Topic(topic.topic_id), "team".to_owned(), 15),
+            (Peer::User(2), "u2".to_owned(), 14),
+            (Peer::User(3), "u3".to_owned(), 11),
+        ]
+    );
+}
+
+/// The sweep deletes messages past retention (per-app override first) with their
+/// rows, and timeline rows past the offline window, and nothing else.
+pub async fn sweep_deletes_what_is_past_its_window(store: &dyn Store) {
+    use crate::sequence::floor_at;
+    let app = store.create_app("sweep").await.unwrap();
+    let short = store.create_app("short").await.unwrap();
+    store
+        .set_app_settings(
+            short.app_id,
+            AppSettings {
+                history_retention_secs: Some(24 * 3600),
+                ..AppSettings::default()
+            },
+        )
+        .await
+        .unwrap();
+    let at = |days_ago: u64, app_id: u64, packet: &str| {
+        let mut m = msg(floor_at(NOW - days_ago * DAY_MS), 1, 2, packet);
+        m.envelope.app_id = app_id;
+        m
+    };
+    store
+        .append(vec![
+            at(200, app.app_id, "ancient"),
+            at(10, app.app_id, "old"),
+            at(3, short.app_id, "short-old"),
+            at(1, app.app_id, "recent"),
+        ])
+        .await
+        .unwrap();
+    let plan = SweepPlan {
+        now_ms: NOW,
+        retention_ms: 180 * DAY_MS,
+        offline_ttl_ms: 7 * DAY_MS,
+        batch: 100,
+    };
+    let report = store.sweep(plan.clone()).await.unwrap();
+    assert_eq!(report.messages, 2, "past 180 days, and the 1-day app's");
+    // The 10-day-old message leaves the timelines (both sides), not history.
+    assert_eq!(report.timeline_rows, 2);
+    assert!(!report.more);
+    let pair = HistoryRange {
+        conversation: Conversation::Pair(1, 2),
+        viewer: 1,
+        from_seq: 0,
+        to_seq: u64::MAX,
+        limit: 100,
+        order: Order::OldestFirst,
+    };
+    let kept: Vec<String> = store
+        .history(pair)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.envelope.packet_id.clone())
+        .collect();
+    assert_eq!(kept, vec!["old", "recent"]);
+    let timeline: Vec<String> = store
+        .timeline(range(2, 0), "phone")
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.envelope.packet_id.clone())
+        .collect();
+    assert_eq!(timeline, vec!["recent"]);
+    let again = store.sweep(plan).await.unwrap();
+    assert_eq!((again.messages, again.timeline_rows), (0, 0));
+    // A batch limit stops a pass and says there is more.
+    store
+        .append(
+            (0..5)
+                .map(|i| {
+                    let mut m = at(300, app.app_id, &format!("b{i}"));
+                    m.seq += i;
+                    m
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let limited = store
+        .sweep(SweepPlan {
+            now_ms: NOW,
+            retention_ms: 180 * DAY_MS,
+            offline_ttl_ms: 7 * DAY_MS,
+            batch: 3,
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.messages, 3);
+    assert!(limited.more);
 }
 
 /// Device cursors never move back; the user's highest is the max of its devices.

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    App, AppStore, AppendOutcome, BlacklistStore, MessageStore, NewMessage, Store, StoreError,
-    StoreResult, StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
+    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, Contact, HistoryRange,
+    HistoryStore, MessageStore, NewMessage, Peer, Store, StoreError, StoreResult, StoredMessage,
+    SweepPlan, SweepReport, SweepStore, TimelineRange, Topic, TopicStore, TopicSummary,
+    TopicUpdate,
 };
 
 /// Which operations fail.
@@ -68,19 +70,50 @@ impl AppStore for FaultyStore {
     async fn app(&self, app_id: u64) -> StoreResult<Option<App>> {
         self.inner.app(app_id).await
     }
-    async fn account(&self, app_id: u64, account: &str, create: bool) -> StoreResult<Option<u64>> {
+    async fn account(
+        &self,
+        app_id: u64,
+        account: &str,
+        create: bool,
+        now_ms: u64,
+    ) -> StoreResult<Option<Account>> {
         check(&self.faults.accounts)?;
-        self.inner.account(app_id, account, create).await
+        self.inner.account(app_id, account, create, now_ms).await
     }
-    async fn accounts(&self, app_id: u64, accounts: Vec<String>) -> StoreResult<Vec<u64>> {
+    async fn accounts(
+        &self,
+        app_id: u64,
+        accounts: Vec<String>,
+        now_ms: u64,
+    ) -> StoreResult<Vec<Account>> {
         check(&self.faults.accounts)?;
-        self.inner.accounts(app_id, accounts).await
+        self.inner.accounts(app_id, accounts, now_ms).await
     }
-    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()> {
-        self.inner.set_topic_member_limit(app_id, limit).await
+    async fn set_app_settings(&self, app_id: u64, settings: AppSettings) -> StoreResult<()> {
+        self.inner.set_app_settings(app_id, settings).await
     }
-    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>> {
-        self.inner.topic_member_limit(app_id).await
+    async fn app_settings(&self, app_id: u64) -> StoreResult<AppSettings> {
+        self.inner.app_settings(app_id).await
+    }
+}
+
+#[async_trait]
+impl HistoryStore for FaultyStore {
+    async fn history(&self, range: HistoryRange) -> StoreResult<Vec<StoredMessage>> {
+        self.inner.history(range).await
+    }
+    async fn contacts(&self, owner: u64, since_seq: u64) -> StoreResult<Vec<Contact>> {
+        self.inner.contacts(owner, since_seq).await
+    }
+    async fn clear_contact(&self, owner: u64, peer: Peer) -> StoreResult<()> {
+        self.inner.clear_contact(owner, peer).await
+    }
+}
+
+#[async_trait]
+impl SweepStore for FaultyStore {
+    async fn sweep(&self, plan: SweepPlan) -> StoreResult<SweepReport> {
+        self.inner.sweep(plan).await
     }
 }
 

@@ -10,11 +10,13 @@ use parking_lot::Mutex;
 use rand::Rng;
 
 use super::{
-    App, AppStore, AppendOutcome, BlacklistStore, Member, MessageStore, NewMessage, Order, Store,
-    StoreError, StoreResult, StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary,
-    TopicUpdate,
+    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, Contact, Conversation,
+    HistoryRange, HistoryStore, Member, MessageStore, NewMessage, Order, Peer, Store, StoreError,
+    StoreResult, StoredMessage, SweepPlan, SweepReport, SweepStore, TimelineRange, Topic,
+    TopicStore, TopicSummary, TopicUpdate,
 };
 use crate::message::Target;
+use crate::sequence::floor_at;
 use crate::time::now_ms;
 
 /// `to` of a membership that has not ended.
@@ -36,9 +38,21 @@ struct TopicRow {
 #[derive(Debug, Default)]
 struct Inner {
     apps: BTreeMap<u64, App>,
-    member_limits: HashMap<u64, u32>,
+    settings: HashMap<u64, AppSettings>,
     accounts: HashMap<(u64, String), u64>,
     names: HashMap<u64, String>,
+    /// uuid → expiry (temporary accounts only).
+    expires: HashMap<u64, u64>,
+    /// Expired accounts whose data is not swept yet.
+    retired: BTreeSet<u64>,
+    /// Accounts ever created (uuids are never reused).
+    created: u64,
+    /// owner → peer → last seq.
+    contacts: HashMap<u64, HashMap<u64, u64>>,
+    /// (owner, topic) → cleared up to seq.
+    cleared: HashMap<(u64, u64), u64>,
+    /// Timeline rows older than this were swept.
+    timeline_swept: u64,
     messages: HashMap<u64, StoredMessage>,
     dedup: HashMap<(u64, String), (u64, u64)>,
     timelines: HashMap<u64, BTreeSet<u64>>,
@@ -63,17 +77,103 @@ impl MemoryStore {
 }
 
 impl Inner {
-    fn account(&mut self, app_id: u64, name: &str, create: bool) -> Option<u64> {
-        if let Some(uuid) = self.accounts.get(&(app_id, name.to_owned())) {
-            return Some(*uuid);
+    fn find(&self, app_id: u64, name: &str) -> Option<Account> {
+        let uuid = *self.accounts.get(&(app_id, name.to_owned()))?;
+        Some(Account {
+            uuid,
+            expires_ms: self.expires.get(&uuid).copied().unwrap_or(0),
+        })
+    }
+
+    fn account(&mut self, app_id: u64, name: &str, create: bool, now_ms: u64) -> Option<Account> {
+        match self.find(app_id, name) {
+            Some(a) if !a.expired_at(now_ms) => return Some(a),
+            Some(a) if create => self.retire(a.uuid),
+            _ if !create => return None,
+            _ => {}
         }
-        if !create {
-            return None;
-        }
-        let uuid = self.names.len() as u64 + 1;
+        self.created += 1;
+        let uuid = self.created;
+        let ttl = self.settings.get(&app_id).map_or(0, |s| s.user_ttl_secs);
+        let expires_ms = if ttl > 0 {
+            now_ms.saturating_add(ttl.saturating_mul(1000))
+        } else {
+            0
+        };
         self.accounts.insert((app_id, name.to_owned()), uuid);
         self.names.insert(uuid, name.to_owned());
-        Some(uuid)
+        if expires_ms > 0 {
+            self.expires.insert(uuid, expires_ms);
+        }
+        Some(Account { uuid, expires_ms })
+    }
+
+    /// Frees an expired account's name and queues its data for the sweep.
+    fn retire(&mut self, uuid: u64) {
+        self.accounts.retain(|_, u| *u != uuid);
+        self.expires.remove(&uuid);
+        self.retired.insert(uuid);
+    }
+
+    /// Deletes a retired account's data; returns the topics it left.
+    fn purge(&mut self, uuid: u64, boundary: u64) -> Vec<u64> {
+        self.timelines.remove(&uuid);
+        self.cursors.retain(|(u, _), _| *u != uuid);
+        self.contacts.remove(&uuid);
+        self.cleared.retain(|(owner, _), _| *owner != uuid);
+        self.blacklists.remove(&uuid);
+        let mut left = Vec::new();
+        for (&topic_id, t) in &mut self.topics {
+            if t.members.contains(&uuid) {
+                t.members.retain(|u| *u != uuid);
+                t.version += 1;
+                left.push(topic_id);
+            }
+        }
+        for m in &mut self.memberships {
+            if m.0 == uuid && m.3 == OPEN {
+                m.3 = boundary;
+            }
+        }
+        self.retired.remove(&uuid);
+        left
+    }
+
+    fn delete_message(&mut self, seq: u64) {
+        let Some(m) = self.messages.remove(&seq) else {
+            return;
+        };
+        let e = &m.envelope;
+        self.dedup.remove(&(e.from_uuid, e.packet_id.clone()));
+        match &e.target {
+            Target::Topic { topic_id } => {
+                if let Some(log) = self.topic_logs.get_mut(topic_id) {
+                    log.remove(&seq);
+                }
+            }
+            Target::User { uuid, .. } => {
+                for (owner, peer) in [(*uuid, e.from_uuid), (e.from_uuid, *uuid)] {
+                    if let Some(t) = self.timelines.get_mut(&owner) {
+                        t.remove(&seq);
+                    }
+                    if let Some(c) = self.contacts.get_mut(&owner) {
+                        if c.get(&peer) == Some(&seq) {
+                            c.remove(&peer);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn touch_contact(&mut self, owner: u64, peer: u64, seq: u64) {
+        let last = self
+            .contacts
+            .entry(owner)
+            .or_default()
+            .entry(peer)
+            .or_insert(seq);
+        *last = (*last).max(seq);
     }
 
     /// What device `resource` of `uuid` sees in `after < seq < before`.
@@ -191,29 +291,215 @@ impl AppStore for MemoryStore {
         Ok(self.inner.lock().apps.get(&app_id).cloned())
     }
 
-    async fn account(&self, app_id: u64, account: &str, create: bool) -> StoreResult<Option<u64>> {
-        Ok(self.inner.lock().account(app_id, account, create))
+    async fn account(
+        &self,
+        app_id: u64,
+        account: &str,
+        create: bool,
+        now_ms: u64,
+    ) -> StoreResult<Option<Account>> {
+        Ok(self.inner.lock().account(app_id, account, create, now_ms))
     }
 
-    async fn accounts(&self, app_id: u64, accounts: Vec<String>) -> StoreResult<Vec<u64>> {
+    async fn accounts(
+        &self,
+        app_id: u64,
+        accounts: Vec<String>,
+        now_ms: u64,
+    ) -> StoreResult<Vec<Account>> {
         let mut inner = self.inner.lock();
         Ok(accounts
             .iter()
-            .filter_map(|a| inner.account(app_id, a, true))
+            .filter_map(|a| inner.account(app_id, a, true, now_ms))
             .collect())
     }
 
-    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()> {
+    async fn set_app_settings(&self, app_id: u64, settings: AppSettings) -> StoreResult<()> {
         let mut inner = self.inner.lock();
-        match limit {
-            Some(n) => inner.member_limits.insert(app_id, n),
-            None => inner.member_limits.remove(&app_id),
-        };
+        if !inner.apps.contains_key(&app_id) {
+            return Err(StoreError::NotFound(format!("app {app_id}")));
+        }
+        inner.settings.insert(app_id, settings);
         Ok(())
     }
 
-    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>> {
-        Ok(self.inner.lock().member_limits.get(&app_id).copied())
+    async fn app_settings(&self, app_id: u64) -> StoreResult<AppSettings> {
+        Ok(self
+            .inner
+            .lock()
+            .settings
+            .get(&app_id)
+            .copied()
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl HistoryStore for MemoryStore {
+    async fn history(&self, range: HistoryRange) -> StoreResult<Vec<StoredMessage>> {
+        let inner = self.inner.lock();
+        let (from, to) = (range.from_seq, range.to_seq);
+        let mut seqs: BTreeSet<u64> = BTreeSet::new();
+        match range.conversation {
+            Conversation::Pair(a, b) => {
+                for m in inner.messages.values() {
+                    let e = &m.envelope;
+                    if let Target::User { uuid, blocked, .. } = &e.target {
+                        let pair = (e.from_uuid.min(*uuid), e.from_uuid.max(*uuid));
+                        if pair == (a.min(b), a.max(b))
+                            && (from..to).contains(&m.seq)
+                            && (!blocked || e.from_uuid == range.viewer)
+                        {
+                            seqs.insert(m.seq);
+                        }
+                    }
+                }
+            }
+            Conversation::Topic(topic_id) => {
+                for &(member, topic, m_from, m_to) in &inner.memberships {
+                    if member != range.viewer || topic != topic_id {
+                        continue;
+                    }
+                    let (lo, hi) = (from.max(m_from.saturating_add(1)), to.min(m_to));
+                    if let (Some(log), true) = (inner.topic_logs.get(&topic_id), lo < hi) {
+                        seqs.extend(log.range(lo..hi));
+                    }
+                }
+            }
+        }
+        let pick = |seq: &u64| inner.messages[seq].clone();
+        Ok(match range.order {
+            Order::OldestFirst => seqs.iter().take(range.limit).map(pick).collect(),
+            Order::NewestFirst => seqs.iter().rev().take(range.limit).map(pick).collect(),
+        })
+    }
+
+    async fn contacts(&self, owner: u64, since_seq: u64) -> StoreResult<Vec<Contact>> {
+        let inner = self.inner.lock();
+        let mut out = Vec::new();
+        for (&peer, &seq) in inner.contacts.get(&owner).into_iter().flatten() {
+            if seq < since_seq {
+                continue;
+            }
+            let Some(last) = inner.messages.get(&seq) else {
+                continue;
+            };
+            let name = match &last.envelope.target {
+                Target::User { account, .. } if last.envelope.from_uuid == owner => account.clone(),
+                _ => last.envelope.from_account.clone(),
+            };
+            out.push(Contact {
+                peer: Peer::User(peer),
+                name,
+                last: last.clone(),
+            });
+        }
+        for &(member, topic_id, m_from, m_to) in &inner.memberships {
+            let Some(t) = inner.topics.get(&topic_id) else {
+                continue;
+            };
+            if member != owner || m_to != OPEN || t.dismissed {
+                continue;
+            }
+            let cleared = inner.cleared.get(&(owner, topic_id)).copied().unwrap_or(0);
+            let after = m_from.max(cleared).max(since_seq.saturating_sub(1));
+            let newest = inner
+                .topic_logs
+                .get(&topic_id)
+                .and_then(|log| log.range(after.saturating_add(1)..).next_back().copied());
+            if let Some(last) = newest.and_then(|seq| inner.messages.get(&seq)) {
+                out.push(Contact {
+                    peer: Peer::Topic(topic_id),
+                    name: t.name.clone(),
+                    last: last.clone(),
+                });
+            }
+        }
+        out.sort_unstable_by_key(|c| std::cmp::Reverse(c.last.seq));
+        Ok(out)
+    }
+
+    async fn clear_contact(&self, owner: u64, peer: Peer) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        match peer {
+            Peer::User(peer) => {
+                if let Some(c) = inner.contacts.get_mut(&owner) {
+                    c.remove(&peer);
+                }
+            }
+            Peer::Topic(topic_id) => {
+                let upto = inner
+                    .topic_logs
+                    .get(&topic_id)
+                    .and_then(|log| log.last().copied())
+                    .unwrap_or(0);
+                inner.cleared.insert((owner, topic_id), upto);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SweepStore for MemoryStore {
+    async fn sweep(&self, plan: SweepPlan) -> StoreResult<SweepReport> {
+        let mut inner = self.inner.lock();
+        let batch = plan.batch.max(1);
+        let mut report = SweepReport::default();
+        let expired: Vec<u64> = inner
+            .expires
+            .iter()
+            .filter(|(_, &at)| at <= plan.now_ms)
+            .map(|(&uuid, _)| uuid)
+            .take(batch)
+            .collect();
+        for &uuid in &expired {
+            inner.retire(uuid);
+        }
+        report.more |= expired.len() == batch;
+        report.expired = expired;
+        let boundary = floor_at(plan.now_ms);
+        let retired: Vec<u64> = inner.retired.iter().copied().take(batch).collect();
+        for uuid in retired {
+            let left = inner.purge(uuid, boundary);
+            report.topics.extend(left);
+            report.purged += 1;
+        }
+        let mut old: Vec<u64> = inner
+            .messages
+            .values()
+            .filter(|m| {
+                let retention_ms = inner
+                    .settings
+                    .get(&m.envelope.app_id)
+                    .and_then(|s| s.history_retention_secs)
+                    .map_or(plan.retention_ms, |secs| secs.saturating_mul(1000));
+                m.seq < floor_at(plan.now_ms.saturating_sub(retention_ms))
+            })
+            .map(|m| m.seq)
+            .collect();
+        old.sort_unstable();
+        report.more |= old.len() > batch;
+        old.truncate(batch);
+        for seq in old {
+            inner.delete_message(seq);
+            report.messages += 1;
+        }
+        let bound = floor_at(plan.now_ms.saturating_sub(plan.offline_ttl_ms));
+        let from = inner.timeline_swept;
+        if from < bound {
+            let mut deleted = 0;
+            for timeline in inner.timelines.values_mut() {
+                let stale: Vec<u64> = timeline.range(from..bound).copied().collect();
+                for seq in stale {
+                    timeline.remove(&seq);
+                    deleted += 1;
+                }
+            }
+            inner.timeline_swept = bound;
+            report.timeline_rows = deleted;
+        }
+        Ok(report)
     }
 }
 
@@ -237,7 +523,9 @@ impl MessageStore for MemoryStore {
                 Target::User { uuid, blocked, .. } => {
                     if !blocked {
                         inner.timelines.entry(*uuid).or_default().insert(m.seq);
+                        inner.touch_contact(*uuid, e.from_uuid, m.seq);
                     }
+                    inner.touch_contact(e.from_uuid, *uuid, m.seq);
                     inner
                         .timelines
                         .entry(e.from_uuid)

@@ -2,7 +2,9 @@
 //!
 //! One sub-trait per aggregate — [`AppStore`] (apps, settings, accounts),
 //! [`MessageStore`] (messages, timelines, cursors, dedup), [`TopicStore`] (topics,
-//! members, membership intervals) — gathered under [`Store`]; [`open`] picks the
+//! members, membership intervals), [`BlacklistStore`], [`HistoryStore`] (history
+//! and recent contacts) and [`SweepStore`] (retention and expired accounts) —
+//! gathered under [`Store`]; [`open`] picks the
 //! backend from a [`StoreConfig`]. Errors are [`StoreError`], which names no backend.
 //! `sqlite` is the embedded implementation (the default): every write goes through
 //! one writer that commits many operations per transaction and fsync (group commit).
@@ -43,6 +45,32 @@ pub struct App {
     pub app_key: String,
     pub app_secret: String,
     pub created_ms: u64,
+}
+
+/// An account of an app: its uuid, and when it expires (temporary accounts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    pub uuid: u64,
+    /// Unix ms after which the account is gone; 0 = never (not a temporary account).
+    pub expires_ms: u64,
+}
+
+impl Account {
+    /// Whether the account has expired at `now_ms`.
+    pub fn expired_at(&self, now_ms: u64) -> bool {
+        self.expires_ms != 0 && self.expires_ms <= now_ms
+    }
+}
+
+/// Per-app settings kept in the store (the manual keeps them in its admin console).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppSettings {
+    /// Topic member limit, if it overrides the server default.
+    pub topic_member_limit: Option<u32>,
+    /// Lifetime of accounts created from now on, seconds; 0 = forever (临时帐号).
+    pub user_ttl_secs: u64,
+    /// History retention, if it overrides the server default, seconds.
+    pub history_retention_secs: Option<u64>,
 }
 
 /// A message to persist: the envelope with the sequence and time the router gave it.
@@ -118,20 +146,35 @@ pub struct TimelineRange {
 }
 
 /// Apps (tenants), their settings, and accounts.
+///
+/// An account that expired at `now_ms` (a temporary account past its lifetime) is
+/// gone: lookups do not find it, and creating it again makes a new account (a new
+/// uuid, with the app's current lifetime) while the old one waits for the sweep.
 #[async_trait]
 pub trait AppStore: Send + Sync + 'static {
     /// Creates an app with fresh credentials.
     async fn create_app(&self, name: &str) -> StoreResult<App>;
     async fn list_apps(&self) -> StoreResult<Vec<App>>;
     async fn app(&self, app_id: u64) -> StoreResult<Option<App>>;
-    /// The uuid of (app, account), created if `create` and absent.
-    async fn account(&self, app_id: u64, account: &str, create: bool) -> StoreResult<Option<u64>>;
-    /// The uuids of `accounts` of one app, in order, creating the missing ones in
-    /// one write.
-    async fn accounts(&self, app_id: u64, accounts: Vec<String>) -> StoreResult<Vec<u64>>;
-    /// An app's topic member limit, if it overrides the server default.
-    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()>;
-    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>>;
+    /// (app, account), created if `create` and absent (or expired).
+    async fn account(
+        &self,
+        app_id: u64,
+        account: &str,
+        create: bool,
+        now_ms: u64,
+    ) -> StoreResult<Option<Account>>;
+    /// `accounts` of one app, in order, creating the missing ones in one write.
+    async fn accounts(
+        &self,
+        app_id: u64,
+        accounts: Vec<String>,
+        now_ms: u64,
+    ) -> StoreResult<Vec<Account>>;
+    /// Replaces an app's settings ([`StoreError::NotFound`] for an unknown app).
+    async fn set_app_settings(&self, app_id: u64, settings: AppSettings) -> StoreResult<()>;
+    /// An app's settings (the defaults for an unknown app).
+    async fn app_settings(&self, app_id: u64) -> StoreResult<AppSettings>;
 }
 
 /// Messages, per-user timelines, device cursors and the dedup record.
@@ -177,6 +220,98 @@ pub trait BlacklistStore: Send + Sync + 'static {
     async fn blacklist_remove(&self, owner: u64, black: u64) -> StoreResult<()>;
     /// Everyone on `owner`'s list.
     async fn blacklist_of(&self, owner: u64) -> StoreResult<Vec<u64>>;
+}
+
+/// The messages of one conversation, as history reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversation {
+    /// Both directions between two accounts (either order).
+    Pair(u64, u64),
+    /// A topic, as far as `viewer` may read it (its membership intervals).
+    Topic(u64),
+}
+
+/// A history read: `from_seq <= seq < to_seq` of a conversation as `viewer` sees it
+/// (a p2p message the viewer's blacklist blocked is left out; a topic's messages
+/// only within the viewer's membership intervals), at most `limit` from the `order`
+/// end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryRange {
+    pub conversation: Conversation,
+    pub viewer: u64,
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub limit: usize,
+    pub order: Order,
+}
+
+/// The other side of a recent conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    User(u64),
+    Topic(u64),
+}
+
+/// One entry of a user's recent contacts: the peer, its name (account or topic
+/// name), and the conversation's last message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub peer: Peer,
+    pub name: String,
+    pub last: StoredMessage,
+}
+
+/// Message history (消息漫游) and recent contacts (最近通讯列表).
+#[async_trait]
+pub trait HistoryStore: Send + Sync + 'static {
+    /// One range of a conversation, read through its index (never a scan).
+    async fn history(&self, range: HistoryRange) -> StoreResult<Vec<StoredMessage>>;
+    /// `owner`'s conversations whose last message has `seq >= since_seq`, newest
+    /// first: p2p peers (maintained at commit) and the topics it is a member of
+    /// (their last message read from the topic log). A conversation cleared with
+    /// [`HistoryStore::clear_contact`] is left out until a newer message.
+    async fn contacts(&self, owner: u64, since_seq: u64) -> StoreResult<Vec<Contact>>;
+    /// Removes one conversation from `owner`'s contacts until its next message.
+    async fn clear_contact(&self, owner: u64, peer: Peer) -> StoreResult<()>;
+}
+
+/// What one sweep pass may delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepPlan {
+    pub now_ms: u64,
+    /// Server-wide history retention, ms; apps may override it (their settings).
+    pub retention_ms: u64,
+    /// Offline delivery window, ms: timeline rows older than it are never read.
+    pub offline_ttl_ms: u64,
+    /// Most messages (and most expired accounts) handled in this pass.
+    pub batch: usize,
+}
+
+/// What one sweep pass deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Messages past retention deleted (with their timeline, topic-log and
+    /// contact rows).
+    pub messages: usize,
+    /// Timeline rows past the offline window deleted.
+    pub timeline_rows: usize,
+    /// Accounts found expired in this pass (their sessions must be kicked).
+    pub expired: Vec<u64>,
+    /// Expired accounts whose data was deleted in this pass.
+    pub purged: usize,
+    /// Topics that lost members in this pass (caches must reload them).
+    pub topics: Vec<u64>,
+    /// True if a limit stopped the pass: there is more to sweep now.
+    pub more: bool,
+}
+
+/// Background maintenance: retention and expired accounts.
+#[async_trait]
+pub trait SweepStore: Send + Sync + 'static {
+    /// One bounded pass, in one short transaction: deletes messages past their
+    /// app's retention, timeline rows past the offline window, and the data of
+    /// expired accounts.
+    async fn sweep(&self, plan: SweepPlan) -> StoreResult<SweepReport>;
 }
 
 /// Topics, their members, and the membership intervals that decide what a member
@@ -229,7 +364,9 @@ pub trait TopicStore: Send + Sync + 'static {
 
 /// A whole store: every aggregate, plus its lifecycle. `Arc<dyn Store>` is what the
 /// server holds; [`open`] picks the backend.
-pub trait Store: AppStore + MessageStore + TopicStore + BlacklistStore {
+pub trait Store:
+    AppStore + MessageStore + TopicStore + BlacklistStore + HistoryStore + SweepStore
+{
     /// Commits what is queued and releases the backend (blocking: call it from a
     /// blocking context at shutdown).
     fn close(&self);

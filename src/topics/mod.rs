@@ -46,6 +46,8 @@ pub enum TopicError {
     },
     #[error("unknown topic {0}")]
     Unknown(u64),
+    #[error("temporary accounts cannot create topics (the app sets an account lifetime)")]
+    TemporaryAccount,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -82,7 +84,7 @@ impl Topics {
 
     /// The app's member limit: its own, or the server's default.
     pub async fn member_limit(&self, app_id: u64) -> Result<usize, TopicError> {
-        let custom = self.store.topic_member_limit(app_id).await?;
+        let custom = self.store.app_settings(app_id).await?.topic_member_limit;
         Ok(custom.map_or(self.default_limit, |n| n as usize))
     }
 
@@ -96,6 +98,16 @@ impl Topics {
         mut names: Vec<String>,
     ) -> Result<Arc<TopicView>, TopicError> {
         names.retain(|n| n != owner_account);
+        // 临时帐号: an account with a lifetime cannot create groups.
+        if self
+            .directory
+            .account(app_id, owner_account)
+            .await?
+            .expires_ms
+            != 0
+        {
+            return Err(TopicError::TemporaryAccount);
+        }
         let limit = self.member_limit(app_id).await?;
         if names.len() + 1 > limit {
             return Err(TopicError::OverLimit {

@@ -299,7 +299,10 @@ async fn names_follow_one_rule_everywhere() {
     assert_eq!(status, 400);
     let store = &s.server.as_ref().unwrap().state.store;
     assert_eq!(
-        store.account(s.app.app_id, "fresh1", false).await.unwrap(),
+        store
+            .account(s.app.app_id, "fresh1", false, u64::MAX)
+            .await
+            .unwrap(),
         None
     );
     // And on the wire: a Send and a Login resource.
@@ -334,7 +337,10 @@ async fn oversized_member_lists_are_refused_before_any_account_is_created() {
         "{v}"
     );
     assert_eq!(
-        store.account(s.app.app_id, "m1", false).await.unwrap(),
+        store
+            .account(s.app.app_id, "m1", false, u64::MAX)
+            .await
+            .unwrap(),
         None
     );
     // Within the per-call cap but over the member limit: refused, nothing created.
@@ -346,7 +352,10 @@ async fn oversized_member_lists_are_refused_before_any_account_is_created() {
         "{v}"
     );
     assert_eq!(
-        store.account(s.app.app_id, "m2", false).await.unwrap(),
+        store
+            .account(s.app.app_id, "m2", false, u64::MAX)
+            .await
+            .unwrap(),
         None
     );
     let body = json!({"topicName": "small", "accounts": "a,b"});
@@ -364,7 +373,10 @@ async fn oversized_member_lists_are_refused_before_any_account_is_created() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(
-        store.account(s.app.app_id, "m3", false).await.unwrap(),
+        store
+            .account(s.app.app_id, "m3", false, u64::MAX)
+            .await
+            .unwrap(),
         None
     );
 }

@@ -583,7 +583,11 @@ async fn per_app_member_limit_applies_at_once(t: Transport) {
     let owner = Auth::App("ann".into());
     let topic_id = create(&s, &owner, "t", "ben").await;
     let store = s.server.as_ref().unwrap().state.store.clone();
-    store.set_topic_member_limit(app, Some(3)).await.unwrap();
+    let settings = courier::store::AppSettings {
+        topic_member_limit: Some(3),
+        ..Default::default()
+    };
+    store.set_app_settings(app, settings).await.unwrap();
     let path = format!("/api/topic/{app}/{topic_id}/accounts");
     let (status, v) = s
         .call(

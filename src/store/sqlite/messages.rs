@@ -1,6 +1,9 @@
 //! Messages in the embedded store: appending (with dedup of (sender, packetId), the
-//! two timeline rows of a p2p message, one topic-log row of a topic message) and
-//! reading what one device sees, timeline and topic logs merged in sequence order.
+//! two timeline rows of a p2p message, one topic-log row of a topic message, the
+//! two sides' recent-contact rows) and reading what one device sees, timeline and
+//! topic logs merged in sequence order.
+
+use std::collections::HashMap;
 
 use rusqlite::{params, Connection};
 
@@ -79,7 +82,7 @@ pub(super) fn user_messages(
 /// to others are seen by all its devices.
 const VISIBLE_TO_DEVICE: &str = "(m.to_resource = '' OR m.to_uuid != ?1 OR m.to_resource = ?4)";
 
-const MESSAGE_COLUMNS: &str = "m.seq, m.ts, m.packet_id, m.from_uuid, m.from_account, \
+pub(super) const MESSAGE_COLUMNS: &str = "m.seq, m.ts, m.packet_id, m.from_uuid, m.from_account, \
      m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload, m.topic_id, \
      m.app_id, m.blocked";
 
@@ -130,6 +133,13 @@ pub(super) fn append_in(
     let mut topic_log =
         conn.prepare_cached("INSERT OR IGNORE INTO topic_log (topic_id, seq) VALUES (?1, ?2)")?;
     let mut outcomes = Vec::with_capacity(messages.len());
+    // (owner, peer) → newest seq in this batch: one contact write per conversation
+    // side per commit, however many messages the batch holds for it.
+    let mut contacts: HashMap<(u64, u64), u64> = HashMap::new();
+    let mut touch = |owner: u64, peer: u64, seq: u64| {
+        let last = contacts.entry((owner, peer)).or_insert(seq);
+        *last = (*last).max(seq);
+    };
     for stored in messages {
         let m = &stored.envelope;
         let (to_uuid, to_account, to_resource, topic_id, blocked) = match &m.target {
@@ -179,11 +189,22 @@ pub(super) fn append_in(
         // A recipient who blacklisted the sender never sees the message.
         if !blocked {
             timeline.execute(params![to_uuid as i64, stored.seq as i64])?;
+            touch(to_uuid, m.from_uuid, stored.seq);
         }
         if m.from_uuid != to_uuid {
             timeline.execute(params![m.from_uuid as i64, stored.seq as i64])?;
         }
+        touch(m.from_uuid, to_uuid, stored.seq);
         outcomes.push(AppendOutcome::Stored);
+    }
+    if !contacts.is_empty() {
+        let mut upsert = conn.prepare_cached(
+            "INSERT INTO contacts (owner_uuid, peer_uuid, last_seq) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (owner_uuid, peer_uuid) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+        )?;
+        for ((owner, peer), seq) in contacts {
+            upsert.execute(params![owner as i64, peer as i64, seq as i64])?;
+        }
     }
     Ok(outcomes)
 }

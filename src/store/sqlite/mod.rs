@@ -17,14 +17,18 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
-    App, AppStore, AppendOutcome, BlacklistStore, MessageStore, NewMessage, Order, Store,
-    StoreError, StoreResult, StoredMessage, TimelineRange, Topic, TopicStore, TopicSummary,
-    TopicUpdate,
+    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, Contact, HistoryRange,
+    HistoryStore, MessageStore, NewMessage, Order, Peer, Store, StoreError, StoreResult,
+    StoredMessage, SweepPlan, SweepReport, SweepStore, TimelineRange, Topic, TopicStore,
+    TopicSummary, TopicUpdate,
 };
 use crate::time::now_ms;
 
+mod accounts;
+mod history;
 mod messages;
 mod schema;
+mod sweep;
 mod topics;
 mod writer;
 
@@ -248,88 +252,72 @@ impl AppStore for SqliteStore {
         .await
     }
 
-    async fn account(&self, app_id: u64, account: &str, create: bool) -> StoreResult<Option<u64>> {
+    async fn account(
+        &self,
+        app_id: u64,
+        account: &str,
+        create: bool,
+        now_ms: u64,
+    ) -> StoreResult<Option<Account>> {
         let name = account.to_owned();
         let found = self
-            .read(move |conn| {
-                Ok(conn
-                    .prepare_cached("SELECT uuid FROM accounts WHERE app_id = ?1 AND account = ?2")?
-                    .query_row(params![app_id as i64, name], |r| r.get::<_, i64>(0))
-                    .optional()?)
-            })
+            .read(move |conn| accounts::find(conn, app_id, &name))
             .await?;
-        if let Some(uuid) = found {
-            return Ok(Some(uuid as u64));
-        }
-        if !create {
-            return Ok(None);
+        match found {
+            Some(a) if !a.expired_at(now_ms) => return Ok(Some(a)),
+            _ if !create => return Ok(None),
+            _ => {}
         }
         let name = account.to_owned();
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO accounts (app_id, account, created_ms) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (app_id, account) DO NOTHING",
-            )?
-            .execute(params![app_id as i64, name, now_ms() as i64])?;
-            let uuid: i64 = conn
-                .prepare_cached("SELECT uuid FROM accounts WHERE app_id = ?1 AND account = ?2")?
-                .query_row(params![app_id as i64, name], |r| r.get(0))?;
-            Ok(Some(uuid as u64))
-        })
-        .await
+        self.write(move |conn| accounts::find_or_create(conn, app_id, &name, now_ms).map(Some))
+            .await
     }
 
-    async fn accounts(&self, app_id: u64, accounts: Vec<String>) -> StoreResult<Vec<u64>> {
-        let names = accounts.clone();
+    async fn accounts(
+        &self,
+        app_id: u64,
+        names: Vec<String>,
+        now_ms: u64,
+    ) -> StoreResult<Vec<Account>> {
+        let wanted = names.clone();
         let found = self
             .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT uuid FROM accounts WHERE app_id = ?1 AND account = ?2",
-                )?;
-                let mut out = Vec::with_capacity(names.len());
-                for name in &names {
-                    out.push(
-                        stmt.query_row(params![app_id as i64, name], |r| r.get::<_, i64>(0))
-                            .optional()?
-                            .map(|u| u as u64),
-                    );
-                }
-                Ok(out)
+                wanted
+                    .iter()
+                    .map(|name| accounts::find(conn, app_id, name))
+                    .collect::<StoreResult<Vec<_>>>()
             })
             .await?;
-        if found.iter().all(Option::is_some) {
+        if found
+            .iter()
+            .all(|a| a.is_some_and(|a| !a.expired_at(now_ms)))
+        {
             return Ok(found.into_iter().flatten().collect());
         }
         self.write(move |conn| {
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO accounts (app_id, account, created_ms) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (app_id, account) DO NOTHING",
-            )?;
-            let mut select = conn
-                .prepare_cached("SELECT uuid FROM accounts WHERE app_id = ?1 AND account = ?2")?;
-            let now = now_ms() as i64;
-            let mut out = Vec::with_capacity(accounts.len());
-            for (name, known) in accounts.iter().zip(found) {
-                let uuid = match known {
-                    Some(uuid) => uuid,
-                    None => {
-                        insert.execute(params![app_id as i64, name, now])?;
-                        select.query_row(params![app_id as i64, name], |r| r.get::<_, i64>(0))?
-                            as u64
-                    }
-                };
-                out.push(uuid);
-            }
-            Ok(out)
+            names
+                .iter()
+                .map(|name| accounts::find_or_create(conn, app_id, name, now_ms))
+                .collect()
         })
         .await
     }
 
-    async fn set_topic_member_limit(&self, app_id: u64, limit: Option<u32>) -> StoreResult<()> {
+    async fn set_app_settings(&self, app_id: u64, settings: AppSettings) -> StoreResult<()> {
         self.write(move |conn| {
             let n = conn
-                .prepare_cached("UPDATE apps SET topic_member_limit = ?2 WHERE app_id = ?1")?
-                .execute(params![app_id as i64, limit.map(i64::from)])?;
+                .prepare_cached(
+                    "UPDATE apps SET topic_member_limit = ?2, user_ttl_secs = ?3, \
+                     history_retention_secs = ?4 WHERE app_id = ?1",
+                )?
+                .execute(params![
+                    app_id as i64,
+                    settings.topic_member_limit.map(i64::from),
+                    settings.user_ttl_secs.min(i64::MAX as u64) as i64,
+                    settings
+                        .history_retention_secs
+                        .map(|s| s.min(i64::MAX as u64) as i64)
+                ])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("app {app_id}")));
             }
@@ -338,15 +326,50 @@ impl AppStore for SqliteStore {
         .await
     }
 
-    async fn topic_member_limit(&self, app_id: u64) -> StoreResult<Option<u32>> {
+    async fn app_settings(&self, app_id: u64) -> StoreResult<AppSettings> {
         self.read(move |conn| {
-            let v: Option<Option<i64>> = conn
-                .prepare_cached("SELECT topic_member_limit FROM apps WHERE app_id = ?1")?
-                .query_row([app_id as i64], |r| r.get(0))
+            let v = conn
+                .prepare_cached(
+                    "SELECT topic_member_limit, user_ttl_secs, history_retention_secs \
+                     FROM apps WHERE app_id = ?1",
+                )?
+                .query_row([app_id as i64], |r| {
+                    Ok(AppSettings {
+                        topic_member_limit: r.get::<_, Option<i64>>(0)?.map(|n| n as u32),
+                        user_ttl_secs: r.get::<_, i64>(1)?.max(0) as u64,
+                        history_retention_secs: r
+                            .get::<_, Option<i64>>(2)?
+                            .map(|n| n.max(0) as u64),
+                    })
+                })
                 .optional()?;
-            Ok(v.flatten().map(|n| n as u32))
+            Ok(v.unwrap_or_default())
         })
         .await
+    }
+}
+
+#[async_trait]
+impl HistoryStore for SqliteStore {
+    async fn history(&self, range: HistoryRange) -> StoreResult<Vec<StoredMessage>> {
+        self.read(move |conn| history::history(conn, &range)).await
+    }
+
+    async fn contacts(&self, owner: u64, since_seq: u64) -> StoreResult<Vec<Contact>> {
+        self.read(move |conn| history::contacts(conn, owner, since_seq))
+            .await
+    }
+
+    async fn clear_contact(&self, owner: u64, peer: Peer) -> StoreResult<()> {
+        self.write(move |conn| history::clear_contact(conn, owner, peer))
+            .await
+    }
+}
+
+#[async_trait]
+impl SweepStore for SqliteStore {
+    async fn sweep(&self, plan: SweepPlan) -> StoreResult<SweepReport> {
+        self.write(move |conn| sweep::sweep(conn, &plan)).await
     }
 }
 
@@ -573,16 +596,17 @@ mod tests {
         {
             let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
             let app = store.create_app("demo").await.unwrap();
-            assert_eq!(store.account(app.app_id, "bob", false).await.unwrap(), None);
+            let now = conformance::NOW;
+            assert_eq!(
+                store.account(app.app_id, "bob", false, now).await.unwrap(),
+                None
+            );
             let uuid = store
-                .account(app.app_id, "bob", true)
+                .account(app.app_id, "bob", true, now)
                 .await
                 .unwrap()
-                .unwrap();
-            assert_eq!(
-                store.account(app.app_id, "bob", true).await.unwrap(),
-                Some(uuid)
-            );
+                .unwrap()
+                .uuid;
             store
                 .append(vec![conformance::msg(5, 1, uuid, "p")])
                 .await
@@ -600,10 +624,11 @@ mod tests {
         let apps = store.list_apps().await.unwrap();
         assert_eq!(apps.len(), 1);
         let uuid = store
-            .account(apps[0].app_id, "bob", false)
+            .account(apps[0].app_id, "bob", false, conformance::NOW)
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .uuid;
         assert_eq!(store.cursor(uuid, "phone").await.unwrap(), Some(5));
         assert_eq!(store.cursor(uuid, "tablet").await.unwrap(), None);
         assert_eq!(store.max_cursor(uuid).await.unwrap(), 5);

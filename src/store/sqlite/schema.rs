@@ -101,6 +101,47 @@ CREATE TABLE blacklist (
 -- sender's devices only (not in the recipient's timeline, history or contacts).
 ALTER TABLE messages ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- History of a p2p conversation (both directions), in sequence order: the index
+-- holds (lower uuid, higher uuid, seq), seq being the rowid.
+CREATE INDEX messages_by_conversation
+    ON messages (min(from_uuid, to_uuid), max(from_uuid, to_uuid)) WHERE topic_id = 0;
+-- Retention per app: (app_id, seq), appended at the end of each app's range.
+CREATE INDEX messages_by_app ON messages (app_id);
+-- Recent p2p contacts, maintained at commit: owner's last message with peer.
+CREATE TABLE contacts (
+    owner_uuid INTEGER NOT NULL,
+    peer_uuid  INTEGER NOT NULL,
+    last_seq   INTEGER NOT NULL,
+    PRIMARY KEY (owner_uuid, peer_uuid)
+) WITHOUT ROWID;
+INSERT INTO contacts (owner_uuid, peer_uuid, last_seq)
+    SELECT owner, peer, max(seq) FROM (
+        SELECT from_uuid AS owner, to_uuid AS peer, seq FROM messages WHERE topic_id = 0
+        UNION ALL
+        SELECT to_uuid, from_uuid, seq FROM messages WHERE topic_id = 0 AND blocked = 0
+    ) GROUP BY owner, peer;
+-- A topic conversation removed from owner's contacts: hidden until a message after
+-- upto_seq.
+CREATE TABLE contacts_cleared (
+    owner_uuid INTEGER NOT NULL,
+    topic_id   INTEGER NOT NULL,
+    upto_seq   INTEGER NOT NULL,
+    PRIMARY KEY (owner_uuid, topic_id)
+) WITHOUT ROWID;
+-- Temporary accounts (临时帐号): an app's account lifetime, and each account's end.
+ALTER TABLE apps ADD COLUMN user_ttl_secs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE apps ADD COLUMN history_retention_secs INTEGER;
+ALTER TABLE accounts ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX accounts_by_expiry ON accounts (expires_ms) WHERE expires_ms > 0;
+-- Expired accounts whose data the sweep has not deleted yet.
+CREATE TABLE retired_accounts (uuid INTEGER PRIMARY KEY);
+-- Where the offline-window sweep of timeline rows has reached (one row).
+CREATE TABLE sweep_state (
+    name TEXT PRIMARY KEY,
+    seq  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Page cache of the writer connection, KiB. SQLite walks the writer's page cache
