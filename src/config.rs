@@ -152,6 +152,8 @@ settings! {
         body_limit_token_bytes: usize = 4 * 1024, env "COURIER_BODY_LIMIT_TOKEN_BYTES", range 256 => 16 * MIB;
         /// Largest body of a topic call, bytes.
         body_limit_topic_bytes: usize = 128 * 1024, env "COURIER_BODY_LIMIT_TOPIC_BYTES", range 1024 => 16 * MIB;
+        /// Largest body of a history query, bytes.
+        body_limit_query_bytes: usize = 4 * 1024, env "COURIER_BODY_LIMIT_QUERY_BYTES", range 256 => MIB;
         /// Largest body of a push call, bytes.
         body_limit_push_bytes: usize = 128 * 1024, env "COURIER_BODY_LIMIT_PUSH_BYTES", range 1024 => 64 * MIB;
         /// Devices (resources) of one user online at once; another login is refused.
@@ -184,6 +186,20 @@ settings! {
         backlog_batch: usize = 100, env "COURIER_BACKLOG_BATCH", range 1 => 10_000;
         /// (sender, packetId) pairs remembered in memory for dedup (the store remembers all).
         dedup_cache: usize = 200_000, env "COURIER_DEDUP_CACHE", range 0 => 100_000_000;
+    }
+    history {
+        /// Seconds messages stay in history before the sweep deletes them, unless the app sets its own (default 180 days, the manual's half year).
+        history_retention_secs: u64 = 180 * DAY, env "COURIER_HISTORY_RETENTION_SECS", range 60 => 100 * 365 * DAY;
+        /// Most messages in one history answer; also the largest `count`.
+        history_max_messages: usize = 1000, env "COURIER_HISTORY_MAX_MESSAGES", range 1 => 100_000;
+        /// Longest span of a history query by time, seconds (the manual's 24 hours).
+        history_max_span_secs: u64 = DAY, env "COURIER_HISTORY_MAX_SPAN_SECS", range 1 => 365 * DAY;
+        /// Seconds of conversations the recent contacts list covers (the manual's month).
+        contacts_window_secs: u64 = 30 * DAY, env "COURIER_CONTACTS_WINDOW_SECS", range 60 => 365 * DAY;
+        /// Seconds between passes of the background sweep (retention, offline rows, expired accounts).
+        sweep_interval_secs: u64 = 10, env "COURIER_SWEEP_INTERVAL_SECS", range 1 => DAY;
+        /// Most messages (or expired accounts) one sweep pass deletes; passes repeat while there is more.
+        sweep_batch: usize = 1000, env "COURIER_SWEEP_BATCH", range 1 => 1_000_000;
     }
     tls {
         /// PEM certificate chain; set with `tls_key_file` and the HTTP listener serves only `https://` and `wss://`, and QUIC uses it. Empty: plain HTTP, and QUIC uses a self-signed certificate kept in the data dir.

@@ -30,6 +30,7 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod submission;
+pub mod sweeper;
 pub mod time;
 pub mod tls;
 pub mod topics;

@@ -206,6 +206,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         None => None,
     };
     let app = crate::api::router(state.clone());
+    let sweep_task = tokio::spawn(crate::sweeper::run(state.clone()));
     let serve_state = state.clone();
     let quic_task = quic.map(|endpoint| {
         let accept = tokio::spawn(crate::transport::quic::serve(
@@ -246,6 +247,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         if let Some(endpoint) = quic_endpoint {
             crate::transport::quic::close(endpoint).await;
         }
+        let _ = sweep_task.await;
         router_stop.cancel();
         if let Err(e) = router_task.await {
             tracing::error!(error = %e, "router task failed");

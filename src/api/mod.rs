@@ -14,6 +14,8 @@
 
 pub mod blacklist;
 pub mod caller;
+pub mod contact;
+pub mod history;
 pub mod push;
 pub mod token;
 pub mod topic;
@@ -288,6 +290,25 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
             .delete(blacklist::remove)
             .get(blacklist::check),
     );
+    let r = both(r, "/api/msg/p2p/query", post(history::p2p_on_time));
+    let r = both(r, "/api/msg/p2p/queryOnTime", post(history::p2p_on_time));
+    let r = both(r, "/api/msg/p2p/queryOnCount", post(history::p2p_on_count));
+    let r = both(
+        r,
+        "/api/msg/p2p/queryOnSequence",
+        post(history::p2p_on_sequence),
+    );
+    let r = both(r, "/api/msg/p2t/query", post(history::p2t_on_time));
+    let r = both(r, "/api/msg/p2t/queryOnTime", post(history::p2t_on_time));
+    let r = both(r, "/api/msg/p2t/queryOnCount", post(history::p2t_on_count));
+    let r = both(
+        r,
+        "/api/msg/p2t/queryOnSequence",
+        post(history::p2t_on_sequence),
+    );
+    let r = both(r, "/api/contact", get(contact::get));
+    let r = both(r, "/api/contact/p2p/session", delete(contact::delete_p2p));
+    let r = both(r, "/api/contact/p2t/session", delete(contact::delete_p2t));
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(envelope_errors))

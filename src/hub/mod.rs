@@ -333,6 +333,15 @@ impl Hub {
         self.users.len()
     }
 
+    /// Kicks every device of one user.
+    pub fn kick_user(&self, uuid: u64, reason: KickReason) {
+        if let Some(devices) = self.users.get(&uuid) {
+            for d in devices.iter() {
+                d.kick(reason);
+            }
+        }
+    }
+
     /// Kicks every device (shutdown).
     pub fn kick_all(&self, reason: KickReason) {
         for entry in self.users.iter() {

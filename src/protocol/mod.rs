@@ -67,6 +67,8 @@ pub enum KickReason {
     Shutdown = 5,
     /// The server could not read the store during login; reconnect later.
     StoreUnavailable = 6,
+    /// The account was a temporary account and its lifetime ended.
+    AccountExpired = 7,
 }
 
 impl KickReason {
@@ -79,6 +81,7 @@ impl KickReason {
     pub const fn text(self) -> &'static str {
         match self {
             KickReason::Replaced => "logged in again elsewhere with the same resource",
+            KickReason::AccountExpired => "account expired: the app's account lifetime ended",
             KickReason::SlowConsumer => "slow consumer: send queue full; reconnect to resync",
             KickReason::Idle => "idle timeout",
             KickReason::LoginTimeout => "no login within the login timeout",

@@ -307,6 +307,8 @@ pub async fn history_reads_conversations_by_range(store: &dyn Store) {
     let owner = store.history(topic_read(4)).await.unwrap();
     assert_eq!(seqs(owner), vec![21, 26, 31, 36, 41, 46]);
     assert!(store.history(topic_read(9)).await.unwrap().is_empty());
+    assert!(store.was_member(5, t).await.unwrap());
+    assert!(!store.was_member(9, t).await.unwrap());
 }
 
 /// Contacts: both sides of a p2p conversation, newest first, with the last message

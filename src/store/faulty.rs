@@ -190,6 +190,9 @@ impl TopicStore for FaultyStore {
     async fn topics_of(&self, uuid: u64) -> StoreResult<Vec<TopicSummary>> {
         self.inner.topics_of(uuid).await
     }
+    async fn was_member(&self, uuid: u64, topic_id: u64) -> StoreResult<bool> {
+        self.inner.was_member(uuid, topic_id).await
+    }
     async fn add_members(
         &self,
         topic_id: u64,

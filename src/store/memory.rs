@@ -703,6 +703,15 @@ impl TopicStore for MemoryStore {
         Ok(mine.into_iter().map(|(_, _, s)| s).collect())
     }
 
+    async fn was_member(&self, uuid: u64, topic_id: u64) -> StoreResult<bool> {
+        Ok(self
+            .inner
+            .lock()
+            .memberships
+            .iter()
+            .any(|m| m.0 == uuid && m.1 == topic_id))
+    }
+
     async fn add_members(
         &self,
         topic_id: u64,

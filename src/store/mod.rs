@@ -334,6 +334,8 @@ pub trait TopicStore: Send + Sync + 'static {
     async fn topic(&self, topic_id: u64) -> StoreResult<Option<Topic>>;
     /// The live topics a user belongs to.
     async fn topics_of(&self, uuid: u64) -> StoreResult<Vec<TopicSummary>>;
+    /// Whether `uuid` belongs or ever belonged to the topic.
+    async fn was_member(&self, uuid: u64, topic_id: u64) -> StoreResult<bool>;
     /// Adds members (existing ones are skipped) from after sequence `boundary`;
     /// returns the uuids actually added.
     async fn add_members(

@@ -527,6 +527,19 @@ impl TopicStore for SqliteStore {
         self.read(move |conn| topics::topics_of(conn, uuid)).await
     }
 
+    async fn was_member(&self, uuid: u64, topic_id: u64) -> StoreResult<bool> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM topic_membership WHERE uuid = ?1 AND topic_id = ?2 LIMIT 1",
+                )?
+                .query_row(params![uuid as i64, topic_id as i64], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
     async fn add_members(
         &self,
         topic_id: u64,
