@@ -1,8 +1,7 @@
 //! The background sweep: every `sweep_interval_secs`, bounded passes over the store
 //! ([`crate::store::SweepStore::sweep`]) until nothing is left to do, each its own
 //! short transaction so the message path is never held up for long. It deletes
-//! messages past their app's history retention, timeline rows past the offline
-//! window and expired accounts' data; it kicks the sessions of accounts found
+//! messages past their app's history retention and expired accounts' data; it kicks the sessions of accounts found
 //! expired and reloads the topics they left.
 
 use std::sync::Arc;
@@ -41,7 +40,6 @@ pub async fn round(state: &AppState) -> Result<SweepReport, crate::store::StoreE
         let plan = SweepPlan {
             now_ms: state.clock.now_ms(),
             retention_ms: state.config.history_retention_secs.saturating_mul(1000),
-            offline_ttl_ms: state.config.offline_ttl_secs.saturating_mul(1000),
             batch: state.config.sweep_batch,
         };
         let report = state.store.sweep(plan).await?;
@@ -54,7 +52,6 @@ pub async fn round(state: &AppState) -> Result<SweepReport, crate::store::StoreE
             }
         }
         total.messages += report.messages;
-        total.timeline_rows += report.timeline_rows;
         total.purged += report.purged;
         total.expired.extend(report.expired);
         total.topics.extend(report.topics);
@@ -64,10 +61,9 @@ pub async fn round(state: &AppState) -> Result<SweepReport, crate::store::StoreE
         // Let queued sends commit between passes.
         tokio::task::yield_now().await;
     }
-    if total.messages + total.timeline_rows + total.purged > 0 || !total.expired.is_empty() {
+    if total.messages + total.purged > 0 || !total.expired.is_empty() {
         tracing::info!(
             messages = total.messages,
-            timeline_rows = total.timeline_rows,
             expired_accounts = total.expired.len(),
             purged_accounts = total.purged,
             "sweep: deleted what is past its window"

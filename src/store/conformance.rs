@@ -186,7 +186,6 @@ pub async fn temporary_accounts_expire_and_are_swept(store: &dyn Store) {
     let plan = SweepPlan {
         now_ms: NOW + 60_000,
         retention_ms: 180 * DAY_MS,
-        offline_ttl_ms: 7 * DAY_MS,
         batch: 100,
     };
     let report = store.sweep(plan.clone()).await.unwrap();
@@ -379,7 +378,7 @@ pub async fn contacts_follow_the_newest_message(store: &dyn Store) {
 }
 
 /// The sweep deletes messages past retention (per-app override first) with their
-/// rows, and timeline rows past the offline window, and nothing else.
+/// rows, and nothing else.
 pub async fn sweep_deletes_what_is_past_its_window(store: &dyn Store) {
     use crate::sequence::floor_at;
     let app = store.create_app("sweep").await.unwrap();
@@ -411,13 +410,10 @@ pub async fn sweep_deletes_what_is_past_its_window(store: &dyn Store) {
     let plan = SweepPlan {
         now_ms: NOW,
         retention_ms: 180 * DAY_MS,
-        offline_ttl_ms: 7 * DAY_MS,
         batch: 100,
     };
     let report = store.sweep(plan.clone()).await.unwrap();
     assert_eq!(report.messages, 2, "past 180 days, and the 1-day app's");
-    // The 10-day-old message leaves the timelines (both sides), not history.
-    assert_eq!(report.timeline_rows, 2);
     assert!(!report.more);
     let pair = HistoryRange {
         conversation: Conversation::Pair(1, 2),
@@ -442,9 +438,9 @@ pub async fn sweep_deletes_what_is_past_its_window(store: &dyn Store) {
         .iter()
         .map(|m| m.envelope.packet_id.clone())
         .collect();
-    assert_eq!(timeline, vec!["recent"]);
+    assert_eq!(timeline, vec!["old", "recent"]);
     let again = store.sweep(plan).await.unwrap();
-    assert_eq!((again.messages, again.timeline_rows), (0, 0));
+    assert_eq!(again.messages, 0);
     // A batch limit stops a pass and says there is more.
     store
         .append(
@@ -462,7 +458,6 @@ pub async fn sweep_deletes_what_is_past_its_window(store: &dyn Store) {
         .sweep(SweepPlan {
             now_ms: NOW,
             retention_ms: 180 * DAY_MS,
-            offline_ttl_ms: 7 * DAY_MS,
             batch: 3,
         })
         .await

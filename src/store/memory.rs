@@ -47,15 +47,14 @@ struct Inner {
     retired: BTreeSet<u64>,
     /// Accounts ever created (uuids are never reused).
     created: u64,
-    /// owner → peer → last seq.
-    contacts: HashMap<u64, HashMap<u64, u64>>,
+    /// owner → peer → (last seq, hidden up to).
+    contacts: HashMap<u64, HashMap<u64, (u64, u64)>>,
+    /// (lower uuid, higher uuid) → the conversation's sequences.
+    conversations: HashMap<(u64, u64), BTreeSet<u64>>,
     /// (owner, topic) → cleared up to seq.
     cleared: HashMap<(u64, u64), u64>,
-    /// Timeline rows older than this were swept.
-    timeline_swept: u64,
     messages: HashMap<u64, StoredMessage>,
     dedup: HashMap<(u64, String), (u64, u64)>,
-    timelines: HashMap<u64, BTreeSet<u64>>,
     topic_logs: HashMap<u64, BTreeSet<u64>>,
     cursors: HashMap<(u64, String), u64>,
     blacklists: HashMap<u64, BTreeSet<u64>>,
@@ -117,7 +116,6 @@ impl Inner {
 
     /// Deletes a retired account's data; returns the topics it left.
     fn purge(&mut self, uuid: u64, boundary: u64) -> Vec<u64> {
-        self.timelines.remove(&uuid);
         self.cursors.retain(|(u, _), _| *u != uuid);
         self.contacts.remove(&uuid);
         self.cleared.retain(|(owner, _), _| *owner != uuid);
@@ -152,12 +150,13 @@ impl Inner {
                 }
             }
             Target::User { uuid, .. } => {
+                let pair = (e.from_uuid.min(*uuid), e.from_uuid.max(*uuid));
+                if let Some(c) = self.conversations.get_mut(&pair) {
+                    c.remove(&seq);
+                }
                 for (owner, peer) in [(*uuid, e.from_uuid), (e.from_uuid, *uuid)] {
-                    if let Some(t) = self.timelines.get_mut(&owner) {
-                        t.remove(&seq);
-                    }
                     if let Some(c) = self.contacts.get_mut(&owner) {
-                        if c.get(&peer) == Some(&seq) {
+                        if c.get(&peer).is_some_and(|(last, _)| *last == seq) {
                             c.remove(&peer);
                         }
                     }
@@ -167,12 +166,12 @@ impl Inner {
     }
 
     fn touch_contact(&mut self, owner: u64, peer: u64, seq: u64) {
-        let last = self
+        let (last, _) = self
             .contacts
             .entry(owner)
             .or_default()
             .entry(peer)
-            .or_insert(seq);
+            .or_insert((seq, 0));
         *last = (*last).max(seq);
     }
 
@@ -188,9 +187,20 @@ impl Inner {
     ) -> Vec<StoredMessage> {
         let before = if before == 0 { u64::MAX } else { before };
         let mut seqs: BTreeSet<u64> = BTreeSet::new();
-        if let Some(timeline) = self.timelines.get(&uuid) {
-            for &seq in timeline.range(after.saturating_add(1)..before) {
-                if self.messages[&seq].envelope.visible_to(uuid, resource) {
+        for (&peer, &(last, _)) in self.contacts.get(&uuid).into_iter().flatten() {
+            if last <= after {
+                continue;
+            }
+            let Some(conversation) = self.conversations.get(&(uuid.min(peer), uuid.max(peer)))
+            else {
+                continue;
+            };
+            for &seq in conversation.range(after.saturating_add(1)..before) {
+                let m = &self.messages[&seq];
+                let blocked = matches!(m.envelope.target, Target::User { blocked: true, .. });
+                if (!blocked || m.envelope.from_uuid == uuid)
+                    && m.envelope.visible_to(uuid, resource)
+                {
                     seqs.insert(seq);
                 }
             }
@@ -377,8 +387,8 @@ impl HistoryStore for MemoryStore {
     async fn contacts(&self, owner: u64, since_seq: u64) -> StoreResult<Vec<Contact>> {
         let inner = self.inner.lock();
         let mut out = Vec::new();
-        for (&peer, &seq) in inner.contacts.get(&owner).into_iter().flatten() {
-            if seq < since_seq {
+        for (&peer, &(seq, hidden_upto)) in inner.contacts.get(&owner).into_iter().flatten() {
+            if seq < since_seq || seq <= hidden_upto {
                 continue;
             }
             let Some(last) = inner.messages.get(&seq) else {
@@ -423,8 +433,12 @@ impl HistoryStore for MemoryStore {
         let mut inner = self.inner.lock();
         match peer {
             Peer::User(peer) => {
-                if let Some(c) = inner.contacts.get_mut(&owner) {
-                    c.remove(&peer);
+                if let Some((last, hidden)) = inner
+                    .contacts
+                    .get_mut(&owner)
+                    .and_then(|c| c.get_mut(&peer))
+                {
+                    *hidden = *last;
                 }
             }
             Peer::Topic(topic_id) => {
@@ -485,20 +499,6 @@ impl SweepStore for MemoryStore {
             inner.delete_message(seq);
             report.messages += 1;
         }
-        let bound = floor_at(plan.now_ms.saturating_sub(plan.offline_ttl_ms));
-        let from = inner.timeline_swept;
-        if from < bound {
-            let mut deleted = 0;
-            for timeline in inner.timelines.values_mut() {
-                let stale: Vec<u64> = timeline.range(from..bound).copied().collect();
-                for seq in stale {
-                    timeline.remove(&seq);
-                    deleted += 1;
-                }
-            }
-            inner.timeline_swept = bound;
-            report.timeline_rows = deleted;
-        }
         Ok(report)
     }
 }
@@ -522,15 +522,11 @@ impl MessageStore for MemoryStore {
                 }
                 Target::User { uuid, blocked, .. } => {
                     if !blocked {
-                        inner.timelines.entry(*uuid).or_default().insert(m.seq);
                         inner.touch_contact(*uuid, e.from_uuid, m.seq);
                     }
                     inner.touch_contact(e.from_uuid, *uuid, m.seq);
-                    inner
-                        .timelines
-                        .entry(e.from_uuid)
-                        .or_default()
-                        .insert(m.seq);
+                    let pair = (e.from_uuid.min(*uuid), e.from_uuid.max(*uuid));
+                    inner.conversations.entry(pair).or_default().insert(m.seq);
                 }
             }
             inner.messages.insert(m.seq, m);

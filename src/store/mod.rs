@@ -177,7 +177,7 @@ pub trait AppStore: Send + Sync + 'static {
     async fn app_settings(&self, app_id: u64) -> StoreResult<AppSettings>;
 }
 
-/// Messages, per-user timelines, device cursors and the dedup record.
+/// Messages, what each device reads of them, device cursors and the dedup record.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Persists messages in one transaction, deduplicating on (sender, packetId).
@@ -281,8 +281,6 @@ pub struct SweepPlan {
     pub now_ms: u64,
     /// Server-wide history retention, ms; apps may override it (their settings).
     pub retention_ms: u64,
-    /// Offline delivery window, ms: timeline rows older than it are never read.
-    pub offline_ttl_ms: u64,
     /// Most messages (and most expired accounts) handled in this pass.
     pub batch: usize,
 }
@@ -290,11 +288,9 @@ pub struct SweepPlan {
 /// What one sweep pass deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Messages past retention deleted (with their timeline, topic-log and
-    /// contact rows).
+    /// Messages past retention deleted (with their topic-log and conversation
+    /// rows).
     pub messages: usize,
-    /// Timeline rows past the offline window deleted.
-    pub timeline_rows: usize,
     /// Accounts found expired in this pass (their sessions must be kicked).
     pub expired: Vec<u64>,
     /// Expired accounts whose data was deleted in this pass.
@@ -308,9 +304,8 @@ pub struct SweepReport {
 /// Background maintenance: retention and expired accounts.
 #[async_trait]
 pub trait SweepStore: Send + Sync + 'static {
-    /// One bounded pass, in one short transaction: deletes messages past their
-    /// app's retention, timeline rows past the offline window, and the data of
-    /// expired accounts.
+    /// One bounded pass, in one short transaction: retires expired accounts and
+    /// deletes their data, and deletes messages past their app's retention.
     async fn sweep(&self, plan: SweepPlan) -> StoreResult<SweepReport>;
 }
 

@@ -3,7 +3,8 @@
 //! Access paths (docs/storage.md): a p2p conversation is read through
 //! `messages_by_conversation` (lower uuid, higher uuid, seq); a topic through its
 //! `topic_log` (topic_id, seq) within the viewer's `topic_membership` intervals. p2p
-//! contacts are the `contacts` rows (owner_uuid, peer_uuid) written at commit; a
+//! contacts are the `contacts` rows (owner_uuid, peer_uuid) written at commit (a
+//! cleared one is hidden up to its `last_seq`, not deleted); a
 //! topic's entry is its newest `topic_log` row inside the viewer's current
 //! membership, read when asked. Every read is a bounded index range.
 
@@ -101,7 +102,7 @@ fn clamp(seq: u64) -> i64 {
 pub(super) fn contacts(conn: &Connection, owner: u64, since: u64) -> StoreResult<Vec<Contact>> {
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS}, c.peer_uuid FROM contacts c JOIN messages m ON m.seq = c.last_seq \
-         WHERE c.owner_uuid = ?1 AND c.last_seq >= ?2"
+         WHERE c.owner_uuid = ?1 AND c.last_seq >= ?2 AND c.last_seq > c.hidden_upto"
     );
     let mut out: Vec<Contact> = conn
         .prepare_cached(&sql)?
@@ -171,8 +172,11 @@ pub(super) fn contacts(conn: &Connection, owner: u64, since: u64) -> StoreResult
 pub(super) fn clear_contact(conn: &Connection, owner: u64, peer: Peer) -> StoreResult<()> {
     match peer {
         Peer::User(peer) => {
-            conn.prepare_cached("DELETE FROM contacts WHERE owner_uuid = ?1 AND peer_uuid = ?2")?
-                .execute(params![owner as i64, peer as i64])?;
+            // The row stays: the login backlog reads the conversation through it.
+            conn.prepare_cached(
+                "UPDATE contacts SET hidden_upto = last_seq WHERE owner_uuid = ?1 AND peer_uuid = ?2",
+            )?
+            .execute(params![owner as i64, peer as i64])?;
         }
         Peer::Topic(topic_id) => {
             conn.prepare_cached(

@@ -1,7 +1,8 @@
-//! Messages in the embedded store: appending (with dedup of (sender, packetId), the
-//! two timeline rows of a p2p message, one topic-log row of a topic message, the
-//! two sides' recent-contact rows) and reading what one device sees, timeline and
-//! topic logs merged in sequence order.
+//! Messages in the embedded store: appending (with dedup of (sender, packetId), one
+//! topic-log row of a topic message, and for a p2p message the two sides'
+//! conversation rows in `contacts`, once per conversation per commit) and reading
+//! what one device sees: its conversations and the logs of its topics merged in
+//! sequence order.
 
 use std::collections::HashMap;
 
@@ -11,10 +12,12 @@ use crate::message::{Envelope, Target};
 use crate::store::{AppendOutcome, NewMessage, Order, StoreResult, StoredMessage};
 
 /// Reads what a user sees, oldest or newest first, at most `limit` messages with
-/// `after < seq < before`: its p2p timeline merged with the log of every topic it
-/// belonged to, within each membership interval. Every part is one index-ordered,
-/// limited range read (the timeline, then each overlapping membership's slice of its
-/// topic log), merged here; nothing is sorted whole, however large the backlog.
+/// `after < seq < before`: its p2p conversations with a message after `after`
+/// (from `contacts`) merged with the log of every topic it belonged to, within each
+/// membership interval. Every part is one index-ordered, limited range read (each
+/// conversation's slice of `messages_by_conversation`, each overlapping
+/// membership's slice of its topic log), merged here; nothing is sorted whole,
+/// however large the backlog.
 pub(super) fn user_messages(
     conn: &Connection,
     uuid: u64,
@@ -29,18 +32,37 @@ pub(super) fn user_messages(
         Order::NewestFirst => "DESC",
     };
     let before = if before == 0 { i64::MAX } else { before as i64 };
-    let timeline_sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM timeline t JOIN messages m ON m.seq = t.seq \
-         WHERE t.uuid = ?1 AND t.seq > ?2 AND t.seq < ?3 AND {VISIBLE_TO_DEVICE} \
-         ORDER BY t.seq {dir} LIMIT ?5"
-    );
-    let mut out = conn
-        .prepare_cached(&timeline_sql)?
-        .query_map(
-            params![uuid as i64, after as i64, before, resource, limit as i64],
-            row_to_message,
-        )?
+    let peers = conn
+        .prepare_cached("SELECT peer_uuid FROM contacts WHERE owner_uuid = ?1 AND last_seq > ?2")?
+        .query_map(params![uuid as i64, after as i64], |r| r.get::<_, i64>(0))?
         .collect::<Result<Vec<_>, _>>()?;
+    let conversation_sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m \
+         WHERE min(m.from_uuid, m.to_uuid) = ?5 AND max(m.from_uuid, m.to_uuid) = ?6 \
+         AND m.topic_id = 0 AND m.seq > ?2 AND m.seq < ?3 \
+         AND (m.blocked = 0 OR m.from_uuid = ?1) AND {VISIBLE_TO_DEVICE} \
+         ORDER BY m.seq {dir} LIMIT ?7"
+    );
+    let mut conversation = conn.prepare_cached(&conversation_sql)?;
+    let mut out = Vec::new();
+    for peer in peers {
+        let (lo, hi) = ((uuid as i64).min(peer), (uuid as i64).max(peer));
+        let rows = conversation.query_map(
+            params![
+                uuid as i64,
+                after as i64,
+                before,
+                resource,
+                lo,
+                hi,
+                limit as i64
+            ],
+            row_to_message,
+        )?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
     let memberships = conn
         .prepare_cached(
             "SELECT topic_id, max(from_seq, ?2), min(to_seq, ?3) FROM topic_membership \
@@ -54,9 +76,6 @@ pub(super) fn user_messages(
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    if memberships.is_empty() {
-        return Ok(out);
-    }
     let log_sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM topic_log l JOIN messages m ON m.seq = l.seq \
          WHERE l.topic_id = ?1 AND l.seq > ?2 AND l.seq < ?3 ORDER BY l.seq {dir} LIMIT ?4"
@@ -128,13 +147,11 @@ pub(super) fn append_in(
     )?;
     let mut existing = conn
         .prepare_cached("SELECT seq, ts FROM messages WHERE from_uuid = ?1 AND packet_id = ?2")?;
-    let mut timeline =
-        conn.prepare_cached("INSERT OR IGNORE INTO timeline (uuid, seq) VALUES (?1, ?2)")?;
     let mut topic_log =
         conn.prepare_cached("INSERT OR IGNORE INTO topic_log (topic_id, seq) VALUES (?1, ?2)")?;
     let mut outcomes = Vec::with_capacity(messages.len());
-    // (owner, peer) → newest seq in this batch: one contact write per conversation
-    // side per commit, however many messages the batch holds for it.
+    // (owner, peer) → newest seq in this batch: one write per conversation side per
+    // commit, however many messages the batch holds for it.
     let mut contacts: HashMap<(u64, u64), u64> = HashMap::new();
     let mut touch = |owner: u64, peer: u64, seq: u64| {
         let last = contacts.entry((owner, peer)).or_insert(seq);
@@ -186,13 +203,10 @@ pub(super) fn append_in(
             outcomes.push(AppendOutcome::Stored);
             continue;
         }
-        // A recipient who blacklisted the sender never sees the message.
+        // A recipient who blacklisted the sender never sees the message: its side
+        // of the conversation does not move.
         if !blocked {
-            timeline.execute(params![to_uuid as i64, stored.seq as i64])?;
             touch(to_uuid, m.from_uuid, stored.seq);
-        }
-        if m.from_uuid != to_uuid {
-            timeline.execute(params![m.from_uuid as i64, stored.seq as i64])?;
         }
         touch(m.from_uuid, to_uuid, stored.seq);
         outcomes.push(AppendOutcome::Stored);

@@ -108,11 +108,17 @@ CREATE INDEX messages_by_conversation
     ON messages (min(from_uuid, to_uuid), max(from_uuid, to_uuid)) WHERE topic_id = 0;
 -- Retention per app: (app_id, seq), appended at the end of each app's range.
 CREATE INDEX messages_by_app ON messages (app_id);
--- Recent p2p contacts, maintained at commit: owner's last message with peer.
+-- Each user's p2p conversations, maintained at commit: the newest message with
+-- peer that owner sees (last_seq), and where owner cleared it from its contacts
+-- list (hidden_upto). The login backlog reads the conversations with
+-- last_seq > cursor through messages_by_conversation; this replaces per-user
+-- timeline rows (two B-tree inserts per message) with at most two upserts per
+-- conversation per commit.
 CREATE TABLE contacts (
-    owner_uuid INTEGER NOT NULL,
-    peer_uuid  INTEGER NOT NULL,
-    last_seq   INTEGER NOT NULL,
+    owner_uuid  INTEGER NOT NULL,
+    peer_uuid   INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    hidden_upto INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_uuid, peer_uuid)
 ) WITHOUT ROWID;
 INSERT INTO contacts (owner_uuid, peer_uuid, last_seq)
@@ -121,6 +127,7 @@ INSERT INTO contacts (owner_uuid, peer_uuid, last_seq)
         UNION ALL
         SELECT to_uuid, from_uuid, seq FROM messages WHERE topic_id = 0 AND blocked = 0
     ) GROUP BY owner, peer;
+DROP TABLE timeline;
 -- A topic conversation removed from owner's contacts: hidden until a message after
 -- upto_seq.
 CREATE TABLE contacts_cleared (
@@ -136,11 +143,6 @@ ALTER TABLE accounts ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX accounts_by_expiry ON accounts (expires_ms) WHERE expires_ms > 0;
 -- Expired accounts whose data the sweep has not deleted yet.
 CREATE TABLE retired_accounts (uuid INTEGER PRIMARY KEY);
--- Where the offline-window sweep of timeline rows has reached (one row).
-CREATE TABLE sweep_state (
-    name TEXT PRIMARY KEY,
-    seq  INTEGER NOT NULL
-) WITHOUT ROWID;
 "#,
 ];
 

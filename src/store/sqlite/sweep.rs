@@ -4,15 +4,16 @@
 //! 1. accounts past their lifetime are retired: the name is freed (the row stays
 //!    as a tombstone so its uuid is never given out again) and the uuid is queued
 //!    in `retired_accounts`;
-//! 2. retired accounts' data is deleted: timeline, cursors, contacts, blacklist,
-//!    topic memberships;
-//! 3. messages past their app's retention are deleted with their timeline,
-//!    topic-log and contact rows (`messages_by_app` finds them);
-//! 4. timeline rows older than the offline window are deleted (the login backlog
-//!    never reads them), walking the message log from a cursor in `sweep_state`.
+//! 2. retired accounts' data is deleted: cursors, conversation list, blacklist,
+//!    topic memberships (the messages they exchanged stay in their peers' history
+//!    until retention);
+//! 3. messages past their app's retention are deleted with their topic-log row and,
+//!    when a message was its conversation's newest, the conversation rows
+//!    (`messages_by_app` finds them, oldest first).
 //!
-//! The dedup record of a message is its row (`messages_dedup`), so it goes with the
-//! message at retention.
+//! There are no per-user timeline rows to expire: the login backlog reads the
+//! conversations, clamped to the offline window. The dedup record of a message is
+//! its row (`messages_dedup`), so it goes with the message at retention.
 
 use rusqlite::{params, Connection};
 
@@ -31,9 +32,6 @@ pub(super) fn sweep(conn: &Connection, plan: &SweepPlan) -> StoreResult<SweepRep
     report.more |= more || report.expired.len() == batch;
     let (messages, more) = delete_past_retention(conn, plan, batch)?;
     report.messages = messages;
-    report.more |= more;
-    let (rows, more) = delete_past_offline_window(conn, plan, batch)?;
-    report.timeline_rows = rows;
     report.more |= more;
     Ok(report)
 }
@@ -65,8 +63,7 @@ pub(super) fn retire(conn: &Connection, uuid: i64) -> StoreResult<()> {
     Ok(())
 }
 
-/// Deletes at most `batch` timeline rows and everything small of retired accounts;
-/// an account leaves the queue once its timeline is empty.
+/// Deletes the data of at most `batch` retired accounts.
 fn purge_retired(
     conn: &Connection,
     now_ms: u64,
@@ -78,19 +75,9 @@ fn purge_retired(
         .query_map([batch as i64], |r| r.get::<_, i64>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     let boundary = floor_at(now_ms) as i64;
-    let mut budget = batch;
+    let more = retired.len() == batch;
     let mut purged = 0;
     for uuid in retired {
-        let deleted = conn
-            .prepare_cached(
-                "DELETE FROM timeline WHERE uuid = ?1 AND seq IN \
-                 (SELECT seq FROM timeline WHERE uuid = ?1 LIMIT ?2)",
-            )?
-            .execute(params![uuid, budget as i64])?;
-        budget = budget.saturating_sub(deleted);
-        if budget == 0 {
-            return Ok((purged, true));
-        }
         for sql in [
             "DELETE FROM cursors WHERE uuid = ?1",
             "DELETE FROM contacts WHERE owner_uuid = ?1",
@@ -119,7 +106,7 @@ fn purge_retired(
             .execute([uuid])?;
         purged += 1;
     }
-    Ok((purged, false))
+    Ok((purged, more))
 }
 
 /// Deletes up to `batch` messages past their app's retention.
@@ -177,10 +164,8 @@ fn delete_message(
         conn.prepare_cached("DELETE FROM topic_log WHERE topic_id = ?1 AND seq = ?2")?
             .execute(params![topic_id, seq])?;
     } else {
-        let mut timeline =
-            conn.prepare_cached("DELETE FROM timeline WHERE uuid = ?1 AND seq = ?2")?;
-        timeline.execute(params![to, seq])?;
-        timeline.execute(params![from, seq])?;
+        // Only the newest message of a conversation ends it (older ones of the same
+        // app were deleted first).
         let mut contact = conn.prepare_cached(
             "DELETE FROM contacts WHERE owner_uuid = ?1 AND peer_uuid = ?2 AND last_seq = ?3",
         )?;
@@ -190,56 +175,4 @@ fn delete_message(
     conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
         .execute([seq])?;
     Ok(())
-}
-
-/// Deletes the timeline rows of up to `batch` p2p messages older than the offline
-/// window, continuing from where the last pass stopped.
-fn delete_past_offline_window(
-    conn: &Connection,
-    plan: &SweepPlan,
-    batch: usize,
-) -> StoreResult<(usize, bool)> {
-    let bound = floor_at(plan.now_ms.saturating_sub(plan.offline_ttl_ms)) as i64;
-    let cursor: i64 = conn
-        .prepare_cached("SELECT coalesce(max(seq), 0) FROM sweep_state WHERE name = 'timeline'")?
-        .query_row([], |r| r.get(0))?;
-    if cursor >= bound {
-        return Ok((0, false));
-    }
-    let rows = conn
-        .prepare_cached(
-            "SELECT seq, from_uuid, to_uuid, topic_id FROM messages \
-             WHERE seq > ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
-        )?
-        .query_map(params![cursor, bound, batch as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let more = rows.len() == batch;
-    let reached = match rows.last() {
-        Some(&(seq, ..)) if more => seq,
-        _ => bound - 1,
-    };
-    let mut timeline = conn.prepare_cached("DELETE FROM timeline WHERE uuid = ?1 AND seq = ?2")?;
-    let mut deleted = 0;
-    for (seq, from, to, topic_id) in rows {
-        if topic_id != 0 {
-            continue;
-        }
-        deleted += timeline.execute(params![to, seq])?;
-        if from != to {
-            deleted += timeline.execute(params![from, seq])?;
-        }
-    }
-    conn.prepare_cached(
-        "INSERT INTO sweep_state (name, seq) VALUES ('timeline', ?1) \
-         ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
-    )?
-    .execute([reached])?;
-    Ok((deleted, more))
 }
