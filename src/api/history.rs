@@ -288,7 +288,7 @@ struct TopicMessage {
 struct TopicAnswer {
     app_id: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    topic_id: Option<String>,
+    topic_id: Option<u64>,
     row: usize,
     messages: Vec<TopicMessage>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -451,7 +451,7 @@ async fn p2t(
         .collect();
     Ok(success(TopicAnswer {
         app_id: caller.app.app_id,
-        topic_id: matches!(form, Form::Time { .. }).then(|| topic_id.to_string()),
+        topic_id: matches!(form, Form::Time { .. }).then_some(topic_id),
         row: messages.len(),
         messages,
         timestamp,
