@@ -14,7 +14,12 @@
 //! - `log_conv`: one append-ordered log (`messages`) whose only secondary structures
 //!   are the conversation index (lo, hi, seq) and the recipient's timeline row (the
 //!   sender's devices read the conversation index instead), with the compact dedup;
-//! - `log_conv_text`: the same with the text dedup index of `current`.
+//! - `log_conv_text`: the same with the text dedup index of `current`;
+//! - `conversations` (the layout chosen, `src/store/sqlite/schema.rs` migration 4):
+//!   the log with the text dedup index, the conversation index as an expression
+//!   index on `messages`, an (app_id) index for retention, and no timeline rows:
+//!   each side's conversation row in `contacts` is upserted once per conversation
+//!   per batch (a user's backlog reads its conversations with news).
 //!
 //! `cargo bench --bench store_layout -- --warm-up-time 1 --measurement-time 5`
 
@@ -41,6 +46,7 @@ enum Layout {
     CompactConv,
     LogConv,
     LogConvText,
+    Conversations,
 }
 
 impl Layout {
@@ -51,6 +57,7 @@ impl Layout {
             Layout::CompactConv => "compact_conv",
             Layout::LogConv => "log_conv",
             Layout::LogConvText => "log_conv_text",
+            Layout::Conversations => "conversations",
         }
     }
 
@@ -73,6 +80,15 @@ impl Layout {
                     "{messages} CREATE UNIQUE INDEX dedup ON messages (from_uuid, packet_id);
                      CREATE TABLE timeline (uuid INTEGER, seq INTEGER, PRIMARY KEY (uuid, seq)) WITHOUT ROWID;
                      CREATE TABLE conversation (lo INTEGER, hi INTEGER, seq INTEGER, PRIMARY KEY (lo, hi, seq)) WITHOUT ROWID;"
+                )
+                .into_boxed_str(),
+            ),
+            Layout::Conversations => Box::leak(
+                format!(
+                    "{messages} CREATE UNIQUE INDEX dedup ON messages (from_uuid, packet_id);
+                     CREATE INDEX conversation ON messages (min(from_uuid, to_uuid), max(from_uuid, to_uuid));
+                     CREATE INDEX by_app ON messages (app_id);
+                     CREATE TABLE contacts (owner INTEGER, peer INTEGER, last_seq INTEGER, PRIMARY KEY (owner, peer)) WITHOUT ROWID;"
                 )
                 .into_boxed_str(),
             ),
@@ -121,11 +137,26 @@ fn append(conn: &mut Connection, layout: Layout, first: u64, n: u64, users: u64)
                  VALUES (?1, ?2, 1, ?3, ?4, 'phone', ?5, ?6, ?7, '', 'TEXT', ?8)",
             )
             .expect("prepare");
-        let mut timeline = tx
-            .prepare_cached("INSERT INTO timeline (uuid, seq) VALUES (?1, ?2)")
-            .expect("prepare");
+        let mut timeline = match layout {
+            Layout::Conversations => None,
+            _ => Some(
+                tx.prepare_cached("INSERT INTO timeline (uuid, seq) VALUES (?1, ?2)")
+                    .expect("prepare"),
+            ),
+        };
+        let mut contacts = match layout {
+            Layout::Conversations => Some(
+                tx.prepare_cached(
+                    "INSERT INTO contacts (owner, peer, last_seq) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (owner, peer) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                )
+                .expect("prepare"),
+            ),
+            _ => None,
+        };
+        let mut touched: std::collections::HashMap<(u64, u64), u64> = Default::default();
         let mut conv = match layout {
-            Layout::Current => None,
+            Layout::Current | Layout::Conversations => None,
             _ => Some(
                 tx.prepare_cached("INSERT INTO conversation (lo, hi, seq) VALUES (?1, ?2, ?3)")
                     .expect("prepare"),
@@ -160,6 +191,11 @@ fn append(conn: &mut Connection, layout: Layout, first: u64, n: u64, users: u64)
                     .execute(params![from as i64, pid_hash(&packet), seq as i64])
                     .expect("dedup");
             }
+            let Some(timeline) = timeline.as_mut() else {
+                touched.insert((to, from), seq);
+                touched.insert((from, to), seq);
+                continue;
+            };
             timeline
                 .execute(params![to as i64, seq as i64])
                 .expect("timeline");
@@ -172,6 +208,13 @@ fn append(conn: &mut Connection, layout: Layout, first: u64, n: u64, users: u64)
                 let (lo, hi) = (from.min(to), from.max(to));
                 conv.execute(params![lo as i64, hi as i64, seq as i64])
                     .expect("conversation");
+            }
+        }
+        if let Some(contacts) = contacts.as_mut() {
+            for ((owner, peer), seq) in touched {
+                contacts
+                    .execute(params![owner as i64, peer as i64, seq as i64])
+                    .expect("contact");
             }
         }
     }
@@ -188,6 +231,7 @@ fn bench(c: &mut Criterion) {
             Layout::CompactConv,
             Layout::LogConv,
             Layout::LogConvText,
+            Layout::Conversations,
         ] {
             let dir = tempfile::tempdir().expect("tempdir");
             let mut conn = open(dir.path(), layout);

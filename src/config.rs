@@ -196,6 +196,8 @@ settings! {
         history_max_span_secs: u64 = DAY, env "COURIER_HISTORY_MAX_SPAN_SECS", range 1 => 365 * DAY;
         /// Seconds of conversations the recent contacts list covers (the manual's month).
         contacts_window_secs: u64 = 30 * DAY, env "COURIER_CONTACTS_WINDOW_SECS", range 60 => 365 * DAY;
+        /// Most entries in a recent contacts answer (the newest are kept).
+        contacts_max_entries: usize = 2000, env "COURIER_CONTACTS_MAX_ENTRIES", range 1 => 1_000_000;
         /// Seconds between passes of the background sweep (retention, offline rows, expired accounts).
         sweep_interval_secs: u64 = 10, env "COURIER_SWEEP_INTERVAL_SECS", range 1 => DAY;
         /// Most messages (or expired accounts) one sweep pass deletes; passes repeat while there is more.

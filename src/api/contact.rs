@@ -65,7 +65,7 @@ async fn list(state: &AppState, caller: &Caller) -> Result<Response, ApiError> {
     let since = floor_at(state.clock.now_ms().saturating_sub(window_ms));
     let contacts = state
         .store
-        .contacts(caller.uuid, since)
+        .contacts(caller.uuid, since, state.config.contacts_max_entries)
         .await
         .map_err(ApiError::internal)?;
     Ok(success(contacts.into_iter().map(entry).collect::<Vec<_>>()))

@@ -135,6 +135,10 @@ impl Query {
                 }
                 let span = state.config.history_max_span_secs.saturating_mul(1000);
                 if to - from > span {
+                    crate::log_limited!(
+                        info,
+                        "history query refused: span over history_max_span_secs"
+                    );
                     return Err(ApiError::bad_request(format!(
                         "utcFromTime to utcToTime spans more than {} s (history_max_span_secs)",
                         state.config.history_max_span_secs
@@ -146,6 +150,7 @@ impl Query {
                 let to = unsigned(self.utc_to_time, "utcToTime")?;
                 let count = required(self.count, "count")?;
                 if count <= 0 || count as u64 > max as u64 {
+                    crate::log_limited!(info, count, "history query refused: count out of range");
                     return Err(ApiError::bad_request(format!(
                         "count must be 1 to {max} (history_max_messages), got {count}"
                     )));

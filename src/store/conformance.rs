@@ -336,7 +336,7 @@ pub async fn contacts_follow_the_newest_message(store: &dyn Store) {
             .map(|c| (c.peer, c.name.clone(), c.last.seq))
             .collect::<Vec<_>>()
     };
-    let mine = store.contacts(1, 0).await.unwrap();
+    let mine = store.contacts(1, 0, 100).await.unwrap();
     assert_eq!(
         peers(mine),
         vec![
@@ -345,13 +345,18 @@ pub async fn contacts_follow_the_newest_message(store: &dyn Store) {
             (Peer::User(3), "u3".to_owned(), 11),
         ]
     );
-    let two = store.contacts(2, 0).await.unwrap();
+    let two = store.contacts(2, 0, 100).await.unwrap();
     assert_eq!(two[1].peer, Peer::User(1));
     assert_eq!(two[1].name, "u1");
     assert_eq!(
-        peers(store.contacts(1, 12).await.unwrap()).len(),
+        peers(store.contacts(1, 12, 100).await.unwrap()).len(),
         2,
         "since"
+    );
+    assert_eq!(
+        peers(store.contacts(1, 0, 2).await.unwrap()).len(),
+        2,
+        "the newest `limit` only"
     );
     store.clear_contact(1, Peer::User(2)).await.unwrap();
     store
@@ -359,7 +364,7 @@ pub async fn contacts_follow_the_newest_message(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(
-        peers(store.contacts(1, 0).await.unwrap()),
+        peers(store.contacts(1, 0, 100).await.unwrap()),
         vec![(Peer::User(3), "u3".to_owned(), 11)]
     );
     let mut tm = msg(15, 2, 0, "t2");
@@ -368,7 +373,7 @@ pub async fn contacts_follow_the_newest_message(store: &dyn Store) {
     };
     store.append(vec![msg(14, 1, 2, "d"), tm]).await.unwrap();
     assert_eq!(
-        peers(store.contacts(1, 0).await.unwrap()),
+        peers(store.contacts(1, 0, 100).await.unwrap()),
         vec![
             (Peer::Topic(topic.topic_id), "team".to_owned(), 15),
             (Peer::User(2), "u2".to_owned(), 14),

@@ -102,8 +102,13 @@ impl HistoryStore for FaultyStore {
     async fn history(&self, range: HistoryRange) -> StoreResult<Vec<StoredMessage>> {
         self.inner.history(range).await
     }
-    async fn contacts(&self, owner: u64, since_seq: u64) -> StoreResult<Vec<Contact>> {
-        self.inner.contacts(owner, since_seq).await
+    async fn contacts(
+        &self,
+        owner: u64,
+        since_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Contact>> {
+        self.inner.contacts(owner, since_seq, limit).await
     }
     async fn clear_contact(&self, owner: u64, peer: Peer) -> StoreResult<()> {
         self.inner.clear_contact(owner, peer).await

@@ -384,7 +384,12 @@ impl HistoryStore for MemoryStore {
         })
     }
 
-    async fn contacts(&self, owner: u64, since_seq: u64) -> StoreResult<Vec<Contact>> {
+    async fn contacts(
+        &self,
+        owner: u64,
+        since_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Contact>> {
         let inner = self.inner.lock();
         let mut out = Vec::new();
         for (&peer, &(seq, hidden_upto)) in inner.contacts.get(&owner).into_iter().flatten() {
@@ -426,6 +431,7 @@ impl HistoryStore for MemoryStore {
             }
         }
         out.sort_unstable_by_key(|c| std::cmp::Reverse(c.last.seq));
+        out.truncate(limit);
         Ok(out)
     }
 

@@ -267,10 +267,12 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// One range of a conversation, read through its index (never a scan).
     async fn history(&self, range: HistoryRange) -> StoreResult<Vec<StoredMessage>>;
     /// `owner`'s conversations whose last message has `seq >= since_seq`, newest
-    /// first: p2p peers (maintained at commit) and the topics it is a member of
-    /// (their last message read from the topic log). A conversation cleared with
-    /// [`HistoryStore::clear_contact`] is left out until a newer message.
-    async fn contacts(&self, owner: u64, since_seq: u64) -> StoreResult<Vec<Contact>>;
+    /// first, at most `limit`: p2p peers (maintained at commit) and the topics it is
+    /// a member of (their last message read from the topic log). A conversation
+    /// cleared with [`HistoryStore::clear_contact`] is left out until a newer
+    /// message.
+    async fn contacts(&self, owner: u64, since_seq: u64, limit: usize)
+        -> StoreResult<Vec<Contact>>;
     /// Removes one conversation from `owner`'s contacts until its next message.
     async fn clear_contact(&self, owner: u64, peer: Peer) -> StoreResult<()>;
 }

@@ -99,10 +99,27 @@ async fn contacts_list_users_and_topics_newest_first_and_deleted_ones_come_back(
         json!(last.sequence.to_string())
     );
     assert_eq!(v["data"][0]["id"], json!(topic.to_string()));
-    // dan sees his side: he did send it.
+    // dan sees his side: he did send it. So does history: his, not ann's.
     let dan_t = Auth::Token(s.token("dan").await);
     let (_, v) = s.call(Method::GET, "/api/contact", &dan_t, None).await;
     assert_eq!(entries(&v), vec![entry("USER", "ann", "let me in")]);
+    let history = json!({"appId": s.app.app_id, "fromAccount": "dan", "toAccount": "ann",
+        "utcToTime": 4_000_000_000_000u64, "count": 10});
+    for (auth, rows) in [(&dan_t, 1), (&ann_t, 0)] {
+        let (status, v) = s
+            .call(
+                Method::POST,
+                "/api/msg/p2p/queryOnCount/",
+                auth,
+                Some(history.clone()),
+            )
+            .await;
+        assert_eq!(
+            (status, v["data"]["row"].clone()),
+            (200, json!(rows)),
+            "{v}"
+        );
+    }
 
     // Delete one user and the topic: the answer is the updated list.
     let (status, v) = s

@@ -99,35 +99,28 @@ fn clamp(seq: u64) -> i64 {
     seq.min(i64::MAX as u64) as i64
 }
 
-pub(super) fn contacts(conn: &Connection, owner: u64, since: u64) -> StoreResult<Vec<Contact>> {
-    let sql = format!(
-        "SELECT {MESSAGE_COLUMNS}, c.peer_uuid FROM contacts c JOIN messages m ON m.seq = c.last_seq \
-         WHERE c.owner_uuid = ?1 AND c.last_seq >= ?2 AND c.last_seq > c.hidden_upto"
-    );
-    let mut out: Vec<Contact> = conn
-        .prepare_cached(&sql)?
+/// The newest `limit` conversations of `owner`: first the candidates' sequences
+/// (the owner's conversation rows, and one topic-log probe per current topic), then
+/// the last message of only the `limit` newest.
+pub(super) fn contacts(
+    conn: &Connection,
+    owner: u64,
+    since: u64,
+    limit: usize,
+) -> StoreResult<Vec<Contact>> {
+    let mut candidates: Vec<(i64, Peer, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT last_seq, peer_uuid FROM contacts \
+             WHERE owner_uuid = ?1 AND last_seq >= ?2 AND last_seq > hidden_upto",
+        )?
         .query_map(params![owner as i64, clamp(since)], |r| {
-            let last = row_to_message(r)?;
-            let peer = r.get::<_, i64>(14)? as u64;
-            Ok((peer, last))
+            Ok((
+                r.get::<_, i64>(0)?,
+                Peer::User(r.get::<_, i64>(1)? as u64),
+                None,
+            ))
         })?
-        .map(|row| {
-            row.map(|(peer, last)| {
-                let name = match &last.envelope.target {
-                    Target::User { account, .. } if last.envelope.from_uuid == owner => {
-                        account.clone()
-                    }
-                    _ => last.envelope.from_account.clone(),
-                };
-                Contact {
-                    peer: Peer::User(peer),
-                    name,
-                    last,
-                }
-            })
-        })
         .collect::<Result<_, _>>()?;
-
     // Topics: the newest log entry inside the current membership, after any clear.
     let topics = conn
         .prepare_cached(
@@ -147,25 +140,33 @@ pub(super) fn contacts(conn: &Connection, owner: u64, since: u64) -> StoreResult
         .collect::<Result<Vec<_>, _>>()?;
     let mut newest =
         conn.prepare_cached("SELECT max(seq) FROM topic_log WHERE topic_id = ?1 AND seq > ?2")?;
+    for (topic_id, member_from, name, cleared) in topics {
+        let after = member_from.max(cleared).max(clamp(since).saturating_sub(1));
+        if let Some(seq) =
+            newest.query_row(params![topic_id, after], |r| r.get::<_, Option<i64>>(0))?
+        {
+            candidates.push((seq, Peer::Topic(topic_id as u64), Some(name)));
+        }
+    }
+    candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
+    candidates.truncate(limit);
     let mut message = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.seq = ?1"
     ))?;
-    for (topic_id, member_from, name, cleared) in topics {
-        let after = member_from.max(cleared).max(clamp(since).saturating_sub(1));
-        let Some(seq) =
-            newest.query_row(params![topic_id, after], |r| r.get::<_, Option<i64>>(0))?
-        else {
+    let mut out = Vec::with_capacity(candidates.len());
+    for (seq, peer, topic_name) in candidates {
+        let Some(last) = message.query_row([seq], row_to_message).optional()? else {
             continue;
         };
-        if let Some(last) = message.query_row([seq], row_to_message).optional()? {
-            out.push(Contact {
-                peer: Peer::Topic(topic_id as u64),
-                name,
-                last,
-            });
-        }
+        let name = match (topic_name, &last.envelope.target) {
+            (Some(name), _) => name,
+            (None, Target::User { account, .. }) if last.envelope.from_uuid == owner => {
+                account.clone()
+            }
+            (None, _) => last.envelope.from_account.clone(),
+        };
+        out.push(Contact { peer, name, last });
     }
-    out.sort_unstable_by_key(|c| std::cmp::Reverse(c.last.seq));
     Ok(out)
 }
 
@@ -232,10 +233,8 @@ mod tests {
         assert!(!topic.contains("SCAN"), "{topic}");
         let contacts = plan(
             &conn,
-            &format!(
-                "SELECT {MESSAGE_COLUMNS}, c.peer_uuid FROM contacts c \
-                 JOIN messages m ON m.seq = c.last_seq WHERE c.owner_uuid = 1 AND c.last_seq >= 0"
-            ),
+            "SELECT last_seq, peer_uuid FROM contacts \
+             WHERE owner_uuid = 1 AND last_seq >= 0 AND last_seq > hidden_upto",
         );
         assert!(!contacts.contains("SCAN"), "{contacts}");
         let by_app = plan(

@@ -355,8 +355,13 @@ impl HistoryStore for SqliteStore {
         self.read(move |conn| history::history(conn, &range)).await
     }
 
-    async fn contacts(&self, owner: u64, since_seq: u64) -> StoreResult<Vec<Contact>> {
-        self.read(move |conn| history::contacts(conn, owner, since_seq))
+    async fn contacts(
+        &self,
+        owner: u64,
+        since_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Contact>> {
+        self.read(move |conn| history::contacts(conn, owner, since_seq, limit))
             .await
     }
 
