@@ -169,3 +169,39 @@ async fn the_sweep_deletes_history_past_retention_and_nothing_else() {
     assert_eq!(report.messages, 5);
     assert_eq!((count(pairs[0]).await, count(pairs[1]).await), (0, 0));
 }
+
+/// `courier app set --user-ttl-secs` on the data dir of a running server takes
+/// effect at once: the next new account is temporary (it may not create a topic),
+/// and `0` turns it off again.
+#[tokio::test]
+async fn the_cli_sets_the_account_lifetime_of_a_running_server() {
+    let s = TestServer::start().await;
+    let set = |secs: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args(["app", "set", "--app-id", &s.app.app_id.to_string()])
+            .args(["--user-ttl-secs", secs, "--data-dir"])
+            .arg(&s.config.data_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let create = |account: &'static str| {
+        let s = &s;
+        async move {
+            let auth = Auth::Token(s.token(account).await);
+            let path = format!("/api/topic/{}", s.app.app_id);
+            let body = json!({"topicName": "t", "accounts": "someone"});
+            s.call(Method::POST, &path, &auth, Some(body)).await.0
+        }
+    };
+    assert!(set("600").contains("account lifetime 600 s"));
+    assert_eq!(create("temp").await, 403);
+    assert!(set("0").contains("account lifetime forever"));
+    assert_eq!(create("lasting").await, 200);
+    assert_eq!(create("temp").await, 403, "still temporary");
+}
