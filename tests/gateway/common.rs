@@ -257,6 +257,27 @@ pub async fn send_acked(
     ack
 }
 
+/// Sends a text message to a topic and returns its ack (which must be 200).
+pub async fn topic_send_acked(
+    client: &mut Client,
+    packet_id: &str,
+    topic_id: u64,
+    text: &str,
+) -> pb::ServerAck {
+    client
+        .send_frame(pb::frame::Kind::Send(pb::Send {
+            packet_id: packet_id.into(),
+            topic_id,
+            payload: bytes::Bytes::copy_from_slice(text.as_bytes()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let ack = next_ack(client).await;
+    assert_eq!(ack.code, 200, "ack: {ack:?}");
+    ack
+}
+
 /// The sequences of some deliveries, in order.
 pub fn sequences(deliveries: &[pb::Deliver]) -> Vec<u64> {
     deliveries.iter().map(|d| d.sequence).collect()

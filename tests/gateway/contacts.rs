@@ -2,8 +2,6 @@
 //! their last message, as strings; deleting an entry until the next message; a
 //! blocked sender never appears.
 
-use bytes::Bytes;
-use courier::pb::{self, frame::Kind};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -33,18 +31,6 @@ fn entry(kind: &str, name: &str, text: &str) -> (String, String, String) {
     (kind.into(), name.into(), text.into())
 }
 
-async fn topic_send(c: &mut courier::client::Client, packet_id: &str, topic_id: u64, text: &str) {
-    c.send_frame(Kind::Send(pb::Send {
-        packet_id: packet_id.into(),
-        topic_id,
-        payload: Bytes::copy_from_slice(text.as_bytes()),
-        ..Default::default()
-    }))
-    .await
-    .unwrap();
-    assert_eq!(next_ack(c).await.code, 200);
-}
-
 #[tokio::test]
 async fn contacts_list_users_and_topics_newest_first_and_deleted_ones_come_back() {
     let s = TestServer::start().await;
@@ -64,7 +50,7 @@ async fn contacts_list_users_and_topics_newest_first_and_deleted_ones_come_back(
     let mut cy = s.connect("cy", "phone").await;
     send_acked(&mut ann, "a1", "ben", "hi ben").await;
     let last = send_acked(&mut cy, "c1", "ann", "hi ann").await;
-    topic_send(&mut ben, "t1", topic, "team news").await;
+    topic_send_acked(&mut ben, "t1", topic, "team news").await;
     // dan is blacklisted by ann: never in her contacts.
     let (status, _) = s
         .call(
@@ -150,7 +136,7 @@ async fn contacts_list_users_and_topics_newest_first_and_deleted_ones_come_back(
     assert_eq!(entries(&v), vec![entry("USER", "ben", "hi ben")]);
     // They come back with their next message.
     send_acked(&mut cy, "c2", "ann", "me again").await;
-    topic_send(&mut ben, "t2", topic, "more news").await;
+    topic_send_acked(&mut ben, "t2", topic, "more news").await;
     let (_, v) = s.call(Method::GET, "/api/contact/", &ann_t, None).await;
     assert_eq!(
         entries(&v),

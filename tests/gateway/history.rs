@@ -34,19 +34,6 @@ fn found(v: &Value) -> Vec<(u64, u64, String)> {
         .collect()
 }
 
-async fn topic_send(c: &mut courier::client::Client, packet_id: &str, topic_id: u64, text: &str) {
-    c.send_frame(Kind::Send(pb::Send {
-        packet_id: packet_id.into(),
-        topic_id,
-        payload: Bytes::copy_from_slice(text.as_bytes()),
-        ..Default::default()
-    }))
-    .await
-    .unwrap();
-    let ack = next_ack(c).await;
-    assert_eq!(ack.code, 200, "{ack:?}");
-}
-
 async fn create_topic(s: &TestServer, owner: &Auth, members: &str) -> u64 {
     let path = format!("/api/topic/{}", s.app.app_id);
     let body = json!({"topicName": "team", "accounts": members});
@@ -285,18 +272,18 @@ async fn topic_history_follows_membership_intervals() {
     let owner = Auth::Token(s.token("ann").await);
     let topic = create_topic(&s, &owner, "ben").await;
     let mut ann = s.connect("ann", "phone").await;
-    topic_send(&mut ann, "t1", topic, "before cy").await;
+    topic_send_acked(&mut ann, "t1", topic, "before cy").await;
     let path = format!("/api/topic/{}/{topic}/accounts", s.app.app_id);
     let (status, _) = s
         .call(Method::POST, &path, &owner, Some(json!({"accounts": "cy"})))
         .await;
     assert_eq!(status, 200);
-    topic_send(&mut ann, "t2", topic, "with cy").await;
+    topic_send_acked(&mut ann, "t2", topic, "with cy").await;
     let quit = format!("/api/topic/{}/{topic}/account", s.app.app_id);
     let cy_t = Auth::Token(s.token("cy").await);
     let (status, v) = s.call(Method::DELETE, &quit, &cy_t, None).await;
     assert_eq!(status, 200, "{v}");
-    topic_send(&mut ann, "t3", topic, "after cy").await;
+    topic_send_acked(&mut ann, "t3", topic, "after cy").await;
 
     let app_id = s.app.app_id;
     let texts = |v: &Value| found(v).into_iter().map(|m| m.2).collect::<Vec<_>>();
