@@ -606,6 +606,10 @@ pub async fn topic_messages_are_read_within_membership_intervals(store: &dyn Sto
         vec![10, 12, 14]
     );
     assert_eq!(store.count_after(2, "x", 0, 100).await.unwrap(), 3);
+    for cap in 0..=3 {
+        assert_eq!(store.count_after(2, "x", 0, cap).await.unwrap(), cap);
+    }
+    assert_eq!(store.count_after(2, "x", 14, 100).await.unwrap(), 1);
     let newest = TimelineRange {
         limit: 2,
         order: Order::NewestFirst,

@@ -96,6 +96,76 @@ pub(super) fn user_messages(
     Ok(out)
 }
 
+/// Counts what [`user_messages`] would return after `after`, stopping at `cap`: each
+/// conversation and topic log is counted only up to what is still missing, so a
+/// login reads at most about `cap` index entries however many conversations have
+/// news.
+pub(super) fn count_user_messages(
+    conn: &Connection,
+    uuid: u64,
+    resource: &str,
+    after: u64,
+    cap: usize,
+) -> StoreResult<usize> {
+    let peers = conn
+        .prepare_cached("SELECT peer_uuid FROM contacts WHERE owner_uuid = ?1 AND last_seq > ?2")?
+        .query_map(params![uuid as i64, after as i64], |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut conversation = conn.prepare_cached(&format!(
+        "SELECT count(*) FROM (SELECT 1 FROM messages m \
+         WHERE min(m.from_uuid, m.to_uuid) = ?5 AND max(m.from_uuid, m.to_uuid) = ?6 \
+         AND m.topic_id = 0 AND m.seq > ?2 AND m.seq < ?3 \
+         AND (m.blocked = 0 OR m.from_uuid = ?1) AND {VISIBLE_TO_DEVICE} LIMIT ?7)"
+    ))?;
+    let mut total = 0usize;
+    for peer in peers {
+        let (lo, hi) = ((uuid as i64).min(peer), (uuid as i64).max(peer));
+        let missing = cap.saturating_sub(total) as i64;
+        let n: i64 = conversation.query_row(
+            params![
+                uuid as i64,
+                after as i64,
+                i64::MAX,
+                resource,
+                lo,
+                hi,
+                missing
+            ],
+            |r| r.get(0),
+        )?;
+        total += n as usize;
+        if total >= cap {
+            return Ok(cap);
+        }
+    }
+    let memberships = conn
+        .prepare_cached(
+            "SELECT topic_id, max(from_seq, ?2), to_seq FROM topic_membership \
+             WHERE uuid = ?1 AND to_seq > ?2",
+        )?
+        .query_map(params![uuid as i64, after as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut log = conn.prepare_cached(
+        "SELECT count(*) FROM (SELECT 1 FROM topic_log \
+         WHERE topic_id = ?1 AND seq > ?2 AND seq < ?3 LIMIT ?4)",
+    )?;
+    for (topic_id, from, to) in memberships {
+        let missing = cap.saturating_sub(total) as i64;
+        let n: i64 = log.query_row(params![topic_id, from, to, missing], |r| r.get(0))?;
+        total += n as usize;
+        if total >= cap {
+            return Ok(cap);
+        }
+    }
+    Ok(total)
+}
+
 /// Timeline filter for one device (`?1` = uuid, `?4` = resource): a message addressed
 /// to one resource of this user is seen only by that device; messages this user sent
 /// to others are seen by all its devices.

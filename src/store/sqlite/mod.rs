@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
     Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, Contact, HistoryRange,
-    HistoryStore, MessageStore, NewMessage, Order, Peer, Store, StoreError, StoreResult,
-    StoredMessage, SweepPlan, SweepReport, SweepStore, TimelineRange, Topic, TopicStore,
-    TopicSummary, TopicUpdate,
+    HistoryStore, MessageStore, NewMessage, Peer, Store, StoreError, StoreResult, StoredMessage,
+    SweepPlan, SweepReport, SweepStore, TimelineRange, Topic, TopicStore, TopicSummary,
+    TopicUpdate,
 };
 use crate::time::now_ms;
 
@@ -32,7 +32,7 @@ mod sweep;
 mod topics;
 mod writer;
 
-use messages::{append_in, user_messages};
+use messages::{append_in, count_user_messages, user_messages};
 use schema::{
     migrate, open_connection, private_dir, private_file, READER_CACHE_KIB, WRITER_CACHE_KIB,
 };
@@ -412,11 +412,8 @@ impl MessageStore for SqliteStore {
         cap: usize,
     ) -> StoreResult<usize> {
         let resource = resource.to_owned();
-        self.read(move |conn| {
-            let found = user_messages(conn, uuid, &resource, after, 0, cap, Order::OldestFirst)?;
-            Ok(found.len())
-        })
-        .await
+        self.read(move |conn| count_user_messages(conn, uuid, &resource, after, cap))
+            .await
     }
 
     async fn cursor(&self, uuid: u64, resource: &str) -> StoreResult<Option<u64>> {
