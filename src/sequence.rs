@@ -13,8 +13,10 @@ const LOW_BITS: u32 = NODE_BITS + COUNTER_BITS;
 const COUNTER_MAX: u64 = (1 << COUNTER_BITS) - 1;
 
 /// The smallest sequence that could have been assigned at `unix_ms`.
+/// Times past the 41-bit millisecond range map to 2^53, above every sequence (a
+/// far-future bound from a client does not wrap around).
 pub fn floor_at(unix_ms: u64) -> u64 {
-    unix_ms.saturating_sub(EPOCH_MS) << LOW_BITS
+    unix_ms.saturating_sub(EPOCH_MS).min(1 << 41) << LOW_BITS
 }
 
 /// Where a login backlog starts: after the device's cursor, but never before the
@@ -65,6 +67,16 @@ impl Sequencer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn far_future_times_bound_above_every_sequence_without_wrapping() {
+        let top = floor_at(u64::MAX);
+        assert_eq!(top, 1 << 53);
+        assert!(floor_at(i64::MAX as u64) == top);
+        let mut s = Sequencer::new(15, 0);
+        assert!(s.next(crate::time::now_ms()) < top);
+        assert!(floor_at(EPOCH_MS + 1) < floor_at(EPOCH_MS + 2));
+    }
 
     #[test]
     fn increases_within_and_across_milliseconds() {
