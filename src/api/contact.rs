@@ -96,7 +96,7 @@ async fn clear(state: &AppState, caller: &Caller, peer: Peer) -> Result<Response
         caller.app.app_id,
         Some(caller.uuid),
         1,
-        state.clock.now_ms(),
+        crate::time::now_ms(),
     )?;
     state
         .store
