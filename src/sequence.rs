@@ -69,6 +69,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_store_migration_computes_time_of_as_written_here() {
+        // schema.rs migration 4: ts = (seq >> 12) + 1735689600000
+        let seq = Sequencer::new(3, 0).next(crate::time::now_ms());
+        assert_eq!(time_of(seq), (seq >> 12) + 1_735_689_600_000);
+    }
+
+    #[test]
     fn far_future_times_bound_above_every_sequence_without_wrapping() {
         let top = floor_at(u64::MAX);
         assert_eq!(top, 1 << 53);

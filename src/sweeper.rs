@@ -43,7 +43,9 @@ pub async fn round(state: &AppState) -> Result<SweepReport, crate::store::StoreE
             batch: state.config.sweep_batch,
         };
         let report = state.store.sweep(plan).await?;
-        for &uuid in &report.expired {
+        // Purged includes accounts replaced when their name was used again after
+        // they expired (the store retired those without the sweep seeing them).
+        for &uuid in report.expired.iter().chain(&report.purged) {
             state.hub.kick_user(uuid, KickReason::AccountExpired);
         }
         for &topic_id in &report.topics {
@@ -52,7 +54,7 @@ pub async fn round(state: &AppState) -> Result<SweepReport, crate::store::StoreE
             }
         }
         total.messages += report.messages;
-        total.purged += report.purged;
+        total.purged.extend(report.purged);
         total.expired.extend(report.expired);
         total.topics.extend(report.topics);
         if !report.more {
@@ -61,11 +63,11 @@ pub async fn round(state: &AppState) -> Result<SweepReport, crate::store::StoreE
         // Let queued sends commit between passes.
         tokio::task::yield_now().await;
     }
-    if total.messages + total.purged > 0 || !total.expired.is_empty() {
+    if total.messages > 0 || !total.purged.is_empty() || !total.expired.is_empty() {
         tracing::info!(
             messages = total.messages,
             expired_accounts = total.expired.len(),
-            purged_accounts = total.purged,
+            purged_accounts = total.purged.len(),
             "sweep: deleted what is past its window"
         );
     }

@@ -190,7 +190,7 @@ pub async fn temporary_accounts_expire_and_are_swept(store: &dyn Store) {
     };
     let report = store.sweep(plan.clone()).await.unwrap();
     assert_eq!(report.expired, vec![temp.uuid]);
-    assert_eq!(report.purged, 1);
+    assert_eq!(report.purged, vec![temp.uuid]);
     assert_eq!(report.topics, vec![topic.topic_id]);
     assert_eq!(store.cursor(temp.uuid, "phone").await.unwrap(), None);
     assert!(store.blacklist_of(temp.uuid).await.unwrap().is_empty());

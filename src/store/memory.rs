@@ -483,7 +483,7 @@ impl SweepStore for MemoryStore {
         for uuid in retired {
             let left = inner.purge(uuid, boundary);
             report.topics.extend(left);
-            report.purged += 1;
+            report.purged.push(uuid);
         }
         let mut old: Vec<u64> = inner
             .messages

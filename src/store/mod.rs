@@ -295,8 +295,10 @@ pub struct SweepReport {
     pub messages: usize,
     /// Accounts found expired in this pass (their sessions must be kicked).
     pub expired: Vec<u64>,
-    /// Expired accounts whose data was deleted in this pass.
-    pub purged: usize,
+    /// Expired accounts whose data was deleted in this pass (found expired by the
+    /// sweep or replaced when their name was used again): their sessions must be
+    /// kicked too.
+    pub purged: Vec<u64>,
     /// Topics that lost members in this pass (caches must reload them).
     pub topics: Vec<u64>,
     /// True if a limit stopped the pass: there is more to sweep now.

@@ -107,6 +107,34 @@ async fn temporary_accounts_expire_their_tokens_sessions_and_data(t: Transport) 
     assert_eq!(regular.mi_user_id, before.mi_user_id);
 }
 
+/// An expired account whose name is taken again before the sweep saw it expire is
+/// still kicked by the next sweep round.
+#[tokio::test]
+async fn an_expired_account_replaced_before_the_sweep_is_still_kicked() {
+    let s = TestServer::start().await;
+    let state = s.server.as_ref().unwrap().state.clone();
+    let settings = AppSettings {
+        user_ttl_secs: 60,
+        ..AppSettings::default()
+    };
+    state
+        .store
+        .set_app_settings(s.app.app_id, settings)
+        .await
+        .unwrap();
+    let old = token_of(&s, "guest").await;
+    let mut session = s.try_connect(&old.token, "phone").await.unwrap();
+    read_backlog(&mut session).await;
+    state.clock.advance(Duration::from_secs(61));
+    let new = token_of(&s, "guest").await;
+    assert_ne!(new.mi_user_id, old.mi_user_id);
+    let report = courier::sweeper::round(&state).await.unwrap();
+    assert!(report.expired.is_empty(), "the store retired it already");
+    assert_eq!(report.purged, vec![old.mi_user_id]);
+    let kick = until_closed(&mut session).await.expect("kicked");
+    assert_eq!(kick.code, 7, "{kick:?}");
+}
+
 #[tokio::test]
 async fn the_sweep_deletes_history_past_retention_and_nothing_else() {
     let s = TestServer::start().await;

@@ -149,12 +149,14 @@ pub(super) fn contacts(
         }
     }
     candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
-    candidates.truncate(limit);
     let mut message = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.seq = ?1"
     ))?;
-    let mut out = Vec::with_capacity(candidates.len());
+    let mut out = Vec::with_capacity(candidates.len().min(limit));
     for (seq, peer, topic_name) in candidates {
+        if out.len() == limit {
+            break;
+        }
         let Some(last) = message.query_row([seq], row_to_message).optional()? else {
             continue;
         };

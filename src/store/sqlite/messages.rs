@@ -31,10 +31,16 @@ pub(super) fn user_messages(
         Order::OldestFirst => "ASC",
         Order::NewestFirst => "DESC",
     };
-    let before = if before == 0 { i64::MAX } else { before as i64 };
+    // Bounds come from clients (`Pull`): clamp into SQLite's signed range.
+    let after = after.min(i64::MAX as u64) as i64;
+    let before = if before == 0 {
+        i64::MAX
+    } else {
+        before.min(i64::MAX as u64) as i64
+    };
     let peers = conn
         .prepare_cached("SELECT peer_uuid FROM contacts WHERE owner_uuid = ?1 AND last_seq > ?2")?
-        .query_map(params![uuid as i64, after as i64], |r| r.get::<_, i64>(0))?
+        .query_map(params![uuid as i64, after], |r| r.get::<_, i64>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     let conversation_sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m \
@@ -48,15 +54,7 @@ pub(super) fn user_messages(
     for peer in peers {
         let (lo, hi) = ((uuid as i64).min(peer), (uuid as i64).max(peer));
         let rows = conversation.query_map(
-            params![
-                uuid as i64,
-                after as i64,
-                before,
-                resource,
-                lo,
-                hi,
-                limit as i64
-            ],
+            params![uuid as i64, after, before, resource, lo, hi, limit as i64],
             row_to_message,
         )?;
         for row in rows {
@@ -68,7 +66,7 @@ pub(super) fn user_messages(
             "SELECT topic_id, max(from_seq, ?2), min(to_seq, ?3) FROM topic_membership \
              WHERE uuid = ?1 AND to_seq > ?2 AND from_seq < ?3",
         )?
-        .query_map(params![uuid as i64, after as i64, before], |r| {
+        .query_map(params![uuid as i64, after, before], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
@@ -107,9 +105,10 @@ pub(super) fn count_user_messages(
     after: u64,
     cap: usize,
 ) -> StoreResult<usize> {
+    let after = after.min(i64::MAX as u64) as i64;
     let peers = conn
         .prepare_cached("SELECT peer_uuid FROM contacts WHERE owner_uuid = ?1 AND last_seq > ?2")?
-        .query_map(params![uuid as i64, after as i64], |r| r.get::<_, i64>(0))?
+        .query_map(params![uuid as i64, after], |r| r.get::<_, i64>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     let mut conversation = conn.prepare_cached(&format!(
         "SELECT count(*) FROM (SELECT 1 FROM messages m \
@@ -122,15 +121,7 @@ pub(super) fn count_user_messages(
         let (lo, hi) = ((uuid as i64).min(peer), (uuid as i64).max(peer));
         let missing = cap.saturating_sub(total) as i64;
         let n: i64 = conversation.query_row(
-            params![
-                uuid as i64,
-                after as i64,
-                i64::MAX,
-                resource,
-                lo,
-                hi,
-                missing
-            ],
+            params![uuid as i64, after, i64::MAX, resource, lo, hi, missing],
             |r| r.get(0),
         )?;
         total += n as usize;
@@ -143,7 +134,7 @@ pub(super) fn count_user_messages(
             "SELECT topic_id, max(from_seq, ?2), to_seq FROM topic_membership \
              WHERE uuid = ?1 AND to_seq > ?2",
         )?
-        .query_map(params![uuid as i64, after as i64], |r| {
+        .query_map(params![uuid as i64, after], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,

@@ -128,6 +128,9 @@ INSERT INTO contacts (owner_uuid, peer_uuid, last_seq)
         SELECT to_uuid, from_uuid, seq FROM messages WHERE topic_id = 0 AND blocked = 0
     ) GROUP BY owner, peer;
 DROP TABLE timeline;
+-- A message's time is its sequence's millisecond (history reads a time range as a
+-- sequence range); rows written before were stamped with the wall clock at commit.
+UPDATE messages SET ts = (seq >> 12) + 1735689600000;
 -- A topic conversation removed from owner's contacts: hidden until a message after
 -- upto_seq.
 CREATE TABLE contacts_cleared (

@@ -69,14 +69,14 @@ fn purge_retired(
     now_ms: u64,
     batch: usize,
     changed_topics: &mut Vec<u64>,
-) -> StoreResult<(usize, bool)> {
+) -> StoreResult<(Vec<u64>, bool)> {
     let retired = conn
         .prepare_cached("SELECT uuid FROM retired_accounts LIMIT ?1")?
         .query_map([batch as i64], |r| r.get::<_, i64>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     let boundary = floor_at(now_ms) as i64;
     let more = retired.len() == batch;
-    let mut purged = 0;
+    let mut purged = Vec::with_capacity(retired.len());
     for uuid in retired {
         for sql in [
             "DELETE FROM cursors WHERE uuid = ?1",
@@ -104,7 +104,7 @@ fn purge_retired(
         }
         conn.prepare_cached("DELETE FROM retired_accounts WHERE uuid = ?1")?
             .execute([uuid])?;
-        purged += 1;
+        purged.push(uuid as u64);
     }
     Ok((purged, more))
 }
