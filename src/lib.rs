@@ -31,6 +31,7 @@ pub mod state;
 pub mod store;
 pub mod submission;
 pub mod sweeper;
+pub mod telemetry;
 pub mod time;
 pub mod tls;
 pub mod topics;

@@ -207,6 +207,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     };
     let app = crate::api::router(state.clone());
     let sweep_task = tokio::spawn(crate::sweeper::run(state.clone()));
+    // Installed before traffic, so nothing recorded is lost.
+    crate::telemetry::handle();
+    let upkeep_task = tokio::spawn(crate::telemetry::upkeep(shutdown.clone()));
     let serve_state = state.clone();
     let quic_task = quic.map(|endpoint| {
         let accept = tokio::spawn(crate::transport::quic::serve(
@@ -248,6 +251,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             crate::transport::quic::close(endpoint).await;
         }
         let _ = sweep_task.await;
+        let _ = upkeep_task.await;
         router_stop.cancel();
         if let Err(e) = router_task.await {
             tracing::error!(error = %e, "router task failed");

@@ -253,11 +253,55 @@ async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+/// Ready to serve: not shutting down, and the store answers a read.
+async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
+    if state.shutdown.is_cancelled() {
+        let body = json!({"status": "shutting down"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    match state.store.max_sequence().await {
+        Ok(_) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            crate::log_limited!(warn, error = %e, "readyz: store unavailable");
+            let body = json!({"status": "store unavailable"});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+/// Prometheus text format (`telemetry`).
+async fn metrics_text() -> Response {
+    match crate::telemetry::render() {
+        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        None => {
+            ApiError::new(503, "metrics are off: another recorder was installed").into_response()
+        }
+    }
+}
+
+/// Counts every request by route pattern and status, and times it.
+async fn track_http(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(crate::telemetry::HTTP_REQUESTS, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(crate::telemetry::HTTP_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
 /// All routes.
 pub fn router(state: Arc<AppState>) -> axum::Router {
     let r = axum::Router::new()
         .route("/ws", get(crate::transport::ws::upgrade))
-        .route("/healthz", get(healthz));
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text));
     use axum::routing::{delete, post};
     let r = both(r, "/api/account/token", post(token::issue));
     let r = both(r, "/api/topic/{app_id}", post(topic::create));
@@ -312,6 +356,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(envelope_errors))
+        .route_layer(axum::middleware::from_fn(track_http))
         .with_state(state)
 }
 

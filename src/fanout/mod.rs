@@ -83,6 +83,7 @@ pub fn start(
         undelivered: LruCache::new(
             NonZeroUsize::new(UNDELIVERED_REMEMBERED).unwrap_or(NonZeroUsize::MIN),
         ),
+        tally: Tally::default(),
     };
     (tx, tokio::spawn(stage.run(rx)))
 }
@@ -91,6 +92,31 @@ struct Stage {
     fanout: Arc<dyn Fanout>,
     /// (sender uuid, packetId) of transient sends no device took.
     undelivered: LruCache<(u64, String), ()>,
+    /// Counted per batch, recorded once per batch.
+    tally: Tally,
+}
+
+/// What one batch did, for the metrics.
+#[derive(Debug, Default)]
+struct Tally {
+    deliveries: u64,
+    /// p2p, topic, push_p2p, push_topic.
+    sends: [u64; 4],
+}
+
+impl Tally {
+    fn record(&mut self) {
+        let t = std::mem::take(self);
+        metrics::counter!(crate::telemetry::DELIVERIES).increment(t.deliveries);
+        for (kind, n) in ["p2p", "topic", "push_p2p", "push_topic"]
+            .iter()
+            .zip(t.sends)
+        {
+            if n > 0 {
+                metrics::counter!(crate::telemetry::SENDS, "kind" => *kind).increment(n);
+            }
+        }
+    }
 }
 
 impl Stage {
@@ -99,6 +125,7 @@ impl Stage {
             for item in batch {
                 self.handle(item);
             }
+            self.tally.record();
         }
     }
 
@@ -115,6 +142,9 @@ impl Stage {
                     Some(view) => self.to_topic(&sub, seq, frame, view),
                     None => self.to_users(&sub, seq, frame),
                 };
+                let kind = usize::from(topic.is_some()) + 2 * usize::from(sub.from_conn.is_none());
+                self.tally.sends[kind] += 1;
+                self.tally.deliveries += reached as u64;
                 let delivered = sub.persist || reached > 0;
                 if !delivered {
                     self.undelivered

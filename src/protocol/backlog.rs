@@ -149,6 +149,11 @@ impl BacklogSync {
         (frames, BacklogStep::Read(next))
     }
 
+    /// Messages sent in this backlog so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
     /// Live frames with a sequence up to this were carried by the backlog.
     pub fn through(&self) -> u64 {
         self.last

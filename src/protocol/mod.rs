@@ -77,6 +77,19 @@ impl KickReason {
         self as u32
     }
 
+    /// A short name for metrics labels.
+    pub const fn label(self) -> &'static str {
+        match self {
+            KickReason::Replaced => "replaced",
+            KickReason::SlowConsumer => "slow_consumer",
+            KickReason::Idle => "idle",
+            KickReason::LoginTimeout => "login_timeout",
+            KickReason::Shutdown => "shutdown",
+            KickReason::StoreUnavailable => "store_unavailable",
+            KickReason::AccountExpired => "account_expired",
+        }
+    }
+
     /// The `Kick.reason` text.
     pub const fn text(self) -> &'static str {
         match self {

@@ -38,6 +38,7 @@ use crate::protocol::{codec, KickReason, Status};
 use crate::router::{self, AckSink, RouterError, Submission};
 use crate::state::AppState;
 use crate::store::{Order, StoreError, TimelineRange};
+use crate::telemetry;
 use crate::time::now_ms;
 
 /// A transport connection as the driver sees it: inbound items and a sink of
@@ -83,10 +84,14 @@ struct Connection<E> {
     backlog_through: u64,
     /// A Kick frame was sent (or attempted).
     kicked: bool,
+    /// The transport's name in metrics.
+    transport: &'static str,
 }
 
 /// Runs a connection until it ends.
-pub async fn drive<E: Display>(io: FrameIo<E>, state: Arc<AppState>) {
+/// `transport` names it in metrics (`ws`, `quic`).
+pub async fn drive<E: Display>(io: FrameIo<E>, state: Arc<AppState>, transport: &'static str) {
+    metrics::gauge!(telemetry::CONNECTIONS, "transport" => transport).increment(1);
     let queue = DeviceQueue::new(
         state.config.device_queue_frames,
         state.config.device_queue_bytes,
@@ -102,6 +107,7 @@ pub async fn drive<E: Display>(io: FrameIo<E>, state: Arc<AppState>) {
         device: None,
         backlog_through: 0,
         kicked: false,
+        transport,
     };
     conn.run().await;
     if !conn.kicked {
@@ -112,7 +118,9 @@ pub async fn drive<E: Display>(io: FrameIo<E>, state: Arc<AppState>) {
     }
     if let Some((uuid, device)) = &conn.device {
         conn.state.hub.unregister(*uuid, device.conn_id);
+        metrics::gauge!(telemetry::SESSIONS, "transport" => transport).decrement(1);
     }
+    metrics::gauge!(telemetry::CONNECTIONS, "transport" => transport).decrement(1);
     conn.queue.close();
     // A peer that stopped reading must not hold the task: give the close a moment.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.io.close()).await;
@@ -213,6 +221,8 @@ impl<E: Display> Connection<E> {
                 }
                 _ = &mut timer => {
                     if let Some(kick) = self.session.check_timeout(now_ms()) {
+                        let reason = if self.session.identity().is_some() { "idle" } else { "login_timeout" };
+                        metrics::counter!(telemetry::KICKS, "reason" => reason).increment(1);
                         self.write_last(kick).await;
                         return;
                     }
@@ -224,6 +234,18 @@ impl<E: Display> Connection<E> {
     }
 
     async fn handle(&mut self, event: SessionEvent) -> Flow {
+        let kind = match &event {
+            SessionEvent::Login { .. } => "login",
+            SessionEvent::Send(_) => "send",
+            SessionEvent::Ack(_) => "ack",
+            SessionEvent::Pull(_) => "pull",
+            SessionEvent::Logout => "logout",
+            _ => "other",
+        };
+        metrics::counter!(telemetry::FRAMES_IN, "type" => kind).increment(1);
+        if let SessionEvent::Reply(_) | SessionEvent::Close(_) = &event {
+            metrics::counter!(telemetry::FRAMES_OUT, "type" => "reply").increment(1);
+        }
         match event {
             SessionEvent::None => Flow::Continue,
             SessionEvent::Reply(frame) => self.write_one(frame).await,
@@ -237,6 +259,7 @@ impl<E: Display> Connection<E> {
             SessionEvent::Login { token, resource } => Box::pin(self.login(&token, resource)).await,
             SessionEvent::Send(send) => Box::pin(self.send(send)).await,
             SessionEvent::Ack(seq) => {
+                metrics::counter!(telemetry::DEVICE_ACKS).increment(1);
                 if let Some(id) = self.session.identity() {
                     // No sequence above the newest assigned one exists yet: an ack
                     // beyond it would make this device skip messages to come.
@@ -255,6 +278,12 @@ impl<E: Display> Connection<E> {
             Ok(claims) => claims,
             Err((code, desc)) => {
                 crate::log_limited!(info, conn = self.conn_id, %desc, "login refused");
+                let result = if code == Status::Unauthorized {
+                    "unauthorized"
+                } else {
+                    "error"
+                };
+                metrics::counter!(telemetry::LOGINS, "result" => result).increment(1);
                 let refusal = self.session.refuse_login(code, &desc, now_ms());
                 let _ = self.write_one(refusal).await;
                 return Flow::Close;
@@ -270,6 +299,7 @@ impl<E: Display> Connection<E> {
         // Register first: anything committed from now on is queued live; the backlog
         // read below covers everything before.
         if let Err(e) = self.state.hub.register(identity.uuid, device.clone()) {
+            metrics::counter!(telemetry::LOGINS, "result" => "too_many_devices").increment(1);
             let refusal = self
                 .session
                 .refuse_login(Status::RateLimited, &e.to_string(), now_ms());
@@ -278,6 +308,8 @@ impl<E: Display> Connection<E> {
         }
         self.device = Some((identity.uuid, device));
         self.session.login_succeeded(identity.clone());
+        metrics::counter!(telemetry::LOGINS, "result" => "ok").increment(1);
+        metrics::gauge!(telemetry::SESSIONS, "transport" => self.transport).increment(1);
         match self.sync_backlog(&identity).await {
             Ok(flow) => flow,
             Err(e) => {
@@ -357,6 +389,7 @@ impl<E: Display> Connection<E> {
                 BacklogStep::Read(next) => read = next,
                 BacklogStep::Finish(last) => {
                     self.backlog_through = sync.through();
+                    metrics::histogram!(telemetry::BACKLOG_MESSAGES).record(sync.sent() as f64);
                     return Ok(self.write_all(last).await);
                 }
             }
@@ -483,21 +516,27 @@ impl<E: Display> Connection<E> {
         let mut frames = queued
             .into_iter()
             .filter(|o| backlog::relays(o.seq, through))
-            .map(|o| o.frame)
             .peekable();
+        let (mut delivers, mut acks) = (0u64, 0u64);
         // In writes of about RELAY_WRITE_BYTES, each with its own write timeout: a
         // slow reader that keeps reading is not cut off by the size of its queue.
         while frames.peek().is_some() {
             let mut bytes = 0;
             let mut chunk = Vec::new();
-            while let Some(frame) = frames.next_if(|_| bytes < RELAY_WRITE_BYTES) {
-                bytes += frame.len();
-                chunk.push(frame);
+            while let Some(out) = frames.next_if(|_| bytes < RELAY_WRITE_BYTES) {
+                bytes += out.frame.len();
+                match out.seq {
+                    0 => acks += 1,
+                    _ => delivers += 1,
+                }
+                chunk.push(out.frame);
             }
             if let Flow::Close = self.write_all(chunk).await {
                 return Err(());
             }
         }
+        metrics::counter!(telemetry::FRAMES_OUT, "type" => "deliver").increment(delivers);
+        metrics::counter!(telemetry::FRAMES_OUT, "type" => "server_ack").increment(acks);
         Ok(())
     }
 
@@ -506,6 +545,8 @@ impl<E: Display> Connection<E> {
         self.session.close();
         self.kicked = true;
         tracing::debug!(conn = self.conn_id, ?reason, "kicking connection");
+        metrics::counter!(telemetry::KICKS, "reason" => reason.label()).increment(1);
+        metrics::counter!(telemetry::FRAMES_OUT, "type" => "kick").increment(1);
         self.write_last(codec::kick_frame(reason)).await;
     }
 

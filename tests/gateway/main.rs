@@ -10,6 +10,7 @@ mod crash;
 mod dedup;
 mod history;
 mod lifetimes;
+mod observability;
 mod p2p;
 mod push;
 mod sessions;

@@ -75,6 +75,9 @@ pub(super) fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, max
             tracing::error!(error = %err, "store: commit failed");
             err
         });
+        metrics::histogram!(crate::telemetry::STORE_COMMIT_SECONDS)
+            .record(t_begin.elapsed().as_secs_f64());
+        metrics::histogram!(crate::telemetry::STORE_COMMIT_OPS).record(completions.len() as f64);
         tracing::trace!(
             ops = completions.len(),
             work_us = (t_commit - t_begin).as_micros() as u64,
