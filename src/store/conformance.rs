@@ -34,6 +34,7 @@ pub async fn run_all<G>(mut fresh: impl FnMut() -> (Arc<dyn Store>, G)) {
         history_reads_conversations_by_range,
         contacts_follow_the_newest_message,
         sweep_deletes_what_is_past_its_window,
+        pages_merge_many_conversations_in_order,
     );
 }
 
@@ -662,4 +663,66 @@ async fn blacklists_are_one_way_and_blocked_messages_stay_with_the_sender(store:
     assert_eq!(seen(2).await, vec![10, 11], "the sender does");
     let read = store.timeline(range(2, 0), "phone").await.unwrap();
     assert_eq!(read[0], blocked);
+}
+
+/// A user with news in many conversations reads them merged in sequence order,
+/// page by page from either end, nothing missing or repeated.
+pub async fn pages_merge_many_conversations_in_order(store: &dyn Store) {
+    let mut all = Vec::new();
+    let mut seq = 100;
+    for round in 0..4 {
+        let mut batch = Vec::new();
+        for peer in 2..=30u64 {
+            // Interleaved: every conversation has messages spread over the range.
+            let (from, to) = if (peer + round) % 2 == 0 {
+                (1, peer)
+            } else {
+                (peer, 1)
+            };
+            batch.push(msg(seq, from, to, &format!("p{seq}")));
+            all.push(seq);
+            seq += 1;
+        }
+        store.append(batch).await.unwrap();
+    }
+    for (order, limit) in [
+        (Order::OldestFirst, 7),
+        (Order::NewestFirst, 5),
+        (Order::OldestFirst, 200),
+    ] {
+        let mut read = Vec::new();
+        let (mut after, mut before) = (0, 0);
+        loop {
+            let page = store
+                .timeline(
+                    TimelineRange {
+                        uuid: 1,
+                        after,
+                        before,
+                        limit,
+                        order,
+                    },
+                    "phone",
+                )
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= limit);
+            match order {
+                Order::OldestFirst => after = page.last().unwrap().seq,
+                Order::NewestFirst => before = page.last().unwrap().seq,
+            }
+            read.extend(page.iter().map(|m| m.seq));
+        }
+        if order == Order::NewestFirst {
+            read.reverse();
+        }
+        assert_eq!(read, all, "{order:?} in pages of {limit}");
+    }
+    assert_eq!(
+        store.count_after(1, "phone", 0, 1000).await.unwrap(),
+        all.len()
+    );
 }

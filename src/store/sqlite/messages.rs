@@ -14,10 +14,11 @@ use crate::store::{AppendOutcome, NewMessage, Order, StoreResult, StoredMessage}
 /// Reads what a user sees, oldest or newest first, at most `limit` messages with
 /// `after < seq < before`: its p2p conversations with a message after `after`
 /// (from `contacts`) merged with the log of every topic it belonged to, within each
-/// membership interval. Every part is one index-ordered, limited range read (each
-/// conversation's slice of `messages_by_conversation`, each overlapping
-/// membership's slice of its topic log), merged here; nothing is sorted whole,
-/// however large the backlog.
+/// membership interval. Each part is read in index order in small chunks (a
+/// conversation's slice of `messages_by_conversation`, a membership's slice of its
+/// topic log) and merged here, refilling a part only when its chunk is used up: a
+/// page reads about `limit` + a few rows per part, however many conversations have
+/// news, and nothing is sorted whole.
 pub(super) fn user_messages(
     conn: &Connection,
     uuid: u64,
@@ -38,60 +39,143 @@ pub(super) fn user_messages(
     } else {
         before.min(i64::MAX as u64) as i64
     };
-    let peers = conn
+    let mut parts: Vec<Part> = conn
         .prepare_cached("SELECT peer_uuid FROM contacts WHERE owner_uuid = ?1 AND last_seq > ?2")?
         .query_map(params![uuid as i64, after], |r| r.get::<_, i64>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let conversation_sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m \
-         WHERE min(m.from_uuid, m.to_uuid) = ?5 AND max(m.from_uuid, m.to_uuid) = ?6 \
-         AND m.topic_id = 0 AND m.seq > ?2 AND m.seq < ?3 \
-         AND (m.blocked = 0 OR m.from_uuid = ?1) AND {VISIBLE_TO_DEVICE} \
-         ORDER BY m.seq {dir} LIMIT ?7"
-    );
-    let mut conversation = conn.prepare_cached(&conversation_sql)?;
-    let mut out = Vec::new();
-    for peer in peers {
-        let (lo, hi) = ((uuid as i64).min(peer), (uuid as i64).max(peer));
-        let rows = conversation.query_map(
-            params![uuid as i64, after, before, resource, lo, hi, limit as i64],
-            row_to_message,
-        )?;
-        for row in rows {
-            out.push(row?);
-        }
-    }
+        .map(|peer| {
+            peer.map(|peer| {
+                let pair = ((uuid as i64).min(peer), (uuid as i64).max(peer));
+                Part::new(Source::Conversation(pair), after, before)
+            })
+        })
+        .collect::<Result<_, _>>()?;
     let memberships = conn
         .prepare_cached(
             "SELECT topic_id, max(from_seq, ?2), min(to_seq, ?3) FROM topic_membership \
              WHERE uuid = ?1 AND to_seq > ?2 AND from_seq < ?3",
         )?
         .query_map(params![uuid as i64, after, before], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
+            Ok(Part::new(
+                Source::Topic(r.get::<_, i64>(0)?),
                 r.get::<_, i64>(1)?,
                 r.get::<_, i64>(2)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let log_sql = format!(
+    parts.extend(memberships);
+    if parts.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut conversation = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m \
+         WHERE min(m.from_uuid, m.to_uuid) = ?5 AND max(m.from_uuid, m.to_uuid) = ?6 \
+         AND m.topic_id = 0 AND m.seq > ?2 AND m.seq < ?3 \
+         AND (m.blocked = 0 OR m.from_uuid = ?1) AND {VISIBLE_TO_DEVICE} \
+         ORDER BY m.seq {dir} LIMIT ?7"
+    ))?;
+    let mut log = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM topic_log l JOIN messages m ON m.seq = l.seq \
          WHERE l.topic_id = ?1 AND l.seq > ?2 AND l.seq < ?3 ORDER BY l.seq {dir} LIMIT ?4"
-    );
-    let mut log = conn.prepare_cached(&log_sql)?;
-    for (topic_id, from, to) in memberships {
-        let rows = log.query_map(params![topic_id, from, to, limit as i64], row_to_message)?;
-        for row in rows {
-            out.push(row?);
+    ))?;
+    let chunk = limit
+        .div_ceil(parts.len())
+        .clamp(MIN_CHUNK.min(limit), limit);
+    let mut fill = |part: &mut Part| -> StoreResult<()> {
+        let rows: Vec<StoredMessage> = match part.source {
+            Source::Conversation((lo, hi)) => conversation
+                .query_map(
+                    params![
+                        uuid as i64,
+                        part.lower,
+                        part.upper,
+                        resource,
+                        lo,
+                        hi,
+                        chunk as i64
+                    ],
+                    row_to_message,
+                )?
+                .collect::<Result<_, _>>()?,
+            Source::Topic(topic_id) => log
+                .query_map(
+                    params![topic_id, part.lower, part.upper, chunk as i64],
+                    row_to_message,
+                )?
+                .collect::<Result<_, _>>()?,
+        };
+        part.exhausted = rows.len() < chunk;
+        if let Some(last) = rows.last() {
+            match order {
+                Order::OldestFirst => part.lower = last.seq as i64,
+                Order::NewestFirst => part.upper = last.seq as i64,
+            }
+        }
+        part.buffer.extend(rows);
+        Ok(())
+    };
+    for part in &mut parts {
+        fill(part)?;
+    }
+    let mut out: Vec<StoredMessage> = Vec::with_capacity(limit);
+    while out.len() < limit {
+        // The part whose next message comes first in the order asked.
+        let next = parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.buffer.front().map(|m| (i, m.seq)))
+            .min_by_key(|&(_, seq)| match order {
+                Order::OldestFirst => seq,
+                Order::NewestFirst => u64::MAX - seq,
+            });
+        let Some((i, _)) = next else {
+            break;
+        };
+        let part = &mut parts[i];
+        if let Some(m) = part.buffer.pop_front() {
+            if out.last().is_none_or(|prev| prev.seq != m.seq) {
+                out.push(m);
+            }
+        }
+        if part.buffer.is_empty() && !part.exhausted && out.len() < limit {
+            fill(part)?;
         }
     }
-    match order {
-        Order::OldestFirst => out.sort_unstable_by_key(|m| m.seq),
-        Order::NewestFirst => out.sort_unstable_by_key(|m| std::cmp::Reverse(m.seq)),
-    }
-    out.dedup_by_key(|m| m.seq);
-    out.truncate(limit);
     Ok(out)
+}
+
+/// Smallest chunk read from one part of a user's messages at a time.
+const MIN_CHUNK: usize = 8;
+
+/// Where a part of a user's messages is read from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A p2p conversation: (lower uuid, higher uuid).
+    Conversation((i64, i64)),
+    /// A topic's log (within one membership interval: the part's bounds).
+    Topic(i64),
+}
+
+/// One part being merged: its remaining bounds (exclusive), what was read of it and
+/// not yet merged, and whether it has more.
+#[derive(Debug)]
+struct Part {
+    source: Source,
+    lower: i64,
+    upper: i64,
+    buffer: std::collections::VecDeque<StoredMessage>,
+    exhausted: bool,
+}
+
+impl Part {
+    fn new(source: Source, lower: i64, upper: i64) -> Self {
+        Part {
+            source,
+            lower,
+            upper,
+            buffer: std::collections::VecDeque::new(),
+            exhausted: false,
+        }
+    }
 }
 
 /// Counts what [`user_messages`] would return after `after`, stopping at `cap`: each
