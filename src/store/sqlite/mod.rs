@@ -38,6 +38,9 @@ use schema::{
 };
 use writer::{checkpoint_loop, in_savepoint, writer_loop, WriteOp};
 
+/// Size the WAL file is cut back to when it restarts after growing past it.
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+
 /// Tuning of the embedded store.
 #[derive(Debug, Clone, Copy)]
 pub struct SqliteOptions {
@@ -84,6 +87,11 @@ impl SqliteStore {
         // Checkpoints run on their own thread and connection (PASSIVE: they never block
         // the writer), so the group commit path does not pay for copying the WAL back.
         write_conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        // After a peak (a burst of large commits), the WAL file is cut back to this
+        // size when it restarts instead of keeping its largest size on disk.
+        write_conn.execute_batch(&format!(
+            "PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}"
+        ))?;
         let checkpoint_conn = open_connection(&path, WRITER_CACHE_KIB)?;
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let checkpoint_thread = std::thread::Builder::new()
