@@ -131,6 +131,26 @@ pub async fn app_from_credentials(
     Ok(app)
 }
 
+/// The uuid of an existing account of the app (none is created): `404` if there
+/// is none.
+pub async fn existing_account(
+    state: &AppState,
+    app_id: u64,
+    account: &str,
+) -> Result<u64, ApiError> {
+    state
+        .directory
+        .existing_uuid(app_id, account)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                format!("unknown account {}", crate::names::quote(account)),
+            )
+        })
+}
+
 async fn known_app(state: &AppState, app_id: u64) -> Result<App, ApiError> {
     state
         .directory

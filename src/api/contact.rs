@@ -13,7 +13,7 @@ use axum::response::Response;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::caller::{authenticate_any, Caller};
+use super::caller::{authenticate_any, existing_account, Caller};
 use super::{success, ApiError};
 use crate::names;
 use crate::sequence::floor_at;
@@ -120,12 +120,7 @@ pub async fn delete_p2p(
         ));
     }
     let member = names::name("member", raw)?;
-    let peer = state
-        .directory
-        .existing_uuid(caller.app.app_id, member)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(404, format!("unknown account {}", names::quote(member))))?;
+    let peer = existing_account(&state, caller.app.app_id, member).await?;
     clear(&state, &caller, Peer::User(peer)).await
 }
 
@@ -148,12 +143,6 @@ pub async fn delete_p2t(
             names::quote(raw)
         ))
     })?;
-    state
-        .directory
-        .topic(topic_id)
-        .await
-        .map_err(ApiError::internal)?
-        .filter(|t| t.topic.app_id == caller.app.app_id)
-        .ok_or_else(|| ApiError::new(404, format!("unknown topic {topic_id}")))?;
+    super::topic::app_topic(&state, caller.app.app_id, topic_id).await?;
     clear(&state, &caller, Peer::Topic(topic_id)).await
 }

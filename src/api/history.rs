@@ -21,10 +21,11 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::routing::{post, MethodRouter};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::caller::{authenticate_any, Caller};
+use super::caller::{authenticate_any, existing_account, Caller};
 use super::{parse_json, read_body, success, ApiError};
 use crate::message::{Sequenced, Target};
 use crate::names;
@@ -114,8 +115,9 @@ enum Form {
     Sequence { start: u64, stop: u64 },
 }
 
+/// Which query a route answers: by time, by count or by sequence.
 #[derive(Debug, Clone, Copy)]
-enum FormKind {
+pub enum FormKind {
     Time,
     Count,
     Sequence,
@@ -343,17 +345,11 @@ async fn p2p(
     body: Body,
     kind: FormKind,
 ) -> Result<Response, ApiError> {
-    let (caller, query) = caller_and_query(&state, &headers, body).await?;
-    let from = names::name(
-        "fromAccount",
-        &required(query.from_account.clone(), "fromAccount")?,
-    )?
-    .to_owned();
-    let to = names::name(
-        "toAccount",
-        &required(query.to_account.clone(), "toAccount")?,
-    )?
-    .to_owned();
+    let (caller, mut query) = caller_and_query(&state, &headers, body).await?;
+    let from = required(query.from_account.take(), "fromAccount")?;
+    let from = names::name("fromAccount", &from)?.to_owned();
+    let to = required(query.to_account.take(), "toAccount")?;
+    let to = names::name("toAccount", &to)?.to_owned();
     let form = query.form(kind, &state)?;
     let other = if caller.account == from {
         to
@@ -365,12 +361,7 @@ async fn p2p(
             "the token's account must be fromAccount or toAccount",
         ));
     };
-    let peer = state
-        .directory
-        .existing_uuid(caller.app.app_id, &other)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(404, format!("unknown account {}", names::quote(&other))))?;
+    let peer = existing_account(&state, caller.app.app_id, &other).await?;
     let found = read(
         &state,
         Conversation::Pair(caller.uuid, peer),
@@ -409,8 +400,8 @@ async fn p2t(
     body: Body,
     kind: FormKind,
 ) -> Result<Response, ApiError> {
-    let (caller, query) = caller_and_query(&state, &headers, body).await?;
-    let account = required(query.account.clone(), "account")?;
+    let (caller, mut query) = caller_and_query(&state, &headers, body).await?;
+    let account = required(query.account.take(), "account")?;
     let account = names::name("account", &account)?;
     if account != caller.account {
         return Err(ApiError::new(403, "account must be the token's account"));
@@ -419,13 +410,7 @@ async fn p2t(
     let topic_id = u64::try_from(topic_id)
         .map_err(|_| ApiError::bad_request("topicId must not be negative"))?;
     let form = query.form(kind, &state)?;
-    let topic = state
-        .directory
-        .topic(topic_id)
-        .await
-        .map_err(ApiError::internal)?
-        .filter(|t| t.topic.app_id == caller.app.app_id)
-        .ok_or_else(|| ApiError::new(404, format!("unknown topic {topic_id}")))?;
+    let topic = super::topic::app_topic(&state, caller.app.app_id, topic_id).await?;
     let member = topic.is_member(caller.uuid)
         || state
             .store
@@ -463,58 +448,22 @@ async fn p2t(
     }))
 }
 
-/// `POST /api/msg/p2p/query/` and `/api/msg/p2p/queryOnTime`
-pub async fn p2p_on_time(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    p2p(state, headers, body, FormKind::Time).await
+/// The route of a p2p query form (`/api/msg/p2p/…`).
+pub fn p2p_route(kind: FormKind) -> MethodRouter<Arc<AppState>> {
+    post(
+        move |State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body| {
+            p2p(state, headers, body, kind)
+        },
+    )
 }
 
-/// `POST /api/msg/p2p/queryOnCount/`
-pub async fn p2p_on_count(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    p2p(state, headers, body, FormKind::Count).await
-}
-
-/// `POST /api/msg/p2p/queryOnSequence/`
-pub async fn p2p_on_sequence(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    p2p(state, headers, body, FormKind::Sequence).await
-}
-
-/// `POST /api/msg/p2t/query/` and `/api/msg/p2t/queryOnTime/`
-pub async fn p2t_on_time(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    p2t(state, headers, body, FormKind::Time).await
-}
-
-/// `POST /api/msg/p2t/queryOnCount/`
-pub async fn p2t_on_count(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    p2t(state, headers, body, FormKind::Count).await
-}
-
-/// `POST /api/msg/p2t/queryOnSequence/`
-pub async fn p2t_on_sequence(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    p2t(state, headers, body, FormKind::Sequence).await
+/// The route of a topic query form (`/api/msg/p2t/…`).
+pub fn p2t_route(kind: FormKind) -> MethodRouter<Arc<AppState>> {
+    post(
+        move |State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body| {
+            p2t(state, headers, body, kind)
+        },
+    )
 }
 
 #[cfg(test)]

@@ -334,21 +334,22 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
             .delete(blacklist::remove)
             .get(blacklist::check),
     );
-    let r = both(r, "/api/msg/p2p/query", post(history::p2p_on_time));
-    let r = both(r, "/api/msg/p2p/queryOnTime", post(history::p2p_on_time));
-    let r = both(r, "/api/msg/p2p/queryOnCount", post(history::p2p_on_count));
+    use history::{p2p_route, p2t_route, FormKind};
+    let r = both(r, "/api/msg/p2p/query", p2p_route(FormKind::Time));
+    let r = both(r, "/api/msg/p2p/queryOnTime", p2p_route(FormKind::Time));
+    let r = both(r, "/api/msg/p2p/queryOnCount", p2p_route(FormKind::Count));
     let r = both(
         r,
         "/api/msg/p2p/queryOnSequence",
-        post(history::p2p_on_sequence),
+        p2p_route(FormKind::Sequence),
     );
-    let r = both(r, "/api/msg/p2t/query", post(history::p2t_on_time));
-    let r = both(r, "/api/msg/p2t/queryOnTime", post(history::p2t_on_time));
-    let r = both(r, "/api/msg/p2t/queryOnCount", post(history::p2t_on_count));
+    let r = both(r, "/api/msg/p2t/query", p2t_route(FormKind::Time));
+    let r = both(r, "/api/msg/p2t/queryOnTime", p2t_route(FormKind::Time));
+    let r = both(r, "/api/msg/p2t/queryOnCount", p2t_route(FormKind::Count));
     let r = both(
         r,
         "/api/msg/p2t/queryOnSequence",
-        post(history::p2t_on_sequence),
+        p2t_route(FormKind::Sequence),
     );
     let r = both(r, "/api/contact", get(contact::get));
     let r = both(r, "/api/contact/p2p/session", delete(contact::delete_p2p));

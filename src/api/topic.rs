@@ -164,19 +164,29 @@ fn charge(state: &AppState, caller: &Caller, names: usize) -> Result<(), ApiErro
     Ok(())
 }
 
+/// Topic `topic_id` of app `app_id`, dismissed or not: `404` if it is unknown or
+/// another app's.
+pub(super) async fn app_topic(
+    state: &AppState,
+    app_id: u64,
+    topic_id: u64,
+) -> Result<Arc<TopicView>, ApiError> {
+    state
+        .directory
+        .topic(topic_id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|v| v.topic.app_id == app_id)
+        .ok_or_else(|| ApiError::new(404, format!("unknown topic {topic_id}")))
+}
+
 /// The live (not dismissed) topic `topic_id` of app `app_id`.
 pub(super) async fn live_topic(
     state: &AppState,
     app_id: u64,
     topic_id: u64,
 ) -> Result<Arc<TopicView>, ApiError> {
-    let view = state
-        .directory
-        .topic(topic_id)
-        .await
-        .map_err(ApiError::internal)?
-        .filter(|v| v.topic.app_id == app_id)
-        .ok_or_else(|| ApiError::new(404, format!("unknown topic {topic_id}")))?;
+    let view = app_topic(state, app_id, topic_id).await?;
     if view.topic.dismissed {
         return Err(ApiError::new(
             404,

@@ -142,7 +142,13 @@ impl Stage {
                     Some(view) => self.to_topic(&sub, seq, frame, view),
                     None => self.to_users(&sub, seq, frame),
                 };
-                let kind = usize::from(topic.is_some()) + 2 * usize::from(sub.from_conn.is_none());
+                // Index into Tally::sends: p2p, topic, push_p2p, push_topic.
+                let kind = match (sub.from_conn.is_some(), topic.is_some()) {
+                    (true, false) => 0,
+                    (true, true) => 1,
+                    (false, false) => 2,
+                    (false, true) => 3,
+                };
                 self.tally.sends[kind] += 1;
                 self.tally.deliveries += reached as u64;
                 let delivered = sub.persist || reached > 0;

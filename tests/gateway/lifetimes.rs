@@ -25,21 +25,26 @@ async fn token_of(s: &TestServer, account: &str) -> courier::wire::rest::TokenDa
     .unwrap()
 }
 
+/// Sets the test app's account lifetime, as `courier app set --user-ttl-secs` does.
+async fn set_user_ttl(s: &TestServer, secs: u64) {
+    let settings = AppSettings {
+        user_ttl_secs: secs,
+        ..AppSettings::default()
+    };
+    let store = &s.server.as_ref().unwrap().state.store;
+    store
+        .set_app_settings(s.app.app_id, settings)
+        .await
+        .unwrap();
+}
+
 both_transports!(temporary_accounts_expire_their_tokens_sessions_and_data);
 
 async fn temporary_accounts_expire_their_tokens_sessions_and_data(t: Transport) {
     let s = TestServer::on(t).await;
     let state = s.server.as_ref().unwrap().state.clone();
     let before = token_of(&s, "regular").await;
-    let settings = AppSettings {
-        user_ttl_secs: 3600,
-        ..AppSettings::default()
-    };
-    state
-        .store
-        .set_app_settings(s.app.app_id, settings)
-        .await
-        .unwrap();
+    set_user_ttl(&s, 3600).await;
     let guest = token_of(&s, "guest").await;
     let mut session = s.try_connect(&guest.token, "phone").await.unwrap();
     read_backlog(&mut session).await;
@@ -113,15 +118,7 @@ async fn temporary_accounts_expire_their_tokens_sessions_and_data(t: Transport) 
 async fn an_expired_account_replaced_before_the_sweep_is_still_kicked() {
     let s = TestServer::start().await;
     let state = s.server.as_ref().unwrap().state.clone();
-    let settings = AppSettings {
-        user_ttl_secs: 60,
-        ..AppSettings::default()
-    };
-    state
-        .store
-        .set_app_settings(s.app.app_id, settings)
-        .await
-        .unwrap();
+    set_user_ttl(&s, 60).await;
     let old = token_of(&s, "guest").await;
     let mut session = s.try_connect(&old.token, "phone").await.unwrap();
     read_backlog(&mut session).await;

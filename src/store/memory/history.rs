@@ -21,16 +21,16 @@ impl HistoryStore for MemoryStore {
         let mut seqs: BTreeSet<u64> = BTreeSet::new();
         match range.conversation {
             Conversation::Pair(a, b) => {
-                for m in inner.messages.values() {
-                    let e = &m.envelope;
-                    if let Target::User { uuid, blocked, .. } = &e.target {
-                        let pair = (e.from_uuid.min(*uuid), e.from_uuid.max(*uuid));
-                        if pair == (a.min(b), a.max(b))
-                            && (from..to).contains(&m.seq)
-                            && (!blocked || e.from_uuid == range.viewer)
-                        {
-                            seqs.insert(m.seq);
-                        }
+                // BTreeSet::range panics on an inverted range: an empty one reads nothing.
+                let conversation = inner
+                    .conversations
+                    .get(&(a.min(b), a.max(b)))
+                    .filter(|_| from < to);
+                for &seq in conversation.into_iter().flat_map(|c| c.range(from..to)) {
+                    let e = &inner.messages[&seq].envelope;
+                    let blocked = matches!(e.target, Target::User { blocked: true, .. });
+                    if !blocked || e.from_uuid == range.viewer {
+                        seqs.insert(seq);
                     }
                 }
             }

@@ -195,6 +195,9 @@ impl Inner {
             else {
                 continue;
             };
+            if after.saturating_add(1) >= before {
+                break;
+            }
             for &seq in conversation.range(after.saturating_add(1)..before) {
                 let m = &self.messages[&seq];
                 let blocked = matches!(m.envelope.target, Target::User { blocked: true, .. });

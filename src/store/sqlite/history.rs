@@ -10,19 +10,17 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::messages::{row_to_message, MESSAGE_COLUMNS};
+use super::messages::{row_to_message, sql_seq, MESSAGE_COLUMNS};
+use super::topics::OPEN;
 use crate::message::Target;
 use crate::store::{Contact, Conversation, HistoryRange, Order, Peer, StoreResult, StoredMessage};
-
-/// `to_seq` of a membership that has not ended.
-const OPEN: i64 = i64::MAX;
 
 pub(super) fn history(conn: &Connection, range: &HistoryRange) -> StoreResult<Vec<StoredMessage>> {
     let dir = match range.order {
         Order::OldestFirst => "ASC",
         Order::NewestFirst => "DESC",
     };
-    let (from, to) = (clamp(range.from_seq), clamp(range.to_seq));
+    let (from, to) = (sql_seq(range.from_seq), sql_seq(range.to_seq));
     if from >= to || range.limit == 0 {
         return Ok(Vec::new());
     }
@@ -94,11 +92,6 @@ pub(super) fn history(conn: &Connection, range: &HistoryRange) -> StoreResult<Ve
     }
 }
 
-/// A sequence bound as SQLite's signed integer.
-fn clamp(seq: u64) -> i64 {
-    seq.min(i64::MAX as u64) as i64
-}
-
 /// The newest `limit` conversations of `owner`: first the candidates' sequences
 /// (the owner's conversation rows, and one topic-log probe per current topic), then
 /// the last message of only the `limit` newest.
@@ -113,7 +106,7 @@ pub(super) fn contacts(
             "SELECT last_seq, peer_uuid FROM contacts \
              WHERE owner_uuid = ?1 AND last_seq >= ?2 AND last_seq > hidden_upto",
         )?
-        .query_map(params![owner as i64, clamp(since)], |r| {
+        .query_map(params![owner as i64, sql_seq(since)], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 Peer::User(r.get::<_, i64>(1)? as u64),
@@ -141,7 +134,9 @@ pub(super) fn contacts(
     let mut newest =
         conn.prepare_cached("SELECT max(seq) FROM topic_log WHERE topic_id = ?1 AND seq > ?2")?;
     for (topic_id, member_from, name, cleared) in topics {
-        let after = member_from.max(cleared).max(clamp(since).saturating_sub(1));
+        let after = member_from
+            .max(cleared)
+            .max(sql_seq(since).saturating_sub(1));
         if let Some(seq) =
             newest.query_row(params![topic_id, after], |r| r.get::<_, Option<i64>>(0))?
         {

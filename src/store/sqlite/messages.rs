@@ -33,44 +33,18 @@ pub(super) fn user_messages(
         Order::NewestFirst => "DESC",
     };
     // Bounds come from clients (`Pull`): clamp into SQLite's signed range.
-    let after = after.min(i64::MAX as u64) as i64;
+    let after = sql_seq(after);
     let before = if before == 0 {
         i64::MAX
     } else {
-        before.min(i64::MAX as u64) as i64
+        sql_seq(before)
     };
-    let mut parts: Vec<Part> = conn
-        .prepare_cached("SELECT peer_uuid FROM contacts WHERE owner_uuid = ?1 AND last_seq > ?2")?
-        .query_map(params![uuid as i64, after], |r| r.get::<_, i64>(0))?
-        .map(|peer| {
-            peer.map(|peer| {
-                let pair = ((uuid as i64).min(peer), (uuid as i64).max(peer));
-                Part::new(Source::Conversation(pair), after, before)
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let memberships = conn
-        .prepare_cached(
-            "SELECT topic_id, max(from_seq, ?2), min(to_seq, ?3) FROM topic_membership \
-             WHERE uuid = ?1 AND to_seq > ?2 AND from_seq < ?3",
-        )?
-        .query_map(params![uuid as i64, after, before], |r| {
-            Ok(Part::new(
-                Source::Topic(r.get::<_, i64>(0)?),
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    parts.extend(memberships);
+    let mut parts = parts(conn, uuid, after, before)?;
     if parts.is_empty() || limit == 0 {
         return Ok(Vec::new());
     }
     let mut conversation = conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m \
-         WHERE min(m.from_uuid, m.to_uuid) = ?5 AND max(m.from_uuid, m.to_uuid) = ?6 \
-         AND m.topic_id = 0 AND m.seq > ?2 AND m.seq < ?3 \
-         AND (m.blocked = 0 OR m.from_uuid = ?1) AND {VISIBLE_TO_DEVICE} \
+        "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {CONVERSATION_RANGE} \
          ORDER BY m.seq {dir} LIMIT ?7"
     ))?;
     let mut log = conn.prepare_cached(&format!(
@@ -189,50 +163,34 @@ pub(super) fn count_user_messages(
     after: u64,
     cap: usize,
 ) -> StoreResult<usize> {
-    let after = after.min(i64::MAX as u64) as i64;
-    let peers = conn
-        .prepare_cached("SELECT peer_uuid FROM contacts WHERE owner_uuid = ?1 AND last_seq > ?2")?
-        .query_map(params![uuid as i64, after], |r| r.get::<_, i64>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
     let mut conversation = conn.prepare_cached(&format!(
-        "SELECT count(*) FROM (SELECT 1 FROM messages m \
-         WHERE min(m.from_uuid, m.to_uuid) = ?5 AND max(m.from_uuid, m.to_uuid) = ?6 \
-         AND m.topic_id = 0 AND m.seq > ?2 AND m.seq < ?3 \
-         AND (m.blocked = 0 OR m.from_uuid = ?1) AND {VISIBLE_TO_DEVICE} LIMIT ?7)"
+        "SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {CONVERSATION_RANGE} LIMIT ?7)"
     ))?;
-    let mut total = 0usize;
-    for peer in peers {
-        let (lo, hi) = ((uuid as i64).min(peer), (uuid as i64).max(peer));
-        let missing = cap.saturating_sub(total) as i64;
-        let n: i64 = conversation.query_row(
-            params![uuid as i64, after, i64::MAX, resource, lo, hi, missing],
-            |r| r.get(0),
-        )?;
-        total += n as usize;
-        if total >= cap {
-            return Ok(cap);
-        }
-    }
-    let memberships = conn
-        .prepare_cached(
-            "SELECT topic_id, max(from_seq, ?2), to_seq FROM topic_membership \
-             WHERE uuid = ?1 AND to_seq > ?2",
-        )?
-        .query_map(params![uuid as i64, after], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
     let mut log = conn.prepare_cached(
         "SELECT count(*) FROM (SELECT 1 FROM topic_log \
          WHERE topic_id = ?1 AND seq > ?2 AND seq < ?3 LIMIT ?4)",
     )?;
-    for (topic_id, from, to) in memberships {
+    let mut total = 0usize;
+    for part in parts(conn, uuid, sql_seq(after), i64::MAX)? {
         let missing = cap.saturating_sub(total) as i64;
-        let n: i64 = log.query_row(params![topic_id, from, to, missing], |r| r.get(0))?;
+        let n: i64 = match part.source {
+            Source::Conversation((lo, hi)) => conversation.query_row(
+                params![
+                    uuid as i64,
+                    part.lower,
+                    part.upper,
+                    resource,
+                    lo,
+                    hi,
+                    missing
+                ],
+                |r| r.get(0),
+            )?,
+            Source::Topic(topic_id) => log
+                .query_row(params![topic_id, part.lower, part.upper, missing], |r| {
+                    r.get(0)
+                })?,
+        };
         total += n as usize;
         if total >= cap {
             return Ok(cap);
@@ -241,10 +199,50 @@ pub(super) fn count_user_messages(
     Ok(total)
 }
 
-/// Timeline filter for one device (`?1` = uuid, `?4` = resource): a message addressed
-/// to one resource of this user is seen only by that device; messages this user sent
-/// to others are seen by all its devices.
-const VISIBLE_TO_DEVICE: &str = "(m.to_resource = '' OR m.to_uuid != ?1 OR m.to_resource = ?4)";
+/// The parts of what `uuid` sees in `after < seq < before`: its conversations with a
+/// message after `after`, and each topic membership overlapping the range.
+fn parts(conn: &Connection, uuid: u64, after: i64, before: i64) -> StoreResult<Vec<Part>> {
+    let mut parts: Vec<Part> = conn
+        .prepare_cached("SELECT peer_uuid FROM contacts WHERE owner_uuid = ?1 AND last_seq > ?2")?
+        .query_map(params![uuid as i64, after], |r| r.get::<_, i64>(0))?
+        .map(|peer| {
+            peer.map(|peer| {
+                let pair = ((uuid as i64).min(peer), (uuid as i64).max(peer));
+                Part::new(Source::Conversation(pair), after, before)
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let memberships = conn
+        .prepare_cached(
+            "SELECT topic_id, max(from_seq, ?2), min(to_seq, ?3) FROM topic_membership \
+             WHERE uuid = ?1 AND to_seq > ?2 AND from_seq < ?3",
+        )?
+        .query_map(params![uuid as i64, after, before], |r| {
+            Ok(Part::new(
+                Source::Topic(r.get::<_, i64>(0)?),
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    parts.extend(memberships);
+    Ok(parts)
+}
+
+/// A sequence as SQLite's signed integer (bounds from clients may exceed it).
+pub(super) fn sql_seq(seq: u64) -> i64 {
+    seq.min(i64::MAX as u64) as i64
+}
+
+/// One conversation's messages as device `?4` of user `?1` sees them, in
+/// `?2 < seq < ?3`; `?5`, `?6` = the pair's lower and higher uuid (served by
+/// `messages_by_conversation`). Left out: what the user's blacklist blocked, and a
+/// message addressed to another resource of this user (one sent to one resource is
+/// seen only by that device; what this user sent is seen by all its devices).
+const CONVERSATION_RANGE: &str = "min(m.from_uuid, m.to_uuid) = ?5 \
+     AND max(m.from_uuid, m.to_uuid) = ?6 AND m.topic_id = 0 AND m.seq > ?2 AND m.seq < ?3 \
+     AND (m.blocked = 0 OR m.from_uuid = ?1) \
+     AND (m.to_resource = '' OR m.to_uuid != ?1 OR m.to_resource = ?4)";
 
 pub(super) const MESSAGE_COLUMNS: &str = "m.seq, m.ts, m.packet_id, m.from_uuid, m.from_account, \
      m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload, m.topic_id, \

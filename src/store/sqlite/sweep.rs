@@ -17,11 +17,9 @@
 
 use rusqlite::{params, Connection};
 
+use super::topics::OPEN;
 use crate::sequence::floor_at;
 use crate::store::{StoreResult, SweepPlan, SweepReport};
-
-/// `to_seq` of a membership that has not ended.
-const OPEN: i64 = i64::MAX;
 
 pub(super) fn sweep(conn: &Connection, plan: &SweepPlan) -> StoreResult<SweepReport> {
     let mut report = SweepReport::default();

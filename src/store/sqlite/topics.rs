@@ -11,7 +11,7 @@ use crate::store::{Member, StoreError, StoreResult, Topic, TopicSummary, TopicUp
 use crate::time::now_ms;
 
 /// `to_seq` of a membership that has not ended.
-const OPEN: i64 = i64::MAX;
+pub(super) const OPEN: i64 = i64::MAX;
 
 fn bump(conn: &Connection, topic_id: u64) -> StoreResult<()> {
     conn.prepare_cached("UPDATE topics SET version = version + 1 WHERE topic_id = ?1")?
