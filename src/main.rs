@@ -431,7 +431,7 @@ async fn app(command: AppCommand) -> anyhow::Result<()> {
             if let Some(secs) = history_retention_secs {
                 settings.history_retention_secs = (secs > 0).then_some(secs);
             }
-            store.set_app_settings(app_id, settings).await?;
+            store.set_app_settings(app_id, settings.clone()).await?;
             store.close();
             let or_default = |v: Option<String>| v.unwrap_or_else(|| "server default".into());
             println!(

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, Contact, HistoryRange,
-    HistoryStore, MessageStore, NewMessage, Peer, Store, StoreError, StoreResult, StoredMessage,
-    SweepPlan, SweepReport, SweepStore, TimelineRange, Topic, TopicStore, TopicSummary,
-    TopicUpdate,
+    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, CallbackOutcome,
+    CallbackStore, Contact, FailedCallback, HistoryRange, HistoryStore, MessageStore, NewCallback,
+    NewMessage, Peer, PendingCallback, Store, StoreError, StoreResult, StoredMessage, SweepPlan,
+    SweepReport, SweepStore, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
 };
 
 /// Which operations fail.
@@ -95,6 +95,15 @@ impl AppStore for FaultyStore {
     async fn app_settings(&self, app_id: u64) -> StoreResult<AppSettings> {
         self.inner.app_settings(app_id).await
     }
+    async fn rename_app(&self, app_id: u64, name: &str) -> StoreResult<App> {
+        self.inner.rename_app(app_id, name).await
+    }
+    async fn rotate_app_secret(&self, app_id: u64) -> StoreResult<App> {
+        self.inner.rotate_app_secret(app_id).await
+    }
+    async fn delete_app(&self, app_id: u64, now_ms: u64) -> StoreResult<()> {
+        self.inner.delete_app(app_id, now_ms).await
+    }
 }
 
 #[async_trait]
@@ -116,6 +125,43 @@ impl HistoryStore for FaultyStore {
 }
 
 #[async_trait]
+impl CallbackStore for FaultyStore {
+    async fn next_callback_app(&self, after_app: u64) -> StoreResult<Option<(u64, u64)>> {
+        self.inner.next_callback_app(after_app).await
+    }
+    async fn due_callbacks(
+        &self,
+        app_id: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingCallback>> {
+        self.inner.due_callbacks(app_id, now_ms, limit).await
+    }
+    async fn record_callbacks(&self, outcomes: Vec<(u64, CallbackOutcome)>) -> StoreResult<()> {
+        self.inner.record_callbacks(outcomes).await
+    }
+    async fn failed_callbacks(
+        &self,
+        app_id: u64,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<FailedCallback>> {
+        self.inner.failed_callbacks(app_id, after_seq, limit).await
+    }
+    async fn replay_callbacks(
+        &self,
+        app_id: u64,
+        seqs: Option<Vec<u64>>,
+        now_ms: u64,
+    ) -> StoreResult<usize> {
+        self.inner.replay_callbacks(app_id, seqs, now_ms).await
+    }
+    async fn callback_counts(&self, app_id: Option<u64>) -> StoreResult<(u64, u64)> {
+        self.inner.callback_counts(app_id).await
+    }
+}
+
+#[async_trait]
 impl SweepStore for FaultyStore {
     async fn sweep(&self, plan: SweepPlan) -> StoreResult<SweepReport> {
         self.inner.sweep(plan).await
@@ -124,9 +170,13 @@ impl SweepStore for FaultyStore {
 
 #[async_trait]
 impl MessageStore for FaultyStore {
-    async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>> {
+    async fn append_with_callbacks(
+        &self,
+        messages: Vec<NewMessage>,
+        callbacks: Vec<NewCallback>,
+    ) -> StoreResult<Vec<AppendOutcome>> {
         check(&self.faults.append)?;
-        self.inner.append(messages).await
+        self.inner.append_with_callbacks(messages, callbacks).await
     }
     async fn timeline(
         &self,

@@ -3,7 +3,8 @@
 //! One sub-trait per aggregate — [`AppStore`] (apps, settings, accounts),
 //! [`MessageStore`] (messages, timelines, cursors, dedup), [`TopicStore`] (topics,
 //! members, membership intervals), [`BlacklistStore`], [`HistoryStore`] (history
-//! and recent contacts) and [`SweepStore`] (retention and expired accounts) —
+//! and recent contacts), [`SweepStore`] (retention and expired accounts) and
+//! [`CallbackStore`] (the message-callback outbox) —
 //! gathered under [`Store`]; [`open`] picks the
 //! backend from a [`StoreConfig`]. Errors are [`StoreError`], which names no backend.
 //! `sqlite` is the embedded implementation (the default): every write goes through
@@ -15,7 +16,12 @@ pub mod cursors;
 #[cfg(test)]
 pub mod faulty;
 pub mod memory;
+mod outbox;
 pub mod sqlite;
+
+pub use outbox::{
+    CallbackKind, CallbackOutcome, CallbackStore, FailedCallback, NewCallback, PendingCallback,
+};
 
 use async_trait::async_trait;
 
@@ -63,14 +69,29 @@ impl Account {
 }
 
 /// Per-app settings kept in the store (the manual keeps them in its admin console).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// `None` = the server's configured default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AppSettings {
-    /// Topic member limit, if it overrides the server default.
-    pub topic_member_limit: Option<u32>,
+    /// Where message callbacks are POSTed (http or https); `None` = no callbacks.
+    pub callback_url: Option<String>,
     /// Lifetime of accounts created from now on, seconds; 0 = forever (临时帐号).
     pub user_ttl_secs: u64,
+    /// Largest message payload, bytes (never above the server's `max_payload_bytes`).
+    pub max_payload_bytes: Option<u32>,
+    /// Topic member limit, if it overrides the server default.
+    pub topic_member_limit: Option<u32>,
+    /// Offline delivery window, seconds (`offline_ttl_secs`).
+    pub offline_ttl_secs: Option<u64>,
+    /// Messages pending at login that are all sent (`backlog_limit`).
+    pub backlog_limit: Option<u32>,
     /// History retention, if it overrides the server default, seconds.
     pub history_retention_secs: Option<u64>,
+    /// Recent-contacts window, seconds (`contacts_window_secs`).
+    pub contacts_window_secs: Option<u64>,
+    /// Messages per second one user may send (all its devices and pushes as it);
+    /// `None` = no per-user send rate.
+    pub send_rate_per_user: Option<u32>,
 }
 
 /// A message to persist: the envelope with the sequence and time the router gave it.
@@ -175,13 +196,31 @@ pub trait AppStore: Send + Sync + 'static {
     async fn set_app_settings(&self, app_id: u64, settings: AppSettings) -> StoreResult<()>;
     /// An app's settings (the defaults for an unknown app).
     async fn app_settings(&self, app_id: u64) -> StoreResult<AppSettings>;
+    /// Renames an app ([`StoreError::NotFound`] for an unknown app).
+    async fn rename_app(&self, app_id: u64, name: &str) -> StoreResult<App>;
+    /// Gives an app a fresh random appSecret; the old one stops working at once.
+    async fn rotate_app_secret(&self, app_id: u64) -> StoreResult<App>;
+    /// Deletes an app: it is gone at once (no token, no login, no call); its
+    /// accounts expire at `now_ms` and its topics are dismissed, so the sweep
+    /// kicks their sessions and deletes their data, and its messages are deleted by
+    /// the sweep as if past retention. Its pending callbacks are dropped.
+    async fn delete_app(&self, app_id: u64, now_ms: u64) -> StoreResult<()>;
 }
 
 /// Messages, what each device reads of them, device cursors and the dedup record.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Persists messages in one transaction, deduplicating on (sender, packetId).
-    async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>>;
+    async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>> {
+        self.append_with_callbacks(messages, Vec::new()).await
+    }
+    /// [`MessageStore::append`], and in the same transaction the callbacks of the
+    /// messages actually stored (a duplicate's callback is not written again).
+    async fn append_with_callbacks(
+        &self,
+        messages: Vec<NewMessage>,
+        callbacks: Vec<NewCallback>,
+    ) -> StoreResult<Vec<AppendOutcome>>;
     /// Reads a range of a user's timeline as device `resource` sees it: messages
     /// addressed to another resource of this user are left out.
     async fn timeline(
@@ -366,7 +405,7 @@ pub trait TopicStore: Send + Sync + 'static {
 /// A whole store: every aggregate, plus its lifecycle. `Arc<dyn Store>` is what the
 /// server holds; [`open`] picks the backend.
 pub trait Store:
-    AppStore + MessageStore + TopicStore + BlacklistStore + HistoryStore + SweepStore
+    AppStore + MessageStore + TopicStore + BlacklistStore + HistoryStore + SweepStore + CallbackStore
 {
     /// Commits what is queued and releases the backend (blocking: call it from a
     /// blocking context at shutdown).
@@ -375,7 +414,6 @@ pub trait Store:
 
 /// A new app with fresh random credentials (any backend stores what this makes).
 pub(crate) fn new_app(name: &str) -> App {
-    use base64::Engine;
     use rand::Rng;
     let mut rng = rand::rng();
     // Below 2^53 so JavaScript clients read it exactly as a JSON number.
@@ -384,14 +422,21 @@ pub(crate) fn new_app(name: &str) -> App {
         "{:013}",
         rng.random_range(1_000_000_000_000u64..10_000_000_000_000)
     );
-    let secret: [u8; 18] = rng.random();
     App {
         app_id,
         name: name.to_owned(),
         app_key,
-        app_secret: base64::engine::general_purpose::STANDARD.encode(secret),
+        app_secret: new_app_secret(),
         created_ms: crate::time::now_ms(),
     }
+}
+
+/// A fresh random appSecret (18 random bytes, base64).
+pub(crate) fn new_app_secret() -> String {
+    use base64::Engine;
+    use rand::Rng;
+    let secret: [u8; 18] = rand::rng().random();
+    base64::engine::general_purpose::STANDARD.encode(secret)
 }
 
 /// Which backend to open, and its settings.

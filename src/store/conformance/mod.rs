@@ -10,7 +10,9 @@ use super::{
 };
 use crate::message::{Envelope, Target};
 
+mod apps;
 mod history;
+use apps::*;
 use history::*;
 
 /// Runs every check, each on a fresh store from `fresh` (whose second value, e.g.
@@ -37,6 +39,9 @@ pub async fn run_all<G>(mut fresh: impl FnMut() -> (Arc<dyn Store>, G)) {
         contacts_follow_the_newest_message,
         sweep_deletes_what_is_past_its_window,
         pages_merge_many_conversations_in_order,
+        apps_are_renamed_rotated_and_deleted,
+        callbacks_are_written_with_their_messages,
+        callbacks_retry_fail_and_replay,
     );
 }
 
@@ -107,11 +112,20 @@ pub async fn apps_and_accounts(store: &dyn Store) {
         AppSettings::default()
     );
     let settings = AppSettings {
-        topic_member_limit: Some(7),
+        callback_url: Some("http://127.0.0.1:9/cb".into()),
         user_ttl_secs: 60,
+        max_payload_bytes: Some(100),
+        topic_member_limit: Some(7),
+        offline_ttl_secs: Some(600),
+        backlog_limit: Some(5),
         history_retention_secs: Some(3600),
+        contacts_window_secs: Some(7200),
+        send_rate_per_user: Some(3),
     };
-    store.set_app_settings(app.app_id, settings).await.unwrap();
+    store
+        .set_app_settings(app.app_id, settings.clone())
+        .await
+        .unwrap();
     assert_eq!(store.app_settings(app.app_id).await.unwrap(), settings);
     assert!(matches!(
         store.set_app_settings(12345, settings).await,

@@ -158,11 +158,16 @@ impl SweepStore for MemoryStore {
             .messages
             .values()
             .filter(|m| {
-                let retention_ms = inner
-                    .settings
-                    .get(&m.envelope.app_id)
-                    .and_then(|s| s.history_retention_secs)
-                    .map_or(plan.retention_ms, |secs| secs.saturating_mul(1000));
+                let app_id = m.envelope.app_id;
+                let retention_ms = if inner.deleted_apps.contains(&app_id) {
+                    0
+                } else {
+                    inner
+                        .settings
+                        .get(&app_id)
+                        .and_then(|s| s.history_retention_secs)
+                        .map_or(plan.retention_ms, |secs| secs.saturating_mul(1000))
+                };
                 m.seq < floor_at(plan.now_ms.saturating_sub(retention_ms))
             })
             .map(|m| m.seq)

@@ -17,6 +17,7 @@ use super::{
 use crate::message::Target;
 
 mod history;
+mod outbox;
 use crate::time::now_ms;
 
 /// `to` of a membership that has not ended.
@@ -61,6 +62,10 @@ struct Inner {
     topics: HashMap<u64, TopicRow>,
     /// (uuid, topic, from, to): what a member reads of the topic log.
     memberships: Vec<(u64, u64, u64, u64)>,
+    /// The callback outbox, by message sequence.
+    callbacks: BTreeMap<u64, outbox::CallbackRow>,
+    /// Deleted apps (their messages are past retention).
+    deleted_apps: BTreeSet<u64>,
 }
 
 /// The in-memory [`Store`].
@@ -138,6 +143,7 @@ impl Inner {
     }
 
     fn delete_message(&mut self, seq: u64) {
+        self.callbacks.remove(&seq);
         let Some(m) = self.messages.remove(&seq) else {
             return;
         };
@@ -342,15 +348,47 @@ impl AppStore for MemoryStore {
             .lock()
             .settings
             .get(&app_id)
-            .copied()
+            .cloned()
             .unwrap_or_default())
+    }
+
+    async fn rename_app(&self, app_id: u64, name: &str) -> StoreResult<App> {
+        let mut inner = self.inner.lock();
+        let app = inner
+            .apps
+            .get_mut(&app_id)
+            .ok_or_else(|| StoreError::NotFound(format!("app {app_id}")))?;
+        app.name = name.to_owned();
+        Ok(app.clone())
+    }
+
+    async fn rotate_app_secret(&self, app_id: u64) -> StoreResult<App> {
+        let mut inner = self.inner.lock();
+        let app = inner
+            .apps
+            .get_mut(&app_id)
+            .ok_or_else(|| StoreError::NotFound(format!("app {app_id}")))?;
+        app.app_secret = super::new_app_secret();
+        Ok(app.clone())
+    }
+
+    async fn delete_app(&self, app_id: u64, now_ms: u64) -> StoreResult<()> {
+        self.inner.lock().delete_app(app_id, now_ms)
     }
 }
 
 #[async_trait]
 impl MessageStore for MemoryStore {
-    async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>> {
+    async fn append_with_callbacks(
+        &self,
+        messages: Vec<NewMessage>,
+        callbacks: Vec<super::NewCallback>,
+    ) -> StoreResult<Vec<AppendOutcome>> {
         let mut inner = self.inner.lock();
+        let ids: Vec<(u64, u64)> = messages
+            .iter()
+            .map(|m| (m.seq, m.envelope.app_id))
+            .collect();
         let mut outcomes = Vec::with_capacity(messages.len());
         for m in messages {
             let e = &m.envelope;
@@ -376,6 +414,7 @@ impl MessageStore for MemoryStore {
             inner.messages.insert(m.seq, m);
             outcomes.push(AppendOutcome::Stored);
         }
+        inner.queue_callbacks(&ids, &outcomes, callbacks, now_ms());
         Ok(outcomes)
     }
 

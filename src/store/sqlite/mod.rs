@@ -17,16 +17,18 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
-    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, Contact, HistoryRange,
-    HistoryStore, MessageStore, NewMessage, Peer, Store, StoreError, StoreResult, StoredMessage,
-    SweepPlan, SweepReport, SweepStore, TimelineRange, Topic, TopicStore, TopicSummary,
-    TopicUpdate,
+    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, CallbackOutcome,
+    CallbackStore, Contact, FailedCallback, HistoryRange, HistoryStore, MessageStore, NewCallback,
+    NewMessage, Peer, PendingCallback, Store, StoreError, StoreResult, StoredMessage, SweepPlan,
+    SweepReport, SweepStore, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
 };
 use crate::time::now_ms;
 
 mod accounts;
+mod apps;
 mod history;
 mod messages;
+mod outbox;
 mod schema;
 mod sweep;
 mod topics;
@@ -192,16 +194,6 @@ impl Drop for SqliteStore {
     }
 }
 
-fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
-    Ok(App {
-        app_id: r.get::<_, i64>(0)? as u64,
-        name: r.get(1)?,
-        app_key: r.get(2)?,
-        app_secret: r.get(3)?,
-        created_ms: r.get::<_, i64>(4)? as u64,
-    })
-}
-
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Database(e.to_string())
@@ -238,26 +230,11 @@ impl AppStore for SqliteStore {
     }
 
     async fn list_apps(&self) -> StoreResult<Vec<App>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT app_id, name, app_key, app_secret, created_ms FROM apps ORDER BY created_ms",
-            )?;
-            let rows = stmt.query_map([], row_to_app)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.read(apps::list).await
     }
 
     async fn app(&self, app_id: u64) -> StoreResult<Option<App>> {
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT app_id, name, app_key, app_secret, created_ms FROM apps WHERE app_id = ?1",
-                )?
-                .query_row([app_id as i64], row_to_app)
-                .optional()?)
-        })
-        .await
+        self.read(move |conn| apps::app(conn, app_id)).await
     }
 
     async fn account(
@@ -312,48 +289,76 @@ impl AppStore for SqliteStore {
     }
 
     async fn set_app_settings(&self, app_id: u64, settings: AppSettings) -> StoreResult<()> {
-        self.write(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE apps SET topic_member_limit = ?2, user_ttl_secs = ?3, \
-                     history_retention_secs = ?4 WHERE app_id = ?1",
-                )?
-                .execute(params![
-                    app_id as i64,
-                    settings.topic_member_limit.map(i64::from),
-                    settings.user_ttl_secs.min(i64::MAX as u64) as i64,
-                    settings
-                        .history_retention_secs
-                        .map(|s| s.min(i64::MAX as u64) as i64)
-                ])?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("app {app_id}")));
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |conn| apps::set_settings(conn, app_id, &settings))
+            .await
     }
 
     async fn app_settings(&self, app_id: u64) -> StoreResult<AppSettings> {
-        self.read(move |conn| {
-            let v = conn
-                .prepare_cached(
-                    "SELECT topic_member_limit, user_ttl_secs, history_retention_secs \
-                     FROM apps WHERE app_id = ?1",
-                )?
-                .query_row([app_id as i64], |r| {
-                    Ok(AppSettings {
-                        topic_member_limit: r.get::<_, Option<i64>>(0)?.map(|n| n as u32),
-                        user_ttl_secs: r.get::<_, i64>(1)?.max(0) as u64,
-                        history_retention_secs: r
-                            .get::<_, Option<i64>>(2)?
-                            .map(|n| n.max(0) as u64),
-                    })
-                })
-                .optional()?;
-            Ok(v.unwrap_or_default())
-        })
-        .await
+        self.read(move |conn| apps::settings(conn, app_id)).await
+    }
+
+    async fn rename_app(&self, app_id: u64, name: &str) -> StoreResult<App> {
+        let name = name.to_owned();
+        self.write(move |conn| apps::rename(conn, app_id, &name))
+            .await
+    }
+
+    async fn rotate_app_secret(&self, app_id: u64) -> StoreResult<App> {
+        let secret = super::new_app_secret();
+        self.write(move |conn| apps::rotate_secret(conn, app_id, &secret))
+            .await
+    }
+
+    async fn delete_app(&self, app_id: u64, now_ms: u64) -> StoreResult<()> {
+        self.write(move |conn| apps::delete(conn, app_id, now_ms))
+            .await
+    }
+}
+
+#[async_trait]
+impl CallbackStore for SqliteStore {
+    async fn next_callback_app(&self, after_app: u64) -> StoreResult<Option<(u64, u64)>> {
+        self.read(move |conn| outbox::next_app(conn, after_app))
+            .await
+    }
+
+    async fn due_callbacks(
+        &self,
+        app_id: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingCallback>> {
+        self.read(move |conn| outbox::due(conn, app_id, now_ms, limit))
+            .await
+    }
+
+    async fn record_callbacks(&self, outcomes: Vec<(u64, CallbackOutcome)>) -> StoreResult<()> {
+        self.write(move |conn| outbox::record(conn, &outcomes))
+            .await
+    }
+
+    async fn failed_callbacks(
+        &self,
+        app_id: u64,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<FailedCallback>> {
+        self.read(move |conn| outbox::failed(conn, app_id, after_seq, limit))
+            .await
+    }
+
+    async fn replay_callbacks(
+        &self,
+        app_id: u64,
+        seqs: Option<Vec<u64>>,
+        now_ms: u64,
+    ) -> StoreResult<usize> {
+        self.write(move |conn| outbox::replay(conn, app_id, seqs.as_deref(), now_ms))
+            .await
+    }
+
+    async fn callback_counts(&self, app_id: Option<u64>) -> StoreResult<(u64, u64)> {
+        self.read(move |conn| outbox::counts(conn, app_id)).await
     }
 }
 
@@ -388,8 +393,23 @@ impl SweepStore for SqliteStore {
 
 #[async_trait]
 impl MessageStore for SqliteStore {
-    async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<AppendOutcome>> {
-        self.write(move |conn| append_in(conn, &messages)).await
+    async fn append_with_callbacks(
+        &self,
+        messages: Vec<NewMessage>,
+        callbacks: Vec<NewCallback>,
+    ) -> StoreResult<Vec<AppendOutcome>> {
+        self.write(move |conn| {
+            let outcomes = append_in(conn, &messages)?;
+            if !callbacks.is_empty() {
+                let stored: Vec<bool> = outcomes
+                    .iter()
+                    .map(|o| *o == AppendOutcome::Stored)
+                    .collect();
+                outbox::insert(conn, &messages, &stored, &callbacks, now_ms())?;
+            }
+            Ok(outcomes)
+        })
+        .await
     }
 
     async fn timeline(

@@ -147,6 +147,33 @@ CREATE INDEX accounts_by_expiry ON accounts (expires_ms) WHERE expires_ms > 0;
 -- Expired accounts whose data the sweep has not deleted yet.
 CREATE TABLE retired_accounts (uuid INTEGER PRIMARY KEY);
 "#,
+    r#"
+-- Per-app settings set through the admin API (NULL = the server's default).
+ALTER TABLE apps ADD COLUMN callback_url TEXT;
+ALTER TABLE apps ADD COLUMN max_payload_bytes INTEGER;
+ALTER TABLE apps ADD COLUMN offline_ttl_secs INTEGER;
+ALTER TABLE apps ADD COLUMN backlog_limit INTEGER;
+ALTER TABLE apps ADD COLUMN contacts_window_secs INTEGER;
+ALTER TABLE apps ADD COLUMN send_rate_per_user INTEGER;
+-- Deleted apps whose messages the sweep has not deleted yet.
+CREATE TABLE deleted_apps (app_id INTEGER PRIMARY KEY);
+-- The message-callback outbox: one row per stored message of an app with a
+-- callback URL, written in the message's transaction; deleted once delivered.
+-- failed_ms = 0: pending (due at due_ms); > 0: gave up then, until replayed.
+-- to_accounts: a topic callback's toAccounts, joined by newlines.
+CREATE TABLE callbacks (
+    seq         INTEGER PRIMARY KEY,
+    app_id      INTEGER NOT NULL,
+    kind        INTEGER NOT NULL,
+    to_accounts TEXT    NOT NULL DEFAULT '',
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    due_ms      INTEGER NOT NULL,
+    failed_ms   INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX callbacks_pending ON callbacks (app_id, due_ms) WHERE failed_ms = 0;
+CREATE INDEX callbacks_failed ON callbacks (app_id, seq) WHERE failed_ms > 0;
+"#,
 ];
 
 /// Page cache of the writer connection, KiB. SQLite walks the writer's page cache

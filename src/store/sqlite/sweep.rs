@@ -7,9 +7,10 @@
 //! 2. retired accounts' data is deleted: cursors, conversation list, blacklist,
 //!    topic memberships (the messages they exchanged stay in their peers' history
 //!    until retention);
-//! 3. messages past their app's retention are deleted with their topic-log row and,
-//!    when a message was its conversation's newest, the conversation rows
-//!    (`messages_by_app` finds them, oldest first).
+//! 3. messages past their app's retention are deleted with their topic-log row,
+//!    their callback, and, when a message was its conversation's newest, the
+//!    conversation rows (`messages_by_app` finds them, oldest first); every message
+//!    of a deleted app is past retention.
 //!
 //! There are no per-user timeline rows to expire: the login backlog reads the
 //! conversations, clamped to the offline window. The dedup record of a message is
@@ -113,8 +114,12 @@ fn delete_past_retention(
     plan: &SweepPlan,
     batch: usize,
 ) -> StoreResult<(usize, bool)> {
+    // A deleted app's messages are all past retention.
     let apps = conn
-        .prepare_cached("SELECT app_id, history_retention_secs FROM apps")?
+        .prepare_cached(
+            "SELECT app_id, history_retention_secs FROM apps \
+             UNION ALL SELECT app_id, 0 FROM deleted_apps",
+        )?
         .query_map([], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
         })?
@@ -140,9 +145,15 @@ fn delete_past_retention(
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        let emptied = rows.len() < batch - deleted;
         for (seq, from, to, topic_id) in rows {
             delete_message(conn, seq, from, to, topic_id)?;
             deleted += 1;
+        }
+        if emptied {
+            // No message of a deleted app is left: forget the app.
+            conn.prepare_cached("DELETE FROM deleted_apps WHERE app_id = ?1")?
+                .execute([app_id])?;
         }
         if deleted >= batch {
             return Ok((deleted, true));
@@ -171,6 +182,8 @@ fn delete_message(
         contact.execute(params![to, from, seq])?;
     }
     conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
+        .execute([seq])?;
+    conn.prepare_cached("DELETE FROM callbacks WHERE seq = ?1")?
         .execute([seq])?;
     Ok(())
 }

@@ -1,0 +1,124 @@
+//! The message-callback outbox (消息回调): one row per stored message of an app
+//! that has a callback URL, written in the same transaction as the message, and
+//! removed once the app's receiver answered 200 (or kept as failed after the last
+//! retry, until replayed). The row is keyed by the message's sequence, which is
+//! also the delivery id a receiver dedups on. The delivery itself is
+//! `crate::callbacks`.
+
+use async_trait::async_trait;
+
+use super::{StoreResult, StoredMessage};
+
+/// Which of the manual's four callback bodies a message becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallbackKind {
+    /// p2p, a device of the recipient was online.
+    Normal = 1,
+    /// p2p, none of the recipient's devices was online.
+    Offline = 2,
+    /// topic, every member (but the sender) had a device online.
+    NormalTopic = 3,
+    /// topic, some members had no device online.
+    OfflineTopic = 4,
+}
+
+impl CallbackKind {
+    /// The manual's `msgType`.
+    pub fn msg_type(self) -> &'static str {
+        match self {
+            CallbackKind::Normal => "NORMAL_MSG",
+            CallbackKind::Offline => "OFFLINE_MSG",
+            CallbackKind::NormalTopic => "NORMAL_TOPIC_MSG",
+            CallbackKind::OfflineTopic => "OFFLINE_TOPIC_MSG",
+        }
+    }
+
+    /// The kind stored as `code` (unknown codes read as `Normal`).
+    pub fn from_code(code: i64) -> Self {
+        match code {
+            2 => CallbackKind::Offline,
+            3 => CallbackKind::NormalTopic,
+            4 => CallbackKind::OfflineTopic,
+            _ => CallbackKind::Normal,
+        }
+    }
+}
+
+/// A callback to write with the message at `index` of the same append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCallback {
+    pub index: usize,
+    pub kind: CallbackKind,
+    /// Topic messages: the `toAccounts` of the body (empty for p2p).
+    pub to_accounts: Vec<String>,
+}
+
+/// A callback due for delivery, with the message it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCallback {
+    pub seq: u64,
+    pub app_id: u64,
+    pub kind: CallbackKind,
+    pub to_accounts: Vec<String>,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The message (`None` if it is no longer stored: deleted by retention).
+    pub message: Option<StoredMessage>,
+}
+
+/// A callback that failed its last retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedCallback {
+    pub seq: u64,
+    pub app_id: u64,
+    pub kind: CallbackKind,
+    pub attempts: u32,
+    pub last_error: String,
+    /// When it was given up, unix ms.
+    pub failed_ms: u64,
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    /// The receiver answered 200: the row goes.
+    Delivered,
+    /// Try again at `due_ms`.
+    Retry { due_ms: u64, error: String },
+    /// No retry left: kept as failed until replayed.
+    Failed { now_ms: u64, error: String },
+}
+
+/// The outbox. Rows are written by [`super::MessageStore::append_with_callbacks`].
+#[async_trait]
+pub trait CallbackStore: Send + Sync + 'static {
+    /// The first app above `after_app` with pending (not failed) callbacks, and
+    /// the earliest due time among them.
+    async fn next_callback_app(&self, after_app: u64) -> StoreResult<Option<(u64, u64)>>;
+    /// Up to `limit` pending callbacks of `app_id` due at `now_ms`, earliest due first.
+    async fn due_callbacks(
+        &self,
+        app_id: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingCallback>>;
+    /// Records attempts `(seq, outcome)` (one write).
+    async fn record_callbacks(&self, outcomes: Vec<(u64, CallbackOutcome)>) -> StoreResult<()>;
+    /// Failed callbacks of `app_id` with `seq > after_seq`, oldest first, at most `limit`.
+    async fn failed_callbacks(
+        &self,
+        app_id: u64,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<FailedCallback>>;
+    /// Makes failed callbacks of `app_id` pending again, due at `now_ms`, with their
+    /// retries restored: those in `seqs`, or all if `None`. Returns how many.
+    async fn replay_callbacks(
+        &self,
+        app_id: u64,
+        seqs: Option<Vec<u64>>,
+        now_ms: u64,
+    ) -> StoreResult<usize>;
+    /// (pending, failed) callbacks of `app_id`, or of every app.
+    async fn callback_counts(&self, app_id: Option<u64>) -> StoreResult<(u64, u64)>;
+}
