@@ -67,10 +67,34 @@ impl Unverified {
 
     /// Checks the signature with the app's secret, then expiry at `now_ms`.
     pub fn verify(self, app_secret: &str, now_ms: u64) -> Result<Claims, AuthError> {
-        let mut mac = mac(app_secret);
+        self.signed_with(app_secret)?;
+        if now_ms >= self.claims.expires_ms {
+            return Err(AuthError::Expired);
+        }
+        Ok(self.claims)
+    }
+
+    fn signed_with(&self, secret: &str) -> Result<(), AuthError> {
+        let mut mac = mac(secret);
         mac.update(&self.payload);
         mac.verify_slice(&self.sig)
-            .map_err(|_| AuthError::BadSignature)?;
+            .map_err(|_| AuthError::BadSignature)
+    }
+
+    /// Checks the token against its app: signed with the current secret, or with
+    /// the secret before the last rotation if the token expires before that
+    /// secret's grace ends (`previous_secret_until_ms`) and the grace has not
+    /// ended; then expiry at `now_ms`.
+    pub fn verify_for(self, app: &crate::store::App, now_ms: u64) -> Result<Claims, AuthError> {
+        if self.signed_with(&app.app_secret).is_err() {
+            let until = app.previous_secret_until_ms;
+            let previous_ok = app.previous_secret.as_deref().is_some_and(|old| {
+                now_ms < until && self.claims.expires_ms <= until && self.signed_with(old).is_ok()
+            });
+            if !previous_ok {
+                return Err(AuthError::BadSignature);
+            }
+        }
         if now_ms >= self.claims.expires_ms {
             return Err(AuthError::Expired);
         }

@@ -227,6 +227,26 @@ settings! {
         /// Sends queued to the router before senders wait.
         router_queue: usize = 16_384, env "COURIER_ROUTER_QUEUE", range 1 => 10_000_000;
     }
+    admin {
+        /// Bearer token of the admin API (`/admin/…`, `Authorization: Bearer <token>`); empty = the admin API is off. Prefer the environment variable to a file.
+        admin_token: String = String::new(), env "COURIER_ADMIN_TOKEN";
+        /// Largest admin request body, bytes.
+        body_limit_admin_bytes: usize = 64 * KIB, env "COURIER_BODY_LIMIT_ADMIN_BYTES", range 256 => 16 * MIB;
+    }
+    callbacks {
+        /// Delays before the retries of a failed message callback, milliseconds, comma-separated (the manual's 5 s, 30 s, 5 min); after the last one fails the callback is kept as failed and listed by the admin API.
+        callback_retries_ms: String = "5000,30000,300000".into(), env "COURIER_CALLBACK_RETRIES_MS";
+        /// Milliseconds a receiver has for one callback: connect, request, status and the read of its answer.
+        callback_timeout_ms: u64 = 5000, env "COURIER_CALLBACK_TIMEOUT_MS", range 10 => 600_000;
+        /// Callback requests in flight per app: one app's slow receiver never takes another app's.
+        callback_concurrency_per_app: usize = 32, env "COURIER_CALLBACK_CONCURRENCY_PER_APP", range 1 => 4096;
+        /// Most bytes of a receiver's answer read (a longer answer is dropped with its connection).
+        callback_max_response_bytes: usize = 64 * KIB, env "COURIER_CALLBACK_MAX_RESPONSE_BYTES", range 0 => 16 * MIB;
+        /// Longest callback URL an app may set, bytes.
+        callback_max_url_bytes: usize = 2048, env "COURIER_CALLBACK_MAX_URL_BYTES", range 16 => 64 * KIB;
+        /// Refuse callback URLs whose host is, or resolves to, a loopback, private, link-local or other non-public address (SSRF protection: whoever may set a callback URL could otherwise make the gateway POST into its own network). Off by default: receivers usually run next to the gateway.
+        callback_refuse_private: bool = false, env "COURIER_CALLBACK_REFUSE_PRIVATE";
+    }
 }
 
 /// The section a key belongs to.
@@ -295,6 +315,7 @@ impl Config {
     /// against a range, so no later arithmetic on it can overflow.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_ranges()?;
+        self.callback_retries()?;
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
         if self.max_payload_bytes + 1024 > self.max_frame_bytes {
             return bad("max_frame_bytes must exceed max_payload_bytes by at least 1024");
@@ -336,6 +357,32 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The delays before each callback retry (`callback_retries_ms`).
+    pub fn callback_retries(&self) -> Result<Vec<std::time::Duration>, ConfigError> {
+        let text = self.callback_retries_ms.trim();
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let delays = text
+            .split(',')
+            .map(|d| d.trim().parse::<u64>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "callback_retries_ms = {text:?} is not a comma-separated list of milliseconds"
+                ))
+            })?;
+        if delays.len() > 16 || delays.iter().any(|&d| d > 7 * DAY * 1000) {
+            return Err(ConfigError::Invalid(format!(
+                "callback_retries_ms = {text:?}: at most 16 retries of at most 7 days each"
+            )));
+        }
+        Ok(delays
+            .into_iter()
+            .map(std::time::Duration::from_millis)
+            .collect())
     }
 
     /// The QUIC listener's UDP address, `None` when QUIC is off.
@@ -481,6 +528,7 @@ mod tests {
                 let v = "elsewhere".to_owned();
                 (toml::Value::String(v.clone()), v)
             }
+            toml::Value::Boolean(b) => (toml::Value::Boolean(!b), (!b).to_string()),
             other => panic!("{key}: unexpected default {other:?}"),
         }
     }

@@ -1,10 +1,14 @@
 //! In-memory directory of apps, accounts and topics in front of the store.
 //!
-//! Token checks and sends look up an app's secret and an account's uuid on every
-//! request; this caches both. Apps are few and cached whole; accounts are cached as
-//! they are used (one entry per active account). Apps and accounts never change once
-//! created, so their cache needs no invalidation; a temporary account's entry holds
-//! its expiry and is not used past it (the store then makes a new account).
+//! Token checks and sends look up an app's secret and settings and an account's
+//! uuid on every request; this caches them. Apps are few and cached whole, with
+//! their settings ([`AppEntry`]): the admin API reloads an app's entry when it
+//! changes it ([`Directory::reload_app`]), and every entry is reloaded from the
+//! store every [`APP_RELOAD_INTERVAL`] ([`Directory::reload_apps`]), so a change
+//! made by `courier app` on the data dir applies too. Accounts are cached as they
+//! are used (one entry per active account) and never change once created; a
+//! temporary account's entry holds its expiry and is not used past it (the store
+//! then makes a new account).
 //!
 //! The account cache holds at most `account_cache` entries; past that it is emptied
 //! and refills from the store (a client addressing endless new accounts cannot grow
@@ -30,7 +34,17 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::clock::Clock;
-use crate::store::{Account, App, Store, StoreResult, Topic};
+use crate::store::{Account, App, AppSettings, Store, StoreResult, Topic};
+
+/// How often every cached app is read again from the store.
+pub const APP_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An app and its settings, as cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppEntry {
+    pub app: App,
+    pub settings: AppSettings,
+}
 
 /// A topic as the router sees it: the record plus a member set for O(1) checks.
 #[derive(Debug)]
@@ -53,7 +67,9 @@ impl TopicView {
 /// Apps and account uuids, cached.
 pub struct Directory {
     store: Arc<dyn Store>,
-    apps: DashMap<u64, App>,
+    apps: DashMap<u64, Arc<AppEntry>>,
+    /// Held by app reloads, so an older read never replaces a newer one.
+    app_reloads: tokio::sync::Mutex<()>,
     accounts: DashMap<(u64, String), Account>,
     max_accounts: usize,
     clock: Clock,
@@ -86,6 +102,7 @@ impl Directory {
         Directory {
             store,
             apps: DashMap::new(),
+            app_reloads: tokio::sync::Mutex::new(()),
             accounts: DashMap::new(),
             max_accounts: max_accounts.max(1),
             clock,
@@ -162,14 +179,61 @@ impl Directory {
 
     /// The app with this id, from cache or store.
     pub async fn app(&self, app_id: u64) -> StoreResult<Option<App>> {
-        if let Some(app) = self.apps.get(&app_id) {
-            return Ok(Some(app.clone()));
+        Ok(self.app_entry(app_id).await?.map(|e| e.app.clone()))
+    }
+
+    /// The app with this id and its settings, from cache or store.
+    pub async fn app_entry(&self, app_id: u64) -> StoreResult<Option<Arc<AppEntry>>> {
+        if let Some(entry) = self.cached_app(app_id) {
+            return Ok(Some(entry));
         }
-        let app = self.store.app(app_id).await?;
-        if let Some(app) = &app {
-            self.apps.insert(app_id, app.clone());
+        self.reload_app(app_id).await
+    }
+
+    /// The cached app and settings, without touching the store.
+    pub fn cached_app(&self, app_id: u64) -> Option<Arc<AppEntry>> {
+        self.apps.get(&app_id).map(|e| e.clone())
+    }
+
+    /// Reads the app and its settings again (after a change), or forgets it if it
+    /// is gone.
+    pub async fn reload_app(&self, app_id: u64) -> StoreResult<Option<Arc<AppEntry>>> {
+        let _one_at_a_time = self.app_reloads.lock().await;
+        let Some(app) = self.store.app(app_id).await? else {
+            self.apps.remove(&app_id);
+            return Ok(None);
+        };
+        let settings = self.store.app_settings(app_id).await?;
+        let entry = Arc::new(AppEntry { app, settings });
+        self.apps.insert(app_id, entry.clone());
+        Ok(Some(entry))
+    }
+
+    /// Reads every app again; apps gone from the store are forgotten.
+    pub async fn reload_apps(&self) -> StoreResult<()> {
+        let _one_at_a_time = self.app_reloads.lock().await;
+        let apps = self.store.list_apps().await?;
+        let live: HashSet<u64> = apps.iter().map(|a| a.app_id).collect();
+        for app in apps {
+            let settings = self.store.app_settings(app.app_id).await?;
+            self.apps
+                .insert(app.app_id, Arc::new(AppEntry { app, settings }));
         }
-        Ok(app)
+        self.apps.retain(|id, _| live.contains(id));
+        Ok(())
+    }
+
+    /// Reloads every app every [`APP_RELOAD_INTERVAL`] until `stop` fires.
+    pub async fn run_app_reloader(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(APP_RELOAD_INTERVAL) => {}
+            }
+            if let Err(e) = self.reload_apps().await {
+                crate::log_limited!(warn, error = %e, "directory: reloading apps failed");
+            }
+        }
     }
 
     /// The uuid of (app, account) if the cache holds it (and it has not expired).

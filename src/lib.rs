@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod blacklist;
+pub mod callbacks;
 pub mod client;
 pub mod clock;
 pub mod config;

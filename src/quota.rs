@@ -33,6 +33,8 @@ pub enum QuotaExceeded {
     AccountNames(u32),
     #[error("more than {0} units of work per second for this app; retry later")]
     App(u32),
+    #[error("more than {0} messages per second from this user (the app's send rate); retry later")]
+    Sends(u32),
 }
 
 /// A token bucket: `rate` tokens per second, holding at most `2 * rate`.
@@ -79,6 +81,8 @@ pub struct Quotas {
     per_app: u32,
     accounts: Mutex<LruCache<(u64, u64), AccountBuckets>>,
     apps: Mutex<HashMap<u64, Bucket>>,
+    /// Per-user send buckets of apps that set `send_rate_per_user`.
+    sends: Mutex<LruCache<u64, Bucket>>,
 }
 
 impl Quotas {
@@ -92,7 +96,31 @@ impl Quotas {
                 NonZeroUsize::new(ACCOUNT_BUCKETS).unwrap_or(NonZeroUsize::MIN),
             )),
             apps: Mutex::new(HashMap::new()),
+            sends: Mutex::new(LruCache::new(
+                NonZeroUsize::new(ACCOUNT_BUCKETS).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
+    }
+
+    /// Charges `count` messages to user `uuid` at `rate` messages per second
+    /// (bursts up to twice that); `None` = no send rate for its app.
+    pub fn charge_send(
+        &self,
+        uuid: u64,
+        rate: Option<u32>,
+        count: u32,
+        now_ms: u64,
+    ) -> Result<(), QuotaExceeded> {
+        let Some(rate) = rate.filter(|r| *r > 0) else {
+            return Ok(());
+        };
+        let mut sends = self.sends.lock();
+        let b = sends.get_or_insert_mut(uuid, || Bucket::full(rate, now_ms));
+        if !b.refill(rate, count, now_ms) {
+            return Err(QuotaExceeded::Sends(rate));
+        }
+        b.take(count);
+        Ok(())
     }
 
     /// Charges `cost` units to the app (an authenticated app: the map is bounded by
@@ -195,6 +223,22 @@ mod tests {
         assert!(q.charge(1, Some(8), 1, 1000).is_ok());
         assert!(q.charge(1, Some(7), 1, 1100).is_ok());
         assert!(q.charge(1, Some(7), 1, 1100).is_err());
+    }
+
+    #[test]
+    fn send_rate_is_per_user_and_off_without_a_rate() {
+        let q = Quotas::new(0, 0, 0);
+        for _ in 0..1000 {
+            assert!(q.charge_send(7, None, 1, 0).is_ok());
+        }
+        assert!(q.charge_send(7, Some(1), 1, 0).is_ok());
+        assert!(q.charge_send(7, Some(1), 1, 0).is_ok());
+        assert_eq!(
+            q.charge_send(7, Some(1), 1, 0),
+            Err(QuotaExceeded::Sends(1))
+        );
+        assert!(q.charge_send(8, Some(1), 1, 0).is_ok());
+        assert!(q.charge_send(7, Some(1), 1, 1000).is_ok());
     }
 
     #[test]

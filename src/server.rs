@@ -44,6 +44,8 @@ pub enum ServerError {
     Quic(#[from] crate::transport::quic::QuicError),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("callback HTTP client: {0}")]
+    Callbacks(#[from] reqwest::Error),
 }
 
 /// A started server.
@@ -119,6 +121,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         config.topic_cache,
         clock.clone(),
     ));
+    directory.reload_apps().await?;
+    let outbox_ready = Arc::new(tokio::sync::Notify::new());
     let (router, router_task) = Router::start(
         RouterConfig {
             node_id: config.node_id,
@@ -129,9 +133,21 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         store.clone(),
         hub.clone(),
         directory.clone(),
+        outbox_ready.clone(),
         router_stop.clone(),
     )
     .await?;
+    let dispatcher = crate::callbacks::Dispatcher::new(
+        store.clone(),
+        directory.clone(),
+        crate::callbacks::CallbackConfig::from_config(&config)?,
+        outbox_ready,
+    )?;
+    let callbacks_task = tokio::spawn(dispatcher.run(shutdown.clone()));
+    let reload_task = tokio::spawn(directory.clone().run_app_reloader(shutdown.clone()));
+    if config.admin_token.is_empty() {
+        tracing::info!("admin API is off: set admin_token (COURIER_ADMIN_TOKEN) to turn it on");
+    }
     let cursors = Arc::new(CursorBuffer::new());
     let cursor_stop = CancellationToken::new();
     let cursor_task = tokio::spawn(cursors.clone().run_flusher(
@@ -252,6 +268,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         }
         let _ = sweep_task.await;
         let _ = upkeep_task.await;
+        let _ = reload_task.await;
+        // Callbacks under way are abandoned; their rows stay pending for next start.
+        let _ = callbacks_task.await;
         router_stop.cancel();
         if let Err(e) = router_task.await {
             tracing::error!(error = %e, "router task failed");

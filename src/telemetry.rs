@@ -37,6 +37,14 @@ pub const BACKLOG_MESSAGES: &str = "courier_backlog_messages";
 pub const HTTP_REQUESTS: &str = "courier_http_requests_total";
 /// HTTP request latency by `route`, seconds.
 pub const HTTP_SECONDS: &str = "courier_http_request_seconds";
+/// Callback attempts by `result` (`delivered`, `retry`, `failed`).
+pub const CALLBACKS: &str = "courier_callbacks_total";
+/// Seconds one callback request took (to the receiver's answer or the timeout).
+pub const CALLBACK_SECONDS: &str = "courier_callback_seconds";
+/// Callbacks waiting in the outbox (read every 5 s).
+pub const CALLBACKS_PENDING: &str = "courier_callbacks_pending";
+/// Callbacks that used every retry, kept until replayed (read every 5 s).
+pub const CALLBACKS_FAILED: &str = "courier_callbacks_failed";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,

@@ -79,7 +79,7 @@ fn by_token(state: &AppState, app: App, unverified: auth::Unverified) -> Result<
         return Err(ApiError::unauthorized("token belongs to another app"));
     }
     let claims = unverified
-        .verify(&app.app_secret, state.clock.now_ms())
+        .verify_for(&app, state.clock.now_ms())
         .map_err(|e| ApiError::unauthorized(format!("token: {e}")))?;
     Ok(Caller {
         app,

@@ -61,7 +61,12 @@ fn entry(contact: Contact) -> Entry {
 
 /// The caller's list as the manual answers it.
 async fn list(state: &AppState, caller: &Caller) -> Result<Response, ApiError> {
-    let window_ms = state.config.contacts_window_secs.saturating_mul(1000);
+    let window_secs = state
+        .directory
+        .cached_app(caller.app.app_id)
+        .and_then(|e| e.settings.contacts_window_secs)
+        .unwrap_or(state.config.contacts_window_secs);
+    let window_ms = window_secs.saturating_mul(1000);
     let since = floor_at(state.clock.now_ms().saturating_sub(window_ms));
     let contacts = state
         .store

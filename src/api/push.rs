@@ -119,7 +119,12 @@ async fn check(
             )))
         }
     };
-    let limit = state.config.max_payload_bytes;
+    let entry = state.directory.cached_app(app.app_id);
+    let settings = entry.as_ref().map(|e| &e.settings);
+    let limit = settings
+        .and_then(|s| s.max_payload_bytes)
+        .map_or(state.config.max_payload_bytes, |n| n as usize)
+        .min(state.config.max_payload_bytes);
     if payload.len() > limit {
         return Err(ApiError::new(
             413,
@@ -131,6 +136,8 @@ async fn check(
         .uuid(app.app_id, &from_account)
         .await
         .map_err(ApiError::internal)?;
+    let rate = settings.and_then(|s| s.send_rate_per_user);
+    state.quotas.charge_send(from_uuid, rate, cost, now_ms())?;
     Ok((
         Push {
             app,

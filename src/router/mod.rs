@@ -13,6 +13,8 @@
 
 pub use crate::sequence;
 
+mod callbacks;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -23,14 +25,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use lru::LruCache;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::directory::{Directory, TopicLookup, TopicView};
 use crate::fanout::{self, Committed, Fanout};
 use crate::pb::{self, frame::Kind};
 use crate::protocol::{codec, Status};
-use crate::store::{AppendOutcome, NewMessage, Store};
+use crate::store::{AppendOutcome, NewCallback, NewMessage, Store};
 use crate::time::now_ms;
 pub use sequence::Sequencer;
 
@@ -68,6 +70,7 @@ impl Router {
         store: Arc<dyn Store>,
         fanout: Arc<dyn Fanout>,
         directory: Arc<Directory>,
+        outbox_ready: Arc<Notify>,
         stop: CancellationToken,
     ) -> Result<(Router, tokio::task::JoinHandle<()>), crate::store::StoreError> {
         let last = store
@@ -76,10 +79,12 @@ impl Router {
             .max(sequence::floor_at(now_ms()));
         let last_seq = Arc::new(AtomicU64::new(last));
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let (fanout_tx, fanout_task) = fanout::start(fanout);
+        let (fanout_tx, fanout_task) = fanout::start(fanout.clone());
         let commit = CommitLoop {
             store,
             fanout: fanout_tx,
+            presence: fanout,
+            outbox_ready,
             directory,
             last_seq: last_seq.clone(),
             sequencer: Sequencer::new(config.node_id, last),
@@ -118,6 +123,10 @@ struct CommitLoop {
     store: Arc<dyn Store>,
     /// Committed batches, in commit order, to the fanout stage.
     fanout: mpsc::Sender<Vec<Committed>>,
+    /// Who is online, for the callback kind (`callbacks`).
+    presence: Arc<dyn Fanout>,
+    /// Woken after a commit that wrote callbacks.
+    outbox_ready: Arc<Notify>,
     directory: Arc<Directory>,
     /// Published copy of the sequencer's last value.
     last_seq: Arc<AtomicU64>,
@@ -189,13 +198,18 @@ impl CommitLoop {
                         drained = true;
                         continue;
                     }
-                    let (plans, to_store) = self.plan(&mut batch);
+                    let (plans, to_store, callbacks) = self.plan(&mut batch);
                     let store = self.store.clone();
+                    let outbox_ready = self.outbox_ready.clone();
                     in_flight.push_back(Box::pin(async move {
                         let outcomes = if to_store.is_empty() {
                             Ok(Vec::new())
-                        } else {
+                        } else if callbacks.is_empty() {
                             store.append(to_store).await
+                        } else {
+                            let outcomes = store.append_with_callbacks(to_store, callbacks).await;
+                            outbox_ready.notify_one();
+                            outcomes
                         };
                         (plans, outcomes)
                     }));
@@ -214,10 +228,14 @@ impl CommitLoop {
     }
 
     /// Decides each submission's fate and assigns sequences, before the commit.
-    fn plan(&mut self, batch: &mut Vec<Submission>) -> (Vec<Planned>, Vec<NewMessage>) {
+    fn plan(
+        &mut self,
+        batch: &mut Vec<Submission>,
+    ) -> (Vec<Planned>, Vec<NewMessage>, Vec<NewCallback>) {
         let now = now_ms();
         let mut plans = Vec::with_capacity(batch.len());
         let mut to_store = Vec::new();
+        let mut callbacks = Vec::new();
         for sub in batch.drain(..) {
             let key = (sub.envelope.from_uuid, sub.envelope.packet_id.clone());
             if let Some(&(seq, ts)) = self.dedup.get(&key) {
@@ -248,7 +266,16 @@ impl CommitLoop {
             let frame = codec::encode(Kind::Deliver(deliver));
             let append_index = if sub.persist {
                 to_store.push(sub.sequenced(seq, ts));
-                Some(to_store.len() - 1)
+                let index = to_store.len() - 1;
+                let wants_callbacks = self
+                    .directory
+                    .cached_app(sub.envelope.app_id)
+                    .is_some_and(|app| app.settings.callback_url.is_some());
+                if wants_callbacks {
+                    let presence = self.presence.as_ref();
+                    callbacks.extend(callbacks::plan(presence, &sub, topic.as_deref(), index));
+                }
+                Some(index)
             } else {
                 None
             };
@@ -261,7 +288,7 @@ impl CommitLoop {
                 topic,
             });
         }
-        (plans, to_store)
+        (plans, to_store, callbacks)
     }
 
     /// After the commit (in commit order): what the fanout stage delivers and acks.
@@ -468,6 +495,7 @@ mod tests {
             store.clone(),
             Arc::new(Hub::new()),
             directory,
+            Arc::new(Notify::new()),
             stop.clone(),
         )
         .await

@@ -333,7 +333,7 @@ impl<E: Display> Connection<E> {
             .map_err(|e| (Status::Internal, e.to_string()))?
             .ok_or_else(|| unauthorized(auth::AuthError::UnknownApp))?;
         unverified
-            .verify(&app.app_secret, self.state.clock.now_ms())
+            .verify_for(&app, self.state.clock.now_ms())
             .map_err(unauthorized)
     }
 
@@ -359,10 +359,17 @@ impl<E: Display> Connection<E> {
     /// then SyncDone.
     async fn sync_backlog(&mut self, id: &Identity) -> Result<Flow, StoreError> {
         let cfg = &self.state.config;
+        let app = self.state.directory.cached_app(id.app_id);
+        let settings = app.as_ref().map(|e| &e.settings);
         let rules = BacklogRules {
-            limit: cfg.backlog_limit,
+            limit: settings
+                .and_then(|s| s.backlog_limit)
+                .map_or(cfg.backlog_limit, |n| n as usize),
             batch: cfg.backlog_batch,
-            ttl_ms: cfg.offline_ttl_secs.saturating_mul(1000),
+            ttl_ms: settings
+                .and_then(|s| s.offline_ttl_secs)
+                .unwrap_or(cfg.offline_ttl_secs)
+                .saturating_mul(1000),
         };
         let cursor = self.start_cursor(id).await?;
         let now = now_ms();
@@ -401,6 +408,24 @@ impl<E: Display> Connection<E> {
             return Flow::Continue;
         };
         let directory = &self.state.directory;
+        if let Some(app) = directory.cached_app(id.app_id) {
+            let limit = app.settings.max_payload_bytes.map(|n| n as usize);
+            if let Some(limit) = limit.filter(|&l| send.payload.len() > l) {
+                crate::log_limited!(info, limit, "send refused: payload over the app's limit");
+                let desc = format!(
+                    "payload is {} bytes, over this app's limit of {limit}",
+                    send.payload.len()
+                );
+                let err = codec::error_frame(Status::TooLarge, desc, send.packet_id);
+                return self.write_one(err).await;
+            }
+            let rate = app.settings.send_rate_per_user;
+            if let Err(e) = self.state.quotas.charge_send(id.uuid, rate, 1, now_ms()) {
+                crate::log_limited!(info, reason = %e, "send refused: send rate");
+                let err = codec::error_frame(Status::RateLimited, e.to_string(), send.packet_id);
+                return self.write_one(err).await;
+            }
+        }
         let lookup = if send.topic_id != 0 {
             // The router checks membership on this snapshot or a newer one.
             directory.topic(send.topic_id).await.map(|t| (0, t))

@@ -98,8 +98,8 @@ impl AppStore for FaultyStore {
     async fn rename_app(&self, app_id: u64, name: &str) -> StoreResult<App> {
         self.inner.rename_app(app_id, name).await
     }
-    async fn rotate_app_secret(&self, app_id: u64) -> StoreResult<App> {
-        self.inner.rotate_app_secret(app_id).await
+    async fn rotate_app_secret(&self, app_id: u64, tokens_until_ms: u64) -> StoreResult<App> {
+        self.inner.rotate_app_secret(app_id, tokens_until_ms).await
     }
     async fn delete_app(&self, app_id: u64, now_ms: u64) -> StoreResult<()> {
         self.inner.delete_app(app_id, now_ms).await

@@ -51,6 +51,12 @@ pub struct App {
     pub app_key: String,
     pub app_secret: String,
     pub created_ms: u64,
+    /// The secret before the last rotation: it still verifies tokens issued
+    /// before the rotation, until `previous_secret_until_ms` (never app calls).
+    #[serde(skip)]
+    pub previous_secret: Option<String>,
+    #[serde(skip)]
+    pub previous_secret_until_ms: u64,
 }
 
 /// An account of an app: its uuid, and when it expires (temporary accounts).
@@ -198,8 +204,9 @@ pub trait AppStore: Send + Sync + 'static {
     async fn app_settings(&self, app_id: u64) -> StoreResult<AppSettings>;
     /// Renames an app ([`StoreError::NotFound`] for an unknown app).
     async fn rename_app(&self, app_id: u64, name: &str) -> StoreResult<App>;
-    /// Gives an app a fresh random appSecret; the old one stops working at once.
-    async fn rotate_app_secret(&self, app_id: u64) -> StoreResult<App>;
+    /// Gives an app a fresh random appSecret; the old one stops working at once
+    /// for app calls, and verifies tokens (issued before) until `tokens_until_ms`.
+    async fn rotate_app_secret(&self, app_id: u64, tokens_until_ms: u64) -> StoreResult<App>;
     /// Deletes an app: it is gone at once (no token, no login, no call); its
     /// accounts expire at `now_ms` and its topics are dismissed, so the sweep
     /// kicks their sessions and deletes their data, and its messages are deleted by
@@ -428,6 +435,8 @@ pub(crate) fn new_app(name: &str) -> App {
         app_key,
         app_secret: new_app_secret(),
         created_ms: crate::time::now_ms(),
+        previous_secret: None,
+        previous_secret_until_ms: 0,
     }
 }
 

@@ -84,7 +84,11 @@ impl Topics {
 
     /// The app's member limit: its own, or the server's default.
     pub async fn member_limit(&self, app_id: u64) -> Result<usize, TopicError> {
-        let custom = self.store.app_settings(app_id).await?.topic_member_limit;
+        let custom = self
+            .directory
+            .app_entry(app_id)
+            .await?
+            .and_then(|e| e.settings.topic_member_limit);
         Ok(custom.map_or(self.default_limit, |n| n as usize))
     }
 

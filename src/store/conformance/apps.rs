@@ -15,12 +15,14 @@ pub(super) async fn apps_are_renamed_rotated_and_deleted(store: &dyn Store) {
     let renamed = store.rename_app(app.app_id, "shop").await.unwrap();
     assert_eq!(renamed.name, "shop");
     assert_eq!(renamed.app_secret, app.app_secret);
-    let rotated = store.rotate_app_secret(app.app_id).await.unwrap();
+    let rotated = store.rotate_app_secret(app.app_id, NOW + 5).await.unwrap();
     assert_ne!(rotated.app_secret, app.app_secret);
+    assert_eq!(rotated.previous_secret.as_ref(), Some(&app.app_secret));
+    assert_eq!(rotated.previous_secret_until_ms, NOW + 5);
     assert_eq!(rotated.app_key, app.app_key);
     assert_eq!(store.app(app.app_id).await.unwrap(), Some(rotated.clone()));
     assert!(matches!(
-        store.rotate_app_secret(999).await,
+        store.rotate_app_secret(999, NOW).await,
         Err(StoreError::NotFound(_))
     ));
 

@@ -362,13 +362,15 @@ impl AppStore for MemoryStore {
         Ok(app.clone())
     }
 
-    async fn rotate_app_secret(&self, app_id: u64) -> StoreResult<App> {
+    async fn rotate_app_secret(&self, app_id: u64, tokens_until_ms: u64) -> StoreResult<App> {
         let mut inner = self.inner.lock();
         let app = inner
             .apps
             .get_mut(&app_id)
             .ok_or_else(|| StoreError::NotFound(format!("app {app_id}")))?;
-        app.app_secret = super::new_app_secret();
+        let old = std::mem::replace(&mut app.app_secret, super::new_app_secret());
+        app.previous_secret = Some(old);
+        app.previous_secret_until_ms = tokens_until_ms;
         Ok(app.clone())
     }
 

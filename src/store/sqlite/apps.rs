@@ -5,7 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::{App, AppSettings, StoreError, StoreResult};
 
-const APP_COLUMNS: &str = "app_id, name, app_key, app_secret, created_ms";
+const APP_COLUMNS: &str =
+    "app_id, name, app_key, app_secret, created_ms, previous_secret, previous_secret_until_ms";
 
 fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
     Ok(App {
@@ -14,6 +15,8 @@ fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
         app_key: r.get(2)?,
         app_secret: r.get(3)?,
         created_ms: r.get::<_, i64>(4)? as u64,
+        previous_secret: r.get(5)?,
+        previous_secret_until_ms: r.get::<_, i64>(6)?.max(0) as u64,
     })
 }
 
@@ -104,9 +107,17 @@ pub(super) fn rename(conn: &Connection, app_id: u64, name: &str) -> StoreResult<
     existing(conn, app_id)
 }
 
-pub(super) fn rotate_secret(conn: &Connection, app_id: u64, secret: &str) -> StoreResult<App> {
-    conn.prepare_cached("UPDATE apps SET app_secret = ?2 WHERE app_id = ?1")?
-        .execute(params![app_id as i64, secret])?;
+pub(super) fn rotate_secret(
+    conn: &Connection,
+    app_id: u64,
+    secret: &str,
+    tokens_until_ms: u64,
+) -> StoreResult<App> {
+    conn.prepare_cached(
+        "UPDATE apps SET previous_secret = app_secret, previous_secret_until_ms = ?3, \
+         app_secret = ?2 WHERE app_id = ?1",
+    )?
+    .execute(params![app_id as i64, secret, sql_u64(tokens_until_ms)])?;
     existing(conn, app_id)
 }
 

@@ -303,9 +303,9 @@ impl AppStore for SqliteStore {
             .await
     }
 
-    async fn rotate_app_secret(&self, app_id: u64) -> StoreResult<App> {
+    async fn rotate_app_secret(&self, app_id: u64, tokens_until_ms: u64) -> StoreResult<App> {
         let secret = super::new_app_secret();
-        self.write(move |conn| apps::rotate_secret(conn, app_id, &secret))
+        self.write(move |conn| apps::rotate_secret(conn, app_id, &secret, tokens_until_ms))
             .await
     }
 

@@ -155,6 +155,10 @@ ALTER TABLE apps ADD COLUMN offline_ttl_secs INTEGER;
 ALTER TABLE apps ADD COLUMN backlog_limit INTEGER;
 ALTER TABLE apps ADD COLUMN contacts_window_secs INTEGER;
 ALTER TABLE apps ADD COLUMN send_rate_per_user INTEGER;
+-- The secret before the last rotation verifies tokens issued before it, until
+-- previous_secret_until_ms.
+ALTER TABLE apps ADD COLUMN previous_secret TEXT;
+ALTER TABLE apps ADD COLUMN previous_secret_until_ms INTEGER NOT NULL DEFAULT 0;
 -- Deleted apps whose messages the sweep has not deleted yet.
 CREATE TABLE deleted_apps (app_id INTEGER PRIMARY KEY);
 -- The message-callback outbox: one row per stored message of an app with a
