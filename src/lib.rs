@@ -9,6 +9,7 @@
 
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod blacklist;

@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use base64::Engine;
 use clap::{Parser, Subcommand};
+use courier::admin::remote::{AdminCall, AdminTarget};
+use courier::admin::{AppPatch, SettingsPatch};
 use courier::client::{fetch_token_with, Client, ClientTrust, ConnectOptions, Event};
 use courier::config::ServeArgs;
 use courier::pb::{self, frame::Kind};
-use courier::store::sqlite::{SqliteOptions, SqliteStore};
-use courier::store::{App, AppStore};
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +43,8 @@ enum LogFormat {
 enum Command {
     /// Run the gateway (HTTP API, WebSocket, QUIC) on the embedded store.
     Serve(Box<ServeArgs>),
-    /// Manage apps (tenants) in a data dir.
+    /// Manage apps (tenants) and their settings: through a running gateway's admin
+    /// API (--server, --admin-token) or on a stopped gateway's data dir.
     App {
         #[command(subcommand)]
         command: AppCommand,
@@ -106,43 +107,167 @@ enum Command {
     },
 }
 
+/// Where `courier app` works: a running gateway's admin API, or a data dir.
+#[derive(clap::Args, Clone)]
+struct AdminArgs {
+    /// A running gateway's base URL: the command goes through its admin API
+    /// (with --admin-token). Without it, the command works on --data-dir, which
+    /// must not be in use by a running gateway.
+    #[arg(long, env = "COURIER_ADMIN_URL")]
+    server: Option<String>,
+    /// The gateway's admin_token.
+    #[arg(long, env = "COURIER_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    #[arg(long, env = "COURIER_DATA_DIR", default_value = "courier-data")]
+    data_dir: PathBuf,
+    /// Print the admin API's JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl AdminArgs {
+    fn target(&self) -> anyhow::Result<AdminTarget> {
+        Ok(match &self.server {
+            Some(url) => AdminTarget::Server {
+                url: url.clone(),
+                token: self
+                    .admin_token
+                    .clone()
+                    .context("--server needs --admin-token (or COURIER_ADMIN_TOKEN)")?,
+            },
+            None => AdminTarget::DataDir(self.data_dir.clone()),
+        })
+    }
+}
+
+/// Settings of `courier app create` and `courier app set`; 0 (or "" for the URL)
+/// puts a setting back to the server's default.
+#[derive(clap::Args, Clone, Default)]
+struct SettingsArgs {
+    /// Where message callbacks are POSTed (http:// or https://); "" = none.
+    #[arg(long)]
+    callback_url: Option<String>,
+    /// Lifetime of accounts created from now on, seconds (临时帐号); 0 = forever.
+    #[arg(long)]
+    user_ttl_secs: Option<u64>,
+    /// Largest message payload, bytes (at most the server's max_payload_bytes).
+    #[arg(long)]
+    max_payload_bytes: Option<u32>,
+    /// Members a topic of this app may have.
+    #[arg(long)]
+    topic_member_limit: Option<u32>,
+    /// Offline delivery window at login, seconds.
+    #[arg(long)]
+    offline_ttl_secs: Option<u64>,
+    /// Messages pending at login that are all sent.
+    #[arg(long)]
+    backlog_limit: Option<u32>,
+    /// How long messages stay in history, seconds.
+    #[arg(long)]
+    history_retention_secs: Option<u64>,
+    /// Recent-contacts window, seconds.
+    #[arg(long)]
+    contacts_window_secs: Option<u64>,
+    /// Messages per second one user may send.
+    #[arg(long)]
+    send_rate_per_user: Option<u32>,
+}
+
+impl SettingsArgs {
+    fn patch(&self) -> Option<SettingsPatch> {
+        fn or_default<T: PartialEq + Default + Copy>(v: Option<T>) -> Option<Option<T>> {
+            v.map(|n| (n != T::default()).then_some(n))
+        }
+        let p = SettingsPatch {
+            callback_url: self
+                .callback_url
+                .clone()
+                .map(|u| (!u.is_empty()).then_some(u)),
+            user_ttl_secs: self.user_ttl_secs.map(Some),
+            max_payload_bytes: or_default(self.max_payload_bytes),
+            topic_member_limit: or_default(self.topic_member_limit),
+            offline_ttl_secs: self.offline_ttl_secs.map(Some),
+            backlog_limit: or_default(self.backlog_limit),
+            history_retention_secs: or_default(self.history_retention_secs),
+            contacts_window_secs: or_default(self.contacts_window_secs),
+            send_rate_per_user: or_default(self.send_rate_per_user),
+        };
+        let empty = serde_json::to_value(&p).is_ok_and(|v| v == serde_json::json!({}));
+        (!empty).then_some(p)
+    }
+}
+
 #[derive(Subcommand)]
 enum AppCommand {
     /// Create an app and print its appId/appKey/appSecret.
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long, env = "COURIER_DATA_DIR", default_value = "courier-data")]
-        data_dir: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[command(flatten)]
+        target: AdminArgs,
     },
-    /// Change an app's settings (takes effect at once, also on a running server).
+    /// List apps with their credentials and settings.
+    List {
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Show one app.
+    Get {
+        #[arg(long)]
+        app_id: u64,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Change an app's name or settings (at once on a running gateway).
     Set {
         #[arg(long)]
         app_id: u64,
-        /// Members a topic of this app may have; 0 = the server's default.
         #[arg(long)]
-        topic_member_limit: Option<u32>,
-        /// Lifetime of accounts created from now on, seconds (temporary accounts,
-        /// 临时帐号); 0 = accounts never expire.
-        #[arg(long)]
-        user_ttl_secs: Option<u64>,
-        /// How long this app's messages stay in history, seconds; 0 = the server's
-        /// `history_retention_secs`.
-        #[arg(long)]
-        history_retention_secs: Option<u64>,
-        #[arg(long, env = "COURIER_DATA_DIR", default_value = "courier-data")]
-        data_dir: PathBuf,
+        name: Option<String>,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[command(flatten)]
+        target: AdminArgs,
     },
-    /// List apps with their credentials.
-    List {
-        #[arg(long, env = "COURIER_DATA_DIR", default_value = "courier-data")]
-        data_dir: PathBuf,
-        /// Print JSON.
+    /// Give an app a new appSecret (tokens issued before keep working until they expire).
+    RotateSecret {
         #[arg(long)]
-        json: bool,
+        app_id: u64,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Delete an app: its tokens, sessions, accounts, topics and messages go.
+    Delete {
+        #[arg(long)]
+        app_id: u64,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Show an app's pending and failed message callbacks (--failed lists them).
+    Callbacks {
+        #[arg(long)]
+        app_id: u64,
+        /// List the failed callbacks (sequence, type, attempts, last error).
+        #[arg(long)]
+        failed: bool,
+        /// With --failed: list those with a sequence above this.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Send failed callbacks again (all, or those given with --sequence).
+    Replay {
+        #[arg(long)]
+        app_id: u64,
+        #[arg(long = "sequence")]
+        sequences: Vec<u64>,
+        #[command(flatten)]
+        target: AdminArgs,
     },
 }
 
@@ -380,79 +505,115 @@ async fn listen(
 }
 
 async fn app(command: AppCommand) -> anyhow::Result<()> {
-    let print = |app: &App, json: bool| {
-        if json {
-            println!("{}", serde_json::to_string(app).unwrap_or_default());
-        } else {
-            println!(
-                "{}  appId={}  appKey={}  appSecret={}",
-                app.name, app.app_id, app.app_key, app.app_secret
-            );
-        }
-    };
-    match command {
+    let (call, target) = match command {
         AppCommand::Create {
             name,
-            data_dir,
-            json,
+            settings,
+            target,
         } => {
-            let store = SqliteStore::open(&data_dir, SqliteOptions::default())?;
-            let app = store.create_app(&name).await?;
-            store.close();
-            print(&app, json);
+            let patch = AppPatch {
+                name: Some(name),
+                settings: settings.patch(),
+            };
+            (AdminCall::Create(patch), target)
         }
+        AppCommand::List { target } => (AdminCall::List, target),
+        AppCommand::Get { app_id, target } => (AdminCall::Get(app_id), target),
         AppCommand::Set {
             app_id,
-            topic_member_limit,
-            user_ttl_secs,
-            history_retention_secs,
-            data_dir,
+            name,
+            settings,
+            target,
         } => {
-            if topic_member_limit.is_none()
-                && user_ttl_secs.is_none()
-                && history_retention_secs.is_none()
-            {
-                bail!(
-                    "nothing to set: give --topic-member-limit, --user-ttl-secs or --history-retention-secs"
-                );
+            let patch = AppPatch {
+                name,
+                settings: settings.patch(),
+            };
+            if patch.name.is_none() && patch.settings.is_none() {
+                bail!("nothing to set: give --name or a setting (see --help)");
             }
-            let store = SqliteStore::open(&data_dir, SqliteOptions::default())?;
-            if store.app(app_id).await?.is_none() {
-                store.close();
-                bail!("no app {app_id} in {}", data_dir.display());
-            }
-            let mut settings = store.app_settings(app_id).await?;
-            if let Some(limit) = topic_member_limit {
-                settings.topic_member_limit = (limit > 0).then_some(limit);
-            }
-            if let Some(secs) = user_ttl_secs {
-                settings.user_ttl_secs = secs;
-            }
-            if let Some(secs) = history_retention_secs {
-                settings.history_retention_secs = (secs > 0).then_some(secs);
-            }
-            store.set_app_settings(app_id, settings.clone()).await?;
-            store.close();
-            let or_default = |v: Option<String>| v.unwrap_or_else(|| "server default".into());
-            println!(
-                "app {app_id}: topic member limit {}, account lifetime {}, history retention {}",
-                or_default(settings.topic_member_limit.map(|n| n.to_string())),
-                match settings.user_ttl_secs {
-                    0 => "forever".to_owned(),
-                    secs => format!("{secs} s"),
-                },
-                or_default(settings.history_retention_secs.map(|s| format!("{s} s"))),
-            );
+            (AdminCall::Update(app_id, patch), target)
         }
-        AppCommand::List { data_dir, json } => {
-            let store = SqliteStore::open(&data_dir, SqliteOptions::default())?;
-            for app in store.list_apps().await? {
-                print(&app, json);
-            }
-            store.close();
+        AppCommand::RotateSecret { app_id, target } => (AdminCall::RotateSecret(app_id), target),
+        AppCommand::Delete { app_id, target } => (AdminCall::Delete(app_id), target),
+        AppCommand::Callbacks {
+            app_id,
+            failed,
+            after,
+            limit,
+            target,
+        } => {
+            let call = if failed {
+                AdminCall::Failed {
+                    app_id,
+                    after,
+                    limit,
+                }
+            } else {
+                AdminCall::CallbackCounts(app_id)
+            };
+            (call, target)
         }
-    }
+        AppCommand::Replay {
+            app_id,
+            sequences,
+            target,
+        } => {
+            let sequences = (!sequences.is_empty()).then_some(sequences);
+            (AdminCall::Replay { app_id, sequences }, target)
+        }
+    };
+    let data = target.target()?.call(call).await?;
+    print_admin(&data, target.json);
     Ok(())
+}
+
+/// Prints an admin answer: JSON, or one line per app.
+fn print_admin(data: &serde_json::Value, json: bool) {
+    let apps: Vec<&serde_json::Value> = match data {
+        serde_json::Value::Array(items) if items.iter().all(|i| i.get("appKey").is_some()) => {
+            items.iter().collect()
+        }
+        v if v.get("appKey").is_some() => vec![v],
+        _ => Vec::new(),
+    };
+    if json || apps.is_empty() {
+        match data {
+            serde_json::Value::Array(items) if json => {
+                for item in items {
+                    println!("{item}");
+                }
+            }
+            other => println!("{other}"),
+        }
+        return;
+    }
+    for app in apps {
+        let text = |k: &str| match &app[k] {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let settings: Vec<String> = app["settings"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, v)| {
+                        !v.is_null() && !(*k == "userTtlSecs" && v.as_u64() == Some(0))
+                    })
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "{}  appId={}  appKey={}  appSecret={}{}{}",
+            text("name"),
+            text("appId"),
+            text("appKey"),
+            text("appSecret"),
+            if settings.is_empty() { "" } else { "  " },
+            settings.join(" ")
+        );
+    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -141,7 +141,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         store.clone(),
         directory.clone(),
         crate::callbacks::CallbackConfig::from_config(&config)?,
-        outbox_ready,
+        outbox_ready.clone(),
     )?;
     let callbacks_task = tokio::spawn(dispatcher.run(shutdown.clone()));
     let reload_task = tokio::spawn(directory.clone().run_app_reloader(shutdown.clone()));
@@ -180,6 +180,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         ),
         topics,
         blacklists: crate::blacklist::Blacklists::new(store.clone(), config.blacklist_cache),
+        callbacks_ready: outbox_ready,
         next_conn_id: AtomicU64::new(1),
     });
 

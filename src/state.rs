@@ -44,6 +44,8 @@ pub struct AppState {
     pub topics: Topics,
     /// Who blacklisted whom, cached for the send path.
     pub blacklists: Blacklists,
+    /// Wakes the callback dispatcher (new or replayed callbacks).
+    pub callbacks_ready: Arc<tokio::sync::Notify>,
     pub(crate) next_conn_id: AtomicU64,
 }
 

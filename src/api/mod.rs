@@ -12,6 +12,7 @@
 //! handlers (a path or query axum cannot parse, an unknown route) is rewritten into
 //! the envelope by [`envelope_errors`].
 
+pub mod admin;
 pub mod blacklist;
 pub mod caller;
 pub mod contact;
@@ -354,6 +355,26 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     let r = both(r, "/api/contact", get(contact::get));
     let r = both(r, "/api/contact/p2p/session", delete(contact::delete_p2p));
     let r = both(r, "/api/contact/p2t/session", delete(contact::delete_p2t));
+    let admin_routes = axum::Router::new()
+        .route("/admin/apps", get(admin::list).post(admin::create))
+        .route(
+            "/admin/apps/{app_id}",
+            get(admin::get_one)
+                .patch(admin::update)
+                .delete(admin::delete),
+        )
+        .route("/admin/apps/{app_id}/secret", post(admin::rotate_secret))
+        .route(
+            "/admin/apps/{app_id}/callbacks",
+            get(admin::callback_counts),
+        )
+        .route("/admin/apps/{app_id}/callbacks/failed", get(admin::failed))
+        .route("/admin/apps/{app_id}/callbacks/replay", post(admin::replay))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
+    let r = r.merge(admin_routes);
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(envelope_errors))

@@ -49,10 +49,14 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// The admin token of test servers.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub fn test_config(data_dir: PathBuf) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir,
+        admin_token: ADMIN_TOKEN.into(),
         ..Config::default()
     }
 }
@@ -309,6 +313,27 @@ pub enum Auth {
 }
 
 impl TestServer {
+    /// Calls the admin API with the test admin token; returns the HTTP status and
+    /// the JSON body.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{}", self.http(), path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        (status, json)
+    }
+
     /// Calls the REST API; returns the HTTP status and the JSON body.
     pub async fn call(
         &self,

@@ -195,7 +195,7 @@ async fn the_sweep_deletes_history_past_retention_and_nothing_else() {
     assert_eq!((count(pairs[0]).await, count(pairs[1]).await), (0, 0));
 }
 
-/// `courier app set --user-ttl-secs` on the data dir of a running server takes
+/// `courier app set --user-ttl-secs` through a running server's admin API takes
 /// effect at once: the next new account is temporary (it may not create a topic),
 /// and `0` turns it off again.
 #[tokio::test]
@@ -204,8 +204,8 @@ async fn the_cli_sets_the_account_lifetime_of_a_running_server() {
     let set = |secs: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
             .args(["app", "set", "--app-id", &s.app.app_id.to_string()])
-            .args(["--user-ttl-secs", secs, "--data-dir"])
-            .arg(&s.config.data_dir)
+            .args(["--user-ttl-secs", secs, "--server", &s.http()])
+            .args(["--admin-token", ADMIN_TOKEN])
             .output()
             .unwrap();
         assert!(
@@ -224,9 +224,9 @@ async fn the_cli_sets_the_account_lifetime_of_a_running_server() {
             s.call(Method::POST, &path, &auth, Some(body)).await.0
         }
     };
-    assert!(set("600").contains("account lifetime 600 s"));
+    assert!(set("600").contains("userTtlSecs=600"));
     assert_eq!(create("temp").await, 403);
-    assert!(set("0").contains("account lifetime forever"));
+    assert!(!set("0").contains("userTtlSecs"));
     assert_eq!(create("lasting").await, 200);
     assert_eq!(create("temp").await, 403, "still temporary");
 }

@@ -2,6 +2,7 @@
 //! Rust client. One test binary (modules below) keeps CI link time down.
 
 mod abuse;
+mod admin;
 mod bad_input;
 mod blacklist;
 mod common;

@@ -1,0 +1,147 @@
+//! `courier app …`: one admin operation ([`AdminCall`]) run against a running
+//! gateway's admin API, or directly on a stopped gateway's data dir through the
+//! same [`super::Admin`] code. Either way the answer is the admin API's JSON
+//! `data`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use super::{Admin, AppPatch};
+use crate::config::Config;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+/// Where admin calls go.
+#[derive(Debug, Clone)]
+pub enum AdminTarget {
+    /// A running gateway: its base URL and admin token.
+    Server { url: String, token: String },
+    /// A stopped gateway's data dir (settings are checked against the default
+    /// configuration).
+    DataDir(PathBuf),
+}
+
+/// One admin operation.
+#[derive(Debug, Clone)]
+pub enum AdminCall {
+    List,
+    Get(u64),
+    Create(AppPatch),
+    Update(u64, AppPatch),
+    Delete(u64),
+    RotateSecret(u64),
+    CallbackCounts(u64),
+    Failed {
+        app_id: u64,
+        after: u64,
+        limit: usize,
+    },
+    Replay {
+        app_id: u64,
+        sequences: Option<Vec<u64>>,
+    },
+}
+
+impl AdminTarget {
+    /// Runs `call`; returns the answer's `data`.
+    pub async fn call(&self, call: AdminCall) -> anyhow::Result<Value> {
+        match self {
+            AdminTarget::Server { url, token } => over_http(url, token, call).await,
+            AdminTarget::DataDir(dir) => on_data_dir(dir, call).await,
+        }
+    }
+}
+
+async fn over_http(base: &str, token: &str, call: AdminCall) -> anyhow::Result<Value> {
+    use reqwest::Method;
+    let base = base.trim_end_matches('/');
+    let apps = format!("{base}/admin/apps");
+    let (method, url, body) = match call {
+        AdminCall::List => (Method::GET, apps, None),
+        AdminCall::Get(id) => (Method::GET, format!("{apps}/{id}"), None),
+        AdminCall::Create(patch) => (Method::POST, apps, Some(serde_json::to_value(patch)?)),
+        AdminCall::Update(id, patch) => (
+            Method::PATCH,
+            format!("{apps}/{id}"),
+            Some(serde_json::to_value(patch)?),
+        ),
+        AdminCall::Delete(id) => (Method::DELETE, format!("{apps}/{id}"), None),
+        AdminCall::RotateSecret(id) => (Method::POST, format!("{apps}/{id}/secret"), None),
+        AdminCall::CallbackCounts(id) => (Method::GET, format!("{apps}/{id}/callbacks"), None),
+        AdminCall::Failed {
+            app_id,
+            after,
+            limit,
+        } => (
+            Method::GET,
+            format!("{apps}/{app_id}/callbacks/failed?after={after}&limit={limit}"),
+            None,
+        ),
+        AdminCall::Replay { app_id, sequences } => (
+            Method::POST,
+            format!("{apps}/{app_id}/callbacks/replay"),
+            Some(serde_json::json!({ "sequences": sequences })),
+        ),
+    };
+    let mut request = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let envelope: Value = response
+        .json()
+        .await
+        .with_context(|| format!("{url} answered {status} without JSON"))?;
+    if !status.is_success() {
+        let message = envelope["message"].as_str().unwrap_or("error");
+        bail!("{url}: {status}: {message}");
+    }
+    Ok(envelope["data"].clone())
+}
+
+async fn on_data_dir(dir: &std::path::Path, call: AdminCall) -> anyhow::Result<Value> {
+    let store = SqliteStore::open(dir, SqliteOptions::default())
+        .with_context(|| format!("cannot open the data dir {}", dir.display()))?;
+    let config = Config::default();
+    let admin = Admin {
+        store: &store,
+        config: &config,
+    };
+    let now = crate::time::now_ms();
+    let result: anyhow::Result<Value> = async {
+        Ok(match call {
+            AdminCall::List => serde_json::to_value(admin.list().await?)?,
+            AdminCall::Get(id) => serde_json::to_value(admin.get(id).await?)?,
+            AdminCall::Create(patch) => serde_json::to_value(admin.create(patch).await?)?,
+            AdminCall::Update(id, patch) => serde_json::to_value(admin.update(id, patch).await?)?,
+            AdminCall::Delete(id) => {
+                admin.delete(id, now).await?;
+                serde_json::json!({ "appId": id, "deleted": true })
+            }
+            AdminCall::RotateSecret(id) => {
+                serde_json::to_value(admin.rotate_secret(id, now).await?)?
+            }
+            AdminCall::CallbackCounts(id) => {
+                serde_json::to_value(admin.callback_counts(id).await?)?
+            }
+            AdminCall::Failed {
+                app_id,
+                after,
+                limit,
+            } => serde_json::to_value(admin.failed_callbacks(app_id, after, limit).await?)?,
+            AdminCall::Replay { app_id, sequences } => {
+                serde_json::json!({ "replayed": admin.replay(app_id, sequences, now).await? })
+            }
+        })
+    }
+    .await;
+    store.close();
+    result
+}
