@@ -598,7 +598,8 @@ fn print_admin(data: &serde_json::Value, json: bool) {
             .map(|m| {
                 m.iter()
                     .filter(|(k, v)| {
-                        !v.is_null() && !(*k == "userTtlSecs" && v.as_u64() == Some(0))
+                        let forever = *k == "userTtlSecs" && v.as_u64() == Some(0);
+                        !(v.is_null() || forever)
                     })
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect()
