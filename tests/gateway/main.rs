@@ -5,6 +5,7 @@ mod abuse;
 mod admin;
 mod bad_input;
 mod blacklist;
+mod callbacks;
 mod common;
 mod contacts;
 mod crash;
