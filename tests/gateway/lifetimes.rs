@@ -201,12 +201,14 @@ async fn the_sweep_deletes_history_past_retention_and_nothing_else() {
 #[tokio::test]
 async fn the_cli_sets_the_account_lifetime_of_a_running_server() {
     let s = TestServer::start().await;
-    let set = |secs: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+    let set = |secs: &'static str| async {
+        // Not std's blocking wait: the server runs on this test's runtime.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_courier"))
             .args(["app", "set", "--app-id", &s.app.app_id.to_string()])
             .args(["--user-ttl-secs", secs, "--server", &s.http()])
             .args(["--admin-token", ADMIN_TOKEN])
             .output()
+            .await
             .unwrap();
         assert!(
             out.status.success(),
@@ -224,9 +226,9 @@ async fn the_cli_sets_the_account_lifetime_of_a_running_server() {
             s.call(Method::POST, &path, &auth, Some(body)).await.0
         }
     };
-    assert!(set("600").contains("userTtlSecs=600"));
+    assert!(set("600").await.contains("userTtlSecs=600"));
     assert_eq!(create("temp").await, 403);
-    assert!(!set("0").contains("userTtlSecs"));
+    assert!(!set("0").await.contains("userTtlSecs"));
     assert_eq!(create("lasting").await, 200);
     assert_eq!(create("temp").await, 403, "still temporary");
 }

@@ -582,12 +582,11 @@ async fn per_app_member_limit_applies_at_once(t: Transport) {
     let app = s.app.app_id;
     let owner = Auth::App("ann".into());
     let topic_id = create(&s, &owner, "t", "ben").await;
-    let store = s.server.as_ref().unwrap().state.store.clone();
-    let settings = courier::store::AppSettings {
-        topic_member_limit: Some(3),
-        ..Default::default()
-    };
-    store.set_app_settings(app, settings).await.unwrap();
+    let limit = json!({"settings": {"topicMemberLimit": 3}});
+    let (status, _) = s
+        .admin(Method::PATCH, &format!("/admin/apps/{app}"), Some(limit))
+        .await;
+    assert_eq!(status, 200);
     let path = format!("/api/topic/{app}/{topic_id}/accounts");
     let (status, v) = s
         .call(
