@@ -42,7 +42,7 @@ pub type AdminResult<T> = Result<T, AdminError>;
 
 /// An app as the admin API shows it: credentials and settings (`null` = the
 /// server's default).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppView {
     #[serde(flatten)]
@@ -50,9 +50,9 @@ pub struct AppView {
     pub settings: AppSettings,
 }
 
-/// A change to an app: fields left out stay as they are. In `settings`, a key set
-/// to `null` goes back to the server's default.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// A change to an app (or a new app's name and settings): fields left out stay as
+/// they are; in `settings`, a key set to null goes back to the server's default.
+#[derive(utoipa::ToSchema, Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,9 +61,9 @@ pub struct AppPatch {
     pub settings: Option<SettingsPatch>,
 }
 
-/// A change to an app's settings: `None` = unchanged, `Some(None)` = back to the
-/// default, `Some(Some(v))` = set.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// A change to an app's settings: a key left out is unchanged, a key set to null
+/// goes back to the server's default, a value is set.
+#[derive(utoipa::ToSchema, Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SettingsPatch {
     #[serde(
@@ -132,7 +132,7 @@ where
 }
 
 /// Pending and failed callbacks of an app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallbackCounts {
     pub pending: u64,
@@ -140,7 +140,7 @@ pub struct CallbackCounts {
 }
 
 /// A failed callback as the admin API lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FailedView {
     /// The message's sequence: the callback's delivery id.

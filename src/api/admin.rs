@@ -199,9 +199,9 @@ pub async fn failed(
     Ok(success(list))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ReplayBody {
+pub(crate) struct ReplayBody {
     /// The failed callbacks to replay, by sequence; absent = all.
     #[serde(default)]
     sequences: Option<Vec<u64>>,

@@ -19,8 +19,8 @@ use crate::names;
 use crate::state::AppState;
 use crate::time::now_ms;
 
-#[derive(Deserialize)]
-struct AddBody {
+#[derive(utoipa::ToSchema, Deserialize)]
+pub(crate) struct AddBody {
     #[serde(rename = "blackAccount")]
     black_account: String,
 }

@@ -20,9 +20,9 @@ use crate::sequence::floor_at;
 use crate::state::AppState;
 use crate::store::{Contact, Peer};
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Entry {
+pub(crate) struct Entry {
     user_type: &'static str,
     id: String,
     name: String,
@@ -30,9 +30,9 @@ struct Entry {
     last_message: LastMessage,
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct LastMessage {
+pub(crate) struct LastMessage {
     from_uuid: String,
     from_account: String,
     payload: String,

@@ -69,9 +69,9 @@ fn de_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 }
 
 /// Every field any of the six queries takes; each query checks what it needs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Query {
+pub(crate) struct Query {
     #[serde(default, deserialize_with = "de_number")]
     app_id: Option<i64>,
     #[serde(default, deserialize_with = "de_name")]
@@ -258,9 +258,9 @@ async fn read(
 }
 
 /// One message of a p2p answer (field order as the manual prints it).
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct P2pMessage {
+pub(crate) struct P2pMessage {
     sequence: u64,
     payload: String,
     ts: u64,
@@ -268,9 +268,9 @@ struct P2pMessage {
     to_account: String,
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct P2pAnswer {
+pub(crate) struct P2pAnswer {
     app_id: u64,
     messages: Vec<P2pMessage>,
     row: usize,
@@ -279,9 +279,9 @@ struct P2pAnswer {
 }
 
 /// One message of a topic answer; `toAccount` only where the manual lists it.
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct TopicMessage {
+pub(crate) struct TopicMessage {
     sequence: u64,
     payload: String,
     ts: u64,
@@ -290,9 +290,9 @@ struct TopicMessage {
     to_account: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct TopicAnswer {
+pub(crate) struct TopicAnswer {
     app_id: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     topic_id: Option<u64>,

@@ -17,6 +17,7 @@ pub mod blacklist;
 pub mod caller;
 pub mod contact;
 pub mod history;
+pub mod openapi;
 pub mod push;
 pub mod token;
 pub mod topic;
@@ -231,17 +232,6 @@ pub fn de_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
-fn both(
-    router: axum::Router<Arc<AppState>>,
-    path: &str,
-    handler: MethodRouter<Arc<AppState>>,
-) -> axum::Router<Arc<AppState>> {
-    let trimmed = path.trim_end_matches('/');
-    router
-        .route(trimmed, handler.clone())
-        .route(&format!("{trimmed}/"), handler)
-}
-
 async fn not_found() -> ApiError {
     ApiError::new(404, "no such path")
 }
@@ -296,86 +286,206 @@ async fn track_http(request: axum::extract::Request, next: axum::middleware::Nex
     response
 }
 
-/// All routes.
-pub fn router(state: Arc<AppState>) -> axum::Router {
-    let r = axum::Router::new()
-        .route("/ws", get(crate::transport::ws::upgrade))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text));
+/// One route as registered: an HTTP method and an axum path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub method: &'static str,
+    pub path: String,
+}
+
+/// A router being built, with the list of its routes (which `openapi` must
+/// describe, and a test checks against the real router).
+struct Routes {
+    router: axum::Router<Arc<AppState>>,
+    list: Vec<RouteInfo>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Routes {
+            router: axum::Router::new(),
+            list: Vec::new(),
+        }
+    }
+
+    /// `handler` at `path`, answering `methods`.
+    fn at(
+        mut self,
+        path: &str,
+        methods: &[&'static str],
+        handler: MethodRouter<Arc<AppState>>,
+    ) -> Self {
+        self.record(path, methods);
+        self.router = self.router.route(path, handler);
+        self
+    }
+
+    /// Like [`Routes::at`], and also at `path` with a trailing slash (the manual
+    /// writes both).
+    fn both(
+        mut self,
+        path: &str,
+        methods: &[&'static str],
+        handler: MethodRouter<Arc<AppState>>,
+    ) -> Self {
+        let trimmed = path.trim_end_matches('/');
+        self.record(trimmed, methods);
+        self.router = self
+            .router
+            .route(trimmed, handler.clone())
+            .route(&format!("{trimmed}/"), handler);
+        self
+    }
+
+    fn record(&mut self, path: &str, methods: &[&'static str]) {
+        for &method in methods {
+            self.list.push(RouteInfo {
+                method,
+                path: path.to_owned(),
+            });
+        }
+    }
+}
+
+const GET: &[&str] = &["GET"];
+const POST: &[&str] = &["POST"];
+const DELETE: &[&str] = &["DELETE"];
+
+/// The operation manual's REST API, and the operator's endpoints.
+fn api_routes() -> Routes {
     use axum::routing::{delete, post};
-    let r = both(r, "/api/account/token", post(token::issue));
-    let r = both(r, "/api/topic/{app_id}", post(topic::create));
-    let r = both(r, "/api/topic/{app_id}/account", get(topic::mine));
-    let r = both(
-        r,
-        "/api/topic/{app_id}/{topic_id}",
-        get(topic::get_one)
-            .put(topic::update)
-            .delete(topic::dismiss),
-    );
-    let r = both(
-        r,
-        "/api/topic/{app_id}/{topic_id}/accounts",
-        post(topic::invite).delete(topic::kick),
-    );
-    let r = both(
-        r,
-        "/api/topic/{app_id}/{topic_id}/account",
-        delete(topic::quit),
-    );
-    let r = both(r, "/api/push/p2p", post(push::p2p));
-    let r = both(r, "/api/push/p2p/more", post(push::p2p_more));
-    let r = both(r, "/api/push/p2t", post(push::p2t));
-    let r = both(r, "/api/push/p2t/more", post(push::p2t_more));
-    let r = both(
-        r,
-        "/api/blacklist",
-        post(blacklist::add)
-            .delete(blacklist::remove)
-            .get(blacklist::check),
-    );
     use history::{p2p_route, p2t_route, FormKind};
-    let r = both(r, "/api/msg/p2p/query", p2p_route(FormKind::Time));
-    let r = both(r, "/api/msg/p2p/queryOnTime", p2p_route(FormKind::Time));
-    let r = both(r, "/api/msg/p2p/queryOnCount", p2p_route(FormKind::Count));
-    let r = both(
-        r,
-        "/api/msg/p2p/queryOnSequence",
-        p2p_route(FormKind::Sequence),
-    );
-    let r = both(r, "/api/msg/p2t/query", p2t_route(FormKind::Time));
-    let r = both(r, "/api/msg/p2t/queryOnTime", p2t_route(FormKind::Time));
-    let r = both(r, "/api/msg/p2t/queryOnCount", p2t_route(FormKind::Count));
-    let r = both(
-        r,
-        "/api/msg/p2t/queryOnSequence",
-        p2t_route(FormKind::Sequence),
-    );
-    let r = both(r, "/api/contact", get(contact::get));
-    let r = both(r, "/api/contact/p2p/session", delete(contact::delete_p2p));
-    let r = both(r, "/api/contact/p2t/session", delete(contact::delete_p2t));
-    let admin_routes = axum::Router::new()
-        .route("/admin/apps", get(admin::list).post(admin::create))
-        .route(
+    Routes::new()
+        .at("/ws", GET, get(crate::transport::ws::upgrade))
+        .at("/healthz", GET, get(healthz))
+        .at("/readyz", GET, get(readyz))
+        .at("/metrics", GET, get(metrics_text))
+        .at("/openapi.json", GET, get(openapi::serve))
+        .both("/api/account/token", POST, post(token::issue))
+        .both("/api/topic/{app_id}", POST, post(topic::create))
+        .both("/api/topic/{app_id}/account", GET, get(topic::mine))
+        .both(
+            "/api/topic/{app_id}/{topic_id}",
+            &["GET", "PUT", "DELETE"],
+            get(topic::get_one)
+                .put(topic::update)
+                .delete(topic::dismiss),
+        )
+        .both(
+            "/api/topic/{app_id}/{topic_id}/accounts",
+            &["POST", "DELETE"],
+            post(topic::invite).delete(topic::kick),
+        )
+        .both(
+            "/api/topic/{app_id}/{topic_id}/account",
+            DELETE,
+            delete(topic::quit),
+        )
+        .both("/api/push/p2p", POST, post(push::p2p))
+        .both("/api/push/p2p/more", POST, post(push::p2p_more))
+        .both("/api/push/p2t", POST, post(push::p2t))
+        .both("/api/push/p2t/more", POST, post(push::p2t_more))
+        .both(
+            "/api/blacklist",
+            &["POST", "DELETE", "GET"],
+            post(blacklist::add)
+                .delete(blacklist::remove)
+                .get(blacklist::check),
+        )
+        .both("/api/msg/p2p/query", POST, p2p_route(FormKind::Time))
+        .both("/api/msg/p2p/queryOnTime", POST, p2p_route(FormKind::Time))
+        .both(
+            "/api/msg/p2p/queryOnCount",
+            POST,
+            p2p_route(FormKind::Count),
+        )
+        .both(
+            "/api/msg/p2p/queryOnSequence",
+            POST,
+            p2p_route(FormKind::Sequence),
+        )
+        .both("/api/msg/p2t/query", POST, p2t_route(FormKind::Time))
+        .both("/api/msg/p2t/queryOnTime", POST, p2t_route(FormKind::Time))
+        .both(
+            "/api/msg/p2t/queryOnCount",
+            POST,
+            p2t_route(FormKind::Count),
+        )
+        .both(
+            "/api/msg/p2t/queryOnSequence",
+            POST,
+            p2t_route(FormKind::Sequence),
+        )
+        .both("/api/contact", GET, get(contact::get))
+        .both(
+            "/api/contact/p2p/session",
+            DELETE,
+            delete(contact::delete_p2p),
+        )
+        .both(
+            "/api/contact/p2t/session",
+            DELETE,
+            delete(contact::delete_p2t),
+        )
+}
+
+/// The admin API (behind `admin::require_token`).
+fn admin_routes() -> Routes {
+    use axum::routing::post;
+    Routes::new()
+        .at(
+            "/admin/apps",
+            &["GET", "POST"],
+            get(admin::list).post(admin::create),
+        )
+        .at(
             "/admin/apps/{app_id}",
+            &["GET", "PATCH", "DELETE"],
             get(admin::get_one)
                 .patch(admin::update)
                 .delete(admin::delete),
         )
-        .route("/admin/apps/{app_id}/secret", post(admin::rotate_secret))
-        .route(
+        .at(
+            "/admin/apps/{app_id}/secret",
+            POST,
+            post(admin::rotate_secret),
+        )
+        .at(
             "/admin/apps/{app_id}/callbacks",
+            GET,
             get(admin::callback_counts),
         )
-        .route("/admin/apps/{app_id}/callbacks/failed", get(admin::failed))
-        .route("/admin/apps/{app_id}/callbacks/replay", post(admin::replay))
+        .at(
+            "/admin/apps/{app_id}/callbacks/failed",
+            GET,
+            get(admin::failed),
+        )
+        .at(
+            "/admin/apps/{app_id}/callbacks/replay",
+            POST,
+            post(admin::replay),
+        )
+}
+
+/// Every route the server answers (paths under `/api` also with a trailing slash).
+pub fn route_list() -> Vec<RouteInfo> {
+    let mut list = api_routes().list;
+    list.extend(admin_routes().list);
+    list
+}
+
+/// All routes.
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    let admin = admin_routes()
+        .router
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,
         ));
-    let r = r.merge(admin_routes);
-    r.fallback(not_found)
+    api_routes()
+        .router
+        .merge(admin)
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(envelope_errors))
         .route_layer(axum::middleware::from_fn(track_http))

@@ -31,9 +31,9 @@ use crate::state::AppState;
 use crate::store::App;
 use crate::time::now_ms;
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PushBody {
+pub(crate) struct PushBody {
     #[serde(deserialize_with = "de_id")]
     app_id: u64,
     app_key: String,

@@ -19,9 +19,9 @@ use crate::time::now_ms;
 /// MIMC's channel id, a constant of the protocol.
 pub const MI_CHID: u32 = 9;
 
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TokenRequest {
+pub(crate) struct TokenRequest {
     #[serde(deserialize_with = "de_id")]
     app_id: u64,
     app_key: String,

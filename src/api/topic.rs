@@ -24,9 +24,9 @@ use crate::store::{StoreError, Topic, TopicSummary, TopicUpdate};
 use crate::time::now_ms;
 use crate::topics::TopicError;
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct TopicInfo {
+pub(crate) struct TopicInfo {
     topic_id: u64,
     owner_uuid: u64,
     owner_account: String,
@@ -34,15 +34,15 @@ struct TopicInfo {
     bulletin: String,
 }
 
-#[derive(Serialize)]
-struct MemberJson {
+#[derive(utoipa::ToSchema, Serialize)]
+pub(crate) struct MemberJson {
     uuid: u64,
     account: String,
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct TopicWithMembers {
+pub(crate) struct TopicWithMembers {
     topic_info: TopicInfo,
     members: Vec<MemberJson>,
 }
@@ -82,9 +82,9 @@ fn with_members(t: &Topic) -> Response {
 }
 
 /// `"a,b,c"` as the manual writes it, or a JSON list.
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(untagged)]
-enum Accounts {
+pub(crate) enum Accounts {
     Csv(String),
     List(Vec<String>),
 }
@@ -238,9 +238,9 @@ async fn topic_call(
     Ok((caller, view))
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CreateBody {
+pub(crate) struct CreateBody {
     topic_name: String,
     #[serde(default)]
     accounts: Option<Accounts>,
@@ -303,8 +303,8 @@ pub async fn mine(
     Ok(success(topics.into_iter().map(summary).collect::<Vec<_>>()))
 }
 
-#[derive(Deserialize)]
-struct AccountsBody {
+#[derive(utoipa::ToSchema, Deserialize)]
+pub(crate) struct AccountsBody {
     accounts: Accounts,
 }
 
@@ -395,9 +395,9 @@ pub async fn kick(
     Ok(with_members(&view.topic))
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct UpdateBody {
+pub(crate) struct UpdateBody {
     owner_account: Option<String>,
     topic_name: Option<String>,
     bulletin: Option<String>,

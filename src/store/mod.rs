@@ -43,7 +43,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A tenant and its credentials.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct App {
     pub app_id: u64,
@@ -76,7 +76,7 @@ impl Account {
 
 /// Per-app settings kept in the store (the manual keeps them in its admin console).
 /// `None` = the server's configured default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppSettings {
     /// Where message callbacks are POSTed (http or https); `None` = no callbacks.

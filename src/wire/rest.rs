@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The `data` of the answer, field for field as the manual shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenData {
     pub app_id: u64,

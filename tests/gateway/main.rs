@@ -13,6 +13,7 @@ mod dedup;
 mod history;
 mod lifetimes;
 mod observability;
+mod openapi;
 mod p2p;
 mod push;
 mod sessions;
