@@ -122,7 +122,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         clock.clone(),
     ));
     directory.reload_apps().await?;
-    let outbox_ready = Arc::new(tokio::sync::Notify::new());
+    let outbox = crate::callbacks::OutboxFeed::new();
     let (router, router_task) = Router::start(
         RouterConfig {
             node_id: config.node_id,
@@ -133,7 +133,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         store.clone(),
         hub.clone(),
         directory.clone(),
-        outbox_ready.clone(),
+        outbox.clone(),
         router_stop.clone(),
     )
     .await?;
@@ -141,9 +141,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         store.clone(),
         directory.clone(),
         crate::callbacks::CallbackConfig::from_config(&config)?,
-        outbox_ready.clone(),
+        outbox.clone(),
     )?;
-    let callbacks_task = tokio::spawn(dispatcher.run(shutdown.clone()));
+    let callbacks_thread = crate::callbacks::spawn(dispatcher, shutdown.clone())?;
     let reload_task = tokio::spawn(directory.clone().run_app_reloader(shutdown.clone()));
     if config.admin_token.is_empty() {
         tracing::info!("admin API is off: set admin_token (COURIER_ADMIN_TOKEN) to turn it on");
@@ -180,7 +180,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         ),
         topics,
         blacklists: crate::blacklist::Blacklists::new(store.clone(), config.blacklist_cache),
-        callbacks_ready: outbox_ready,
+        callbacks: outbox,
         next_conn_id: AtomicU64::new(1),
     });
 
@@ -271,7 +271,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         let _ = upkeep_task.await;
         let _ = reload_task.await;
         // Callbacks under way are abandoned; their rows stay pending for next start.
-        let _ = callbacks_task.await;
+        let _ = tokio::task::spawn_blocking(move || callbacks_thread.join()).await;
         router_stop.cancel();
         if let Err(e) = router_task.await {
             tracing::error!(error = %e, "router task failed");

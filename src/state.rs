@@ -44,8 +44,8 @@ pub struct AppState {
     pub topics: Topics,
     /// Who blacklisted whom, cached for the send path.
     pub blacklists: Blacklists,
-    /// Wakes the callback dispatcher (new or replayed callbacks).
-    pub callbacks_ready: Arc<tokio::sync::Notify>,
+    /// Hands callbacks to the dispatcher, or wakes it (replays).
+    pub callbacks: Arc<crate::callbacks::OutboxFeed>,
     pub(crate) next_conn_id: AtomicU64,
 }
 

@@ -6,12 +6,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use courier::client::{fetch_token_with, http_client, Client, ClientTrust, ConnectOptions, Event};
 
-use crate::{LoadArgs, Target, Transport};
+use crate::{Callbacks, LoadArgs, Target, Transport};
 
 /// A gateway under test and how to reach it.
 pub struct Gateway {
@@ -29,6 +30,8 @@ pub struct Gateway {
     options: Vec<ConnectOptions>,
     next: AtomicUsize,
     http_client: reqwest::Client,
+    /// Callbacks the in-process receiver got (`--callbacks receiver`).
+    pub callbacks: Option<Arc<AtomicU64>>,
     child: Option<Child>,
     _dir: Option<TempDir>,
 }
@@ -62,7 +65,7 @@ impl Gateway {
     /// Starts a gateway (or describes the running one given with `--server`) and
     /// prepares connections over `load.transport`.
     pub fn start(t: &Target, load: &LoadArgs) -> anyhow::Result<Gateway> {
-        let (printed, app, child, dir) = match &t.server {
+        let (printed, app, child, dir, callbacks) = match &t.server {
             Some(server) => {
                 let fingerprint = t
                     .cert_fingerprint
@@ -79,11 +82,11 @@ impl Gateway {
                     t.app_key.clone().context("--app-key")?,
                     t.app_secret.clone().context("--app-secret")?,
                 );
-                (printed, app, None, None)
+                (printed, app, None, None, None)
             }
             None => {
-                let (printed, app, child, dir) = spawn(t)?;
-                (printed, app, Some(child), Some(dir))
+                let (printed, app, child, dir, callbacks) = spawn(t)?;
+                (printed, app, Some(child), Some(dir), callbacks)
             }
         };
         let ws = format!("{}/ws", printed.http.replacen("http", "ws", 1));
@@ -122,6 +125,7 @@ impl Gateway {
             transport: load.transport,
             options,
             next: AtomicUsize::new(0),
+            callbacks,
             child,
             _dir: dir,
         })
@@ -215,20 +219,78 @@ fn source_ips(url: &str, count: usize, offset: usize) -> Vec<Option<IpAddr>> {
         .collect()
 }
 
+/// An HTTP receiver answering every POST with 200 at once, counting them. It
+/// stands for the app's back end on another machine: it runs on its own thread at
+/// lower priority (nice 10), so on a shared machine it takes the CPU the gateway
+/// and the load leave rather than competing with them.
+fn callback_receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let url = format!("http://{}/callback", listener.local_addr()?);
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = count.clone();
+    std::thread::Builder::new()
+        .name("callback-receiver".into())
+        .spawn(move || {
+            // SAFETY: gettid has no preconditions; setpriority reads its arguments.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+            }
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let app = axum::Router::new().route(
+                    "/callback",
+                    axum::routing::post(move || {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        async { "ok" }
+                    }),
+                );
+                let _ = axum::serve(listener, app).await;
+            });
+        })?;
+    Ok((url, count))
+}
+
+/// The started gateway, its app, and the callback counter.
+type Spawned = (
+    Printed,
+    (u64, String, String),
+    Child,
+    TempDir,
+    Option<Arc<AtomicU64>>,
+);
+
 /// Starts `courier serve` in a temp dir with one app.
-#[allow(clippy::type_complexity)]
-fn spawn(t: &Target) -> anyhow::Result<(Printed, (u64, String, String), Child, TempDir)> {
+fn spawn(t: &Target) -> anyhow::Result<Spawned> {
     let dir = std::env::temp_dir().join(format!("courier-loadtest-{}", std::process::id()));
     let dir = TempDir(dir);
-    let out = Command::new(&t.courier_bin)
-        .args([
-            "app",
-            "create",
-            "--name",
-            "loadtest",
-            "--json",
-            "--data-dir",
-        ])
+    let (callback_url, callbacks) = match t.callbacks {
+        Callbacks::Off => (None, None),
+        Callbacks::Receiver => {
+            let (url, count) = callback_receiver()?;
+            (Some(url), Some(count))
+        }
+        Callbacks::Dead => {
+            // A port nobody listens on: connections are refused.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            (Some(format!("http://127.0.0.1:{port}/callback")), None)
+        }
+    };
+    let mut create = Command::new(&t.courier_bin);
+    create.args(["app", "create", "--name", "loadtest", "--json"]);
+    if let Some(url) = &callback_url {
+        create.args(["--callback-url", url]);
+    }
+    let out = create
+        .arg("--data-dir")
         .arg(&dir.0)
         .output()
         .with_context(|| {
@@ -286,5 +348,5 @@ fn spawn(t: &Target) -> anyhow::Result<(Printed, (u64, String, String), Child, T
         app["appKey"].as_str().context("appKey")?.to_owned(),
         app["appSecret"].as_str().context("appSecret")?.to_owned(),
     );
-    Ok((printed, app, child, dir))
+    Ok((printed, app, child, dir, callbacks))
 }

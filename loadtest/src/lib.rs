@@ -66,6 +66,18 @@ pub struct Target {
     /// they set it, `--max-connections 19900` is added.
     #[arg(long, global = true, default_value = "", allow_hyphen_values = true)]
     pub server_args: String,
+    /// Message callbacks of the started gateway's app: `off`; `receiver` (an HTTP
+    /// receiver in this process answers 200 at once and counts them); `dead` (the
+    /// callback URL is a closed port: every attempt fails and is retried).
+    #[arg(long, global = true, value_enum, default_value_t = Callbacks::Off)]
+    pub callbacks: Callbacks,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callbacks {
+    Off,
+    Receiver,
+    Dead,
 }
 
 /// How the load connects and reports.

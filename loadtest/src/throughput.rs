@@ -120,7 +120,12 @@ pub async fn p2p(
         }));
     }
 
+    let callbacks_before = gw.callbacks.as_ref().map(|c| c.load(Ordering::Relaxed));
     let (acked_in_window, elapsed) = report::timed(secs, &acked, "acked").await;
+    let callbacks_in_window = gw
+        .callbacks
+        .as_ref()
+        .map(|c| c.load(Ordering::Relaxed) - callbacks_before.unwrap_or(0));
     stop.store(true, Ordering::Relaxed);
     let rss_peak = gw.rss_kib();
     let mut sent = 0;
@@ -142,23 +147,44 @@ pub async fn p2p(
     let delivered = deliveries.seen.load(Ordering::Relaxed);
     let acked = acked.load(Ordering::Relaxed);
     let refused = refused.load(Ordering::Relaxed);
+    // Callbacks: how many arrived while the load ran, and how long the rest took.
+    let (callbacks_per_sec, drain_ms) = match (&gw.callbacks, callbacks_in_window) {
+        (Some(count), Some(in_window)) => {
+            let started = Instant::now();
+            while count.load(Ordering::Relaxed) < acked && started.elapsed() < CALLBACK_DRAIN {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let drained = count.load(Ordering::Relaxed) >= acked;
+            let ms = drained.then(|| started.elapsed().as_millis() as u64);
+            (Some((in_window as f64 / elapsed).round()), ms)
+        }
+        _ => (None, None),
+    };
+    let mut figures = vec![
+        ("acked msgs/s", report::thousands(throughput.round() as u64)),
+        ("sent / acked / delivered", format!("{sent} / {acked} / {delivered}")),
+        ("refused (429)", refused.to_string()),
+        ("latency p50", format!("{:.2} ms", ms(0.5))),
+        ("latency p99", format!("{:.2} ms", ms(0.99))),
+        ("latency p99.9", format!("{:.2} ms", ms(0.999))),
+        ("latency max", format!("{:.2} ms", hist.max() as f64 / 1000.0)),
+        ("server RSS before", report::kib(rss_before)),
+        ("server RSS connected", report::kib(rss_connected)),
+        ("server RSS end", report::kib(rss_peak)),
+    ];
+    if let Some(rate) = callbacks_per_sec {
+        figures.push(("callbacks/s during the run", report::thousands(rate as u64)));
+        figures.push((
+            "callbacks all in after the run",
+            drain_ms.map_or("not within 60 s".into(), |ms| format!("{ms} ms")),
+        ));
+    }
     Ok(Report::figures(
         format!(
             "p2p over {}: {pairs} pairs, window {window}, rate {rate_text}, payload {payload_len} B, {secs} s",
             gw.transport.name()
         ),
-        vec![
-            ("acked msgs/s", report::thousands(throughput.round() as u64)),
-            ("sent / acked / delivered", format!("{sent} / {acked} / {delivered}")),
-            ("refused (429)", refused.to_string()),
-            ("latency p50", format!("{:.2} ms", ms(0.5))),
-            ("latency p99", format!("{:.2} ms", ms(0.99))),
-            ("latency p99.9", format!("{:.2} ms", ms(0.999))),
-            ("latency max", format!("{:.2} ms", hist.max() as f64 / 1000.0)),
-            ("server RSS before", report::kib(rss_before)),
-            ("server RSS connected", report::kib(rss_connected)),
-            ("server RSS end", report::kib(rss_peak)),
-        ],
+        figures,
         serde_json::json!({
             "mode": "p2p", "transport": gw.transport.name(), "pairs": pairs, "window": window,
             "rate": rate, "payload": payload_len, "secs": secs,
@@ -168,9 +194,13 @@ pub async fn p2p(
             "max_ms": hist.max() as f64 / 1000.0,
             "rss_kib_before": rss_before, "rss_kib_connected": rss_connected,
             "rss_kib_end": rss_peak,
+            "callbacks_per_sec": callbacks_per_sec, "callbacks_drain_ms": drain_ms,
         }),
     ))
 }
+
+/// Longest wait for the callbacks of a run to arrive after it.
+const CALLBACK_DRAIN: Duration = Duration::from_secs(60);
 
 /// Payload carrying the sender's clock reading, padded to `len`.
 fn stamped_payload(epoch: Instant, len: usize) -> Bytes {

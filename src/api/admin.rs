@@ -223,7 +223,7 @@ pub async fn replay(
     let n = admin(&state)
         .replay(app_id, req.sequences, state.clock.now_ms())
         .await?;
-    state.callbacks_ready.notify_one();
+    state.callbacks.wake();
     tracing::info!(app_id, replayed = n, "admin: failed callbacks replayed");
     Ok(success(serde_json::json!({ "replayed": n })))
 }

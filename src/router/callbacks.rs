@@ -12,6 +12,7 @@
 //! message once.
 
 use crate::directory::TopicView;
+use crate::store::{AppendOutcome, NewMessage, PendingCallback};
 use crate::fanout::Fanout;
 use crate::hub::Audience;
 use crate::message::Target;
@@ -79,4 +80,37 @@ pub(super) fn plan(
         }
         (Target::Topic { .. }, None) => None,
     }
+}
+
+/// The callbacks of a batch as the dispatcher takes them (before the commit).
+pub(super) fn pending(messages: &[NewMessage], callbacks: &[NewCallback]) -> Vec<(usize, PendingCallback)> {
+    callbacks
+        .iter()
+        .filter_map(|cb| {
+            let m = messages.get(cb.index)?;
+            Some((
+                cb.index,
+                PendingCallback {
+                    seq: m.seq,
+                    app_id: m.envelope.app_id,
+                    kind: cb.kind,
+                    to_accounts: cb.to_accounts.clone(),
+                    attempts: 0,
+                    message: Some(m.clone()),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Those whose message was stored by the commit (a duplicate wrote none).
+pub(super) fn committed(
+    pending: Vec<(usize, PendingCallback)>,
+    outcomes: &[AppendOutcome],
+) -> Vec<PendingCallback> {
+    pending
+        .into_iter()
+        .filter(|(i, _)| outcomes.get(*i) == Some(&AppendOutcome::Stored))
+        .map(|(_, cb)| cb)
+        .collect()
 }

@@ -25,9 +25,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use lru::LruCache;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::callbacks::OutboxFeed;
 use crate::directory::{Directory, TopicLookup, TopicView};
 use crate::fanout::{self, Committed, Fanout};
 use crate::pb::{self, frame::Kind};
@@ -70,7 +71,7 @@ impl Router {
         store: Arc<dyn Store>,
         fanout: Arc<dyn Fanout>,
         directory: Arc<Directory>,
-        outbox_ready: Arc<Notify>,
+        outbox: Arc<OutboxFeed>,
         stop: CancellationToken,
     ) -> Result<(Router, tokio::task::JoinHandle<()>), crate::store::StoreError> {
         let last = store
@@ -84,7 +85,7 @@ impl Router {
             store,
             fanout: fanout_tx,
             presence: fanout,
-            outbox_ready,
+            outbox,
             directory,
             last_seq: last_seq.clone(),
             sequencer: Sequencer::new(config.node_id, last),
@@ -125,8 +126,8 @@ struct CommitLoop {
     fanout: mpsc::Sender<Vec<Committed>>,
     /// Who is online, for the callback kind (`callbacks`).
     presence: Arc<dyn Fanout>,
-    /// Woken after a commit that wrote callbacks.
-    outbox_ready: Arc<Notify>,
+    /// Gets the callbacks of each commit.
+    outbox: Arc<OutboxFeed>,
     directory: Arc<Directory>,
     /// Published copy of the sequencer's last value.
     last_seq: Arc<AtomicU64>,
@@ -200,15 +201,18 @@ impl CommitLoop {
                     }
                     let (plans, to_store, callbacks) = self.plan(&mut batch);
                     let store = self.store.clone();
-                    let outbox_ready = self.outbox_ready.clone();
+                    let outbox = self.outbox.clone();
                     in_flight.push_back(Box::pin(async move {
                         let outcomes = if to_store.is_empty() {
                             Ok(Vec::new())
                         } else if callbacks.is_empty() {
                             store.append(to_store).await
                         } else {
+                            let fresh = callbacks::pending(&to_store, &callbacks);
                             let outcomes = store.append_with_callbacks(to_store, callbacks).await;
-                            outbox_ready.notify_one();
+                            if let Ok(outcomes) = &outcomes {
+                                outbox.offer(callbacks::committed(fresh, outcomes));
+                            }
                             outcomes
                         };
                         (plans, outcomes)
@@ -495,7 +499,7 @@ mod tests {
             store.clone(),
             Arc::new(Hub::new()),
             directory,
-            Arc::new(Notify::new()),
+            OutboxFeed::new(),
             stop.clone(),
         )
         .await
