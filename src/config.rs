@@ -239,7 +239,7 @@ settings! {
         /// Milliseconds a receiver has for one callback: connect, request, status and the read of its answer.
         callback_timeout_ms: u64 = 5000, env "COURIER_CALLBACK_TIMEOUT_MS", range 10 => 600_000;
         /// Callback requests in flight per app: one app's slow receiver never takes another app's.
-        callback_concurrency_per_app: usize = 32, env "COURIER_CALLBACK_CONCURRENCY_PER_APP", range 1 => 4096;
+        callback_concurrency_per_app: usize = 128, env "COURIER_CALLBACK_CONCURRENCY_PER_APP", range 1 => 4096;
         /// Most bytes of a receiver's answer read (a longer answer is dropped with its connection).
         callback_max_response_bytes: usize = 64 * KIB, env "COURIER_CALLBACK_MAX_RESPONSE_BYTES", range 0 => 16 * MIB;
         /// Longest callback URL an app may set, bytes.

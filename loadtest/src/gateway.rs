@@ -220,7 +220,7 @@ fn source_ips(url: &str, count: usize, offset: usize) -> Vec<Option<IpAddr>> {
 }
 
 /// An HTTP receiver answering every POST with 200 at once, counting them. It
-/// stands for the app's back end on another machine: it runs on its own thread at
+/// stands for the app's back end on another machine: it runs on its own threads at
 /// lower priority (nice 10), so on a shared machine it takes the CPU the gateway
 /// and the load leave rather than competing with them.
 fn callback_receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
@@ -232,11 +232,16 @@ fn callback_receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
     std::thread::Builder::new()
         .name("callback-receiver".into())
         .spawn(move || {
-            // SAFETY: gettid has no preconditions; setpriority reads its arguments.
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+            fn lower_priority() {
+                // SAFETY: gettid has no preconditions; setpriority reads its arguments.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                }
             }
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            lower_priority();
+            let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .on_thread_start(lower_priority)
                 .enable_all()
                 .build()
             else {
@@ -280,7 +285,9 @@ fn spawn(t: &Target) -> anyhow::Result<Spawned> {
         }
         Callbacks::Dead => {
             // A port nobody listens on: connections are refused.
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
             (Some(format!("http://127.0.0.1:{port}/callback")), None)
         }
     };

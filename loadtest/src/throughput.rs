@@ -162,12 +162,18 @@ pub async fn p2p(
     };
     let mut figures = vec![
         ("acked msgs/s", report::thousands(throughput.round() as u64)),
-        ("sent / acked / delivered", format!("{sent} / {acked} / {delivered}")),
+        (
+            "sent / acked / delivered",
+            format!("{sent} / {acked} / {delivered}"),
+        ),
         ("refused (429)", refused.to_string()),
         ("latency p50", format!("{:.2} ms", ms(0.5))),
         ("latency p99", format!("{:.2} ms", ms(0.99))),
         ("latency p99.9", format!("{:.2} ms", ms(0.999))),
-        ("latency max", format!("{:.2} ms", hist.max() as f64 / 1000.0)),
+        (
+            "latency max",
+            format!("{:.2} ms", hist.max() as f64 / 1000.0),
+        ),
         ("server RSS before", report::kib(rss_before)),
         ("server RSS connected", report::kib(rss_connected)),
         ("server RSS end", report::kib(rss_peak)),

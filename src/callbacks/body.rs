@@ -84,6 +84,7 @@ mod tests {
             kind,
             to_accounts: to.iter().map(|s| s.to_string()).collect(),
             attempts: 0,
+            batch: None,
             message: Some(Sequenced {
                 seq: 99,
                 ts: 1_700_000_000_123,

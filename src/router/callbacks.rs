@@ -12,10 +12,10 @@
 //! message once.
 
 use crate::directory::TopicView;
-use crate::store::{AppendOutcome, NewMessage, PendingCallback};
 use crate::fanout::Fanout;
 use crate::hub::Audience;
 use crate::message::Target;
+use crate::store::{AppendOutcome, CallbackBatch, NewMessage, PendingCallback};
 use crate::store::{CallbackKind, NewCallback};
 use crate::submission::Submission;
 
@@ -82,8 +82,11 @@ pub(super) fn plan(
     }
 }
 
-/// The callbacks of a batch as the dispatcher takes them (before the commit).
-pub(super) fn pending(messages: &[NewMessage], callbacks: &[NewCallback]) -> Vec<(usize, PendingCallback)> {
+/// The callbacks of a router batch as the dispatcher takes them (before the commit).
+pub(super) fn pending(
+    messages: &[NewMessage],
+    callbacks: &[NewCallback],
+) -> Vec<(usize, PendingCallback)> {
     callbacks
         .iter()
         .filter_map(|cb| {
@@ -96,6 +99,7 @@ pub(super) fn pending(messages: &[NewMessage], callbacks: &[NewCallback]) -> Vec
                     kind: cb.kind,
                     to_accounts: cb.to_accounts.clone(),
                     attempts: 0,
+                    batch: None,
                     message: Some(m.clone()),
                 },
             ))
@@ -103,14 +107,33 @@ pub(super) fn pending(messages: &[NewMessage], callbacks: &[NewCallback]) -> Vec
         .collect()
 }
 
-/// Those whose message was stored by the commit (a duplicate wrote none).
+/// Those whose message the commit stored, in the store's batches: one per app,
+/// keyed by its first callback's sequence.
 pub(super) fn committed(
     pending: Vec<(usize, PendingCallback)>,
     outcomes: &[AppendOutcome],
-) -> Vec<PendingCallback> {
-    pending
-        .into_iter()
-        .filter(|(i, _)| outcomes.get(*i) == Some(&AppendOutcome::Stored))
-        .map(|(_, cb)| cb)
-        .collect()
+) -> Vec<CallbackBatch> {
+    let mut batches: Vec<CallbackBatch> = Vec::new();
+    for (i, mut cb) in pending {
+        if outcomes.get(i) != Some(&AppendOutcome::Stored) {
+            continue;
+        }
+        let batch = match batches.iter_mut().position(|b| b.app_id == cb.app_id) {
+            Some(at) => &mut batches[at],
+            None => {
+                batches.push(CallbackBatch {
+                    batch_id: cb.seq,
+                    app_id: cb.app_id,
+                    size: 0,
+                    callbacks: Vec::new(),
+                });
+                let last = batches.len() - 1;
+                &mut batches[last]
+            }
+        };
+        cb.batch = Some(batch.batch_id);
+        batch.size += 1;
+        batch.callbacks.push(cb);
+    }
+    batches
 }

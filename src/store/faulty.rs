@@ -8,10 +8,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, CallbackOutcome,
-    CallbackStore, Contact, FailedCallback, HistoryRange, HistoryStore, MessageStore, NewCallback,
-    NewMessage, Peer, PendingCallback, Store, StoreError, StoreResult, StoredMessage, SweepPlan,
-    SweepReport, SweepStore, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
+    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, CallbackBatch,
+    CallbackResult, CallbackStore, Contact, FailedCallback, HistoryRange, HistoryStore,
+    MessageStore, NewCallback, NewMessage, Peer, PendingCallback, Store, StoreError, StoreResult,
+    StoredMessage, SweepPlan, SweepReport, SweepStore, TimelineRange, Topic, TopicStore,
+    TopicSummary, TopicUpdate,
 };
 
 /// Which operations fail.
@@ -137,8 +138,23 @@ impl CallbackStore for FaultyStore {
     ) -> StoreResult<Vec<PendingCallback>> {
         self.inner.due_callbacks(app_id, now_ms, limit).await
     }
-    async fn record_callbacks(&self, outcomes: Vec<(u64, CallbackOutcome)>) -> StoreResult<()> {
-        self.inner.record_callbacks(outcomes).await
+    async fn callback_batch_apps(&self) -> StoreResult<Vec<u64>> {
+        self.inner.callback_batch_apps().await
+    }
+    async fn callback_batches(
+        &self,
+        app_id: u64,
+        from: u64,
+        budget: usize,
+    ) -> StoreResult<Vec<CallbackBatch>> {
+        self.inner.callback_batches(app_id, from, budget).await
+    }
+    async fn record_callbacks(
+        &self,
+        results: Vec<CallbackResult>,
+        finished: Vec<u64>,
+    ) -> StoreResult<()> {
+        self.inner.record_callbacks(results, finished).await
     }
     async fn failed_callbacks(
         &self,

@@ -20,7 +20,8 @@ mod outbox;
 pub mod sqlite;
 
 pub use outbox::{
-    CallbackKind, CallbackOutcome, CallbackStore, FailedCallback, NewCallback, PendingCallback,
+    CallbackBatch, CallbackKind, CallbackOutcome, CallbackResult, CallbackStore, FailedCallback,
+    NewCallback, PendingCallback,
 };
 
 use async_trait::async_trait;

@@ -1,9 +1,15 @@
-//! The message-callback outbox (消息回调): one row per stored message of an app
-//! that has a callback URL, written in the same transaction as the message, and
-//! removed once the app's receiver answered 200 (or kept as failed after the last
-//! retry, until replayed). The row is keyed by the message's sequence, which is
-//! also the delivery id a receiver dedups on. The delivery itself is
-//! `crate::callbacks`.
+//! The message-callback outbox (消息回调), in two parts:
+//!
+//! - **batches**: the callbacks of one commit for one app, written as one row in
+//!   the same transaction as their messages (one write per commit, not per
+//!   message), and deleted once every callback in it has an outcome;
+//! - **rows**: one per callback that failed an attempt — its retries, or its
+//!   failure after the last retry (until replayed). A batch's callback that has a
+//!   row is governed by the row.
+//!
+//! A callback is keyed by its message's sequence, which is also the delivery id a
+//! receiver dedups on. A batch is keyed by the sequence of its first callback. The
+//! delivery itself is `crate::callbacks`.
 
 use async_trait::async_trait;
 
@@ -62,8 +68,31 @@ pub struct PendingCallback {
     pub to_accounts: Vec<String>,
     /// Attempts made so far.
     pub attempts: u32,
+    /// The batch it came from (`None`: from its own row, after a failed attempt).
+    pub batch: Option<u64>,
     /// The message (`None` if it is no longer stored: deleted by retention).
     pub message: Option<StoredMessage>,
+}
+
+/// The callbacks of one commit for one app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackBatch {
+    /// The sequence of its first callback.
+    pub batch_id: u64,
+    pub app_id: u64,
+    /// Callbacks written in it (those with a row included).
+    pub size: usize,
+    pub callbacks: Vec<PendingCallback>,
+}
+
+/// The outcome of one attempt, with what its row needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackResult {
+    pub seq: u64,
+    pub app_id: u64,
+    pub kind: CallbackKind,
+    pub to_accounts: Vec<String>,
+    pub outcome: CallbackOutcome,
 }
 
 /// A callback that failed its last retry.
@@ -89,21 +118,37 @@ pub enum CallbackOutcome {
     Failed { now_ms: u64, error: String },
 }
 
-/// The outbox. Rows are written by [`super::MessageStore::append_with_callbacks`].
+/// The outbox. Batches are written by [`super::MessageStore::append_with_callbacks`].
 #[async_trait]
 pub trait CallbackStore: Send + Sync + 'static {
-    /// The first app above `after_app` with pending (not failed) callbacks, and
-    /// the earliest due time among them.
+    /// The first app above `after_app` with pending (not failed) rows, and the
+    /// earliest due time among them.
     async fn next_callback_app(&self, after_app: u64) -> StoreResult<Option<(u64, u64)>>;
-    /// Up to `limit` pending callbacks of `app_id` due at `now_ms`, earliest due first.
+    /// Up to `limit` pending rows of `app_id` due at `now_ms`, earliest due first.
     async fn due_callbacks(
         &self,
         app_id: u64,
         now_ms: u64,
         limit: usize,
     ) -> StoreResult<Vec<PendingCallback>>;
-    /// Records attempts `(seq, outcome)` (one write).
-    async fn record_callbacks(&self, outcomes: Vec<(u64, CallbackOutcome)>) -> StoreResult<()>;
+    /// The apps that have batches.
+    async fn callback_batch_apps(&self) -> StoreResult<Vec<u64>>;
+    /// Batches of `app_id` with `batch_id >= from`, oldest first, until their
+    /// sizes reach `budget` callbacks (at least one batch); a batch lists its
+    /// callbacks that have no row.
+    async fn callback_batches(
+        &self,
+        app_id: u64,
+        from: u64,
+        budget: usize,
+    ) -> StoreResult<Vec<CallbackBatch>>;
+    /// Records attempts (a failed one writes or updates the callback's row, a
+    /// delivered one deletes it) and deletes `finished` batches, in one write.
+    async fn record_callbacks(
+        &self,
+        results: Vec<CallbackResult>,
+        finished: Vec<u64>,
+    ) -> StoreResult<()>;
     /// Failed callbacks of `app_id` with `seq > after_seq`, oldest first, at most `limit`.
     async fn failed_callbacks(
         &self,
@@ -119,6 +164,7 @@ pub trait CallbackStore: Send + Sync + 'static {
         seqs: Option<Vec<u64>>,
         now_ms: u64,
     ) -> StoreResult<usize>;
-    /// (pending, failed) callbacks of `app_id`, or of every app.
+    /// (pending, failed) callbacks of `app_id`, or of every app (pending counts
+    /// every callback of a batch until the batch is finished).
     async fn callback_counts(&self, app_id: Option<u64>) -> StoreResult<(u64, u64)>;
 }

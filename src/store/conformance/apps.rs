@@ -4,7 +4,8 @@
 use super::{msg, NOW};
 use crate::message::Target;
 use crate::store::{
-    AppendOutcome, CallbackKind, CallbackOutcome, NewCallback, Store, StoreError, SweepPlan,
+    AppendOutcome, CallbackKind, CallbackOutcome, CallbackResult, NewCallback, Store, StoreError,
+    SweepPlan,
 };
 
 /// Renaming keeps the credentials; rotating changes only the secret; a deleted app
@@ -79,8 +80,8 @@ pub(super) async fn apps_are_renamed_rotated_and_deleted(store: &dyn Store) {
     assert_eq!(gone, want);
 }
 
-/// A callback is written only with a message that was stored (a duplicate writes
-/// none), is due at once, and comes back with its message.
+/// Callbacks are written as one batch per app with the messages actually stored
+/// (a duplicate writes none), and come back with their messages.
 pub(super) async fn callbacks_are_written_with_their_messages(store: &dyn Store) {
     let base = crate::sequence::floor_at(NOW);
     let a = msg(base + 1, 1, 2, "a");
@@ -104,40 +105,46 @@ pub(super) async fn callbacks_are_written_with_their_messages(store: &dyn Store)
         .await
         .unwrap();
     assert!(out.iter().all(|o| *o == AppendOutcome::Stored));
-    // A retry of `a` (a new sequence, same packet) is a duplicate: no second row.
+    // A retry of `a` (a new sequence, same packet) is a duplicate: no new batch.
     let retry = msg(base + 9, 1, 2, "a");
     store
         .append_with_callbacks(vec![retry], vec![cbs[0].clone()])
         .await
         .unwrap();
     assert_eq!(store.callback_counts(None).await.unwrap(), (2, 0));
+    assert_eq!(store.callback_batch_apps().await.unwrap(), vec![1]);
+    let batches = store.callback_batches(1, 0, 100).await.unwrap();
+    assert_eq!(batches.len(), 1);
+    let batch = &batches[0];
+    assert_eq!((batch.batch_id, batch.size), (base + 1, 2));
+    let cb = &batch.callbacks;
+    assert_eq!(cb.len(), 2);
     assert_eq!(
-        store.next_callback_app(0).await.unwrap().map(|n| n.0),
-        Some(1)
+        (cb[0].seq, cb[0].kind, cb[0].batch),
+        (base + 1, CallbackKind::Normal, Some(base + 1))
     );
-    assert_eq!(store.next_callback_app(1).await.unwrap(), None);
-    let due = store.due_callbacks(1, u64::MAX / 2, 10).await.unwrap();
-    assert_eq!(due.len(), 2);
-    assert_eq!(due[0].seq, base + 1);
-    assert_eq!(due[0].kind, CallbackKind::Normal);
-    assert_eq!(due[0].message.as_ref(), Some(&a));
-    assert_eq!(due[1].kind, CallbackKind::OfflineTopic);
-    assert_eq!(due[1].to_accounts, vec!["u2".to_owned(), "u3".to_owned()]);
+    assert_eq!(cb[0].message.as_ref(), Some(&a));
+    assert_eq!(cb[1].kind, CallbackKind::OfflineTopic);
+    assert_eq!(cb[1].to_accounts, vec!["u2".to_owned(), "u3".to_owned()]);
     assert!(store
-        .due_callbacks(2, u64::MAX / 2, 10)
+        .callback_batches(1, base + 2, 100)
         .await
         .unwrap()
         .is_empty());
+    assert!(store.callback_batches(2, 0, 100).await.unwrap().is_empty());
+    // No callback has failed: no row.
+    assert_eq!(store.next_callback_app(0).await.unwrap(), None);
 }
 
-/// Retries move a callback's due time; a failed one leaves the pending set, is
-/// listed, and comes back due by replay; a delivered one is gone.
+/// A failed attempt gives the callback its own row (retried when due, then
+/// failed, listed and replayed) and takes it out of its batch; a finished batch
+/// is gone.
 pub(super) async fn callbacks_retry_fail_and_replay(store: &dyn Store) {
     let base = crate::sequence::floor_at(NOW);
-    let msgs: Vec<_> = (1..=3)
+    let msgs: Vec<_> = (1..=4)
         .map(|i| msg(base + i, 1, 2, &format!("p{i}")))
         .collect();
-    let cbs = (0..3)
+    let cbs = (0..4)
         .map(|index| NewCallback {
             index,
             kind: CallbackKind::Offline,
@@ -145,27 +152,46 @@ pub(super) async fn callbacks_retry_fail_and_replay(store: &dyn Store) {
         })
         .collect();
     store.append_with_callbacks(msgs, cbs).await.unwrap();
+    let batch = base + 1;
     let far = u64::MAX / 2;
+    let result = |seq: u64, outcome: CallbackOutcome| CallbackResult {
+        seq,
+        app_id: 1,
+        kind: CallbackKind::Offline,
+        to_accounts: vec![],
+        outcome,
+    };
+    let retry = CallbackOutcome::Retry {
+        due_ms: far,
+        error: "HTTP 500".into(),
+    };
     store
-        .record_callbacks(vec![
-            (base + 1, CallbackOutcome::Delivered),
-            (
-                base + 2,
-                CallbackOutcome::Retry {
-                    due_ms: far,
-                    error: "HTTP 500".into(),
-                },
-            ),
-            (
-                base + 3,
-                CallbackOutcome::Failed {
-                    now_ms: NOW,
-                    error: "timed out".into(),
-                },
-            ),
-        ])
+        .record_callbacks(vec![result(base + 2, retry.clone())], vec![])
         .await
         .unwrap();
+    // The batch no longer lists the callback that has a row.
+    let listed = store.callback_batches(1, 0, 100).await.unwrap();
+    let seqs: Vec<u64> = listed[0].callbacks.iter().map(|c| c.seq).collect();
+    assert_eq!(
+        (listed[0].size, seqs),
+        (4, vec![base + 1, base + 3, base + 4])
+    );
+    let failed = CallbackOutcome::Failed {
+        now_ms: NOW,
+        error: "timed out".into(),
+    };
+    store
+        .record_callbacks(
+            vec![
+                result(base + 1, CallbackOutcome::Delivered),
+                result(base + 3, failed),
+                result(base + 4, CallbackOutcome::Delivered),
+            ],
+            vec![batch],
+        )
+        .await
+        .unwrap();
+    assert!(store.callback_batches(1, 0, 100).await.unwrap().is_empty());
     assert_eq!(store.callback_counts(Some(1)).await.unwrap(), (1, 1));
     assert!(store
         .due_callbacks(1, far - 1, 10)
@@ -174,8 +200,20 @@ pub(super) async fn callbacks_retry_fail_and_replay(store: &dyn Store) {
         .is_empty());
     let later = store.due_callbacks(1, far, 10).await.unwrap();
     assert_eq!(later.len(), 1);
-    assert_eq!((later[0].seq, later[0].attempts), (base + 2, 1));
+    assert_eq!(
+        (later[0].seq, later[0].attempts, later[0].batch),
+        (base + 2, 1, None)
+    );
     assert_eq!(store.next_callback_app(0).await.unwrap(), Some((1, far)));
+    // A second failure of the same callback updates its row.
+    store
+        .record_callbacks(vec![result(base + 2, retry)], vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.due_callbacks(1, far, 10).await.unwrap()[0].attempts,
+        2
+    );
 
     let failed = store.failed_callbacks(1, 0, 10).await.unwrap();
     assert_eq!(failed.len(), 1);

@@ -62,8 +62,9 @@ struct Inner {
     topics: HashMap<u64, TopicRow>,
     /// (uuid, topic, from, to): what a member reads of the topic log.
     memberships: Vec<(u64, u64, u64, u64)>,
-    /// The callback outbox, by message sequence.
+    /// The callback outbox: rows by message sequence, batches by batch id.
     callbacks: BTreeMap<u64, outbox::CallbackRow>,
+    callback_batches: BTreeMap<u64, outbox::BatchRow>,
     /// Deleted apps (their messages are past retention).
     deleted_apps: BTreeSet<u64>,
 }
@@ -416,7 +417,7 @@ impl MessageStore for MemoryStore {
             inner.messages.insert(m.seq, m);
             outcomes.push(AppendOutcome::Stored);
         }
-        inner.queue_callbacks(&ids, &outcomes, callbacks, now_ms());
+        inner.queue_callbacks(&ids, &outcomes, callbacks);
         Ok(outcomes)
     }
 

@@ -1,15 +1,17 @@
 //! The in-memory store's callback outbox and app deletion: the same semantics as
 //! the embedded store's (`sqlite/outbox.rs`, `sqlite/apps.rs`).
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 
 use super::{Inner, MemoryStore};
 use crate::store::{
-    AppendOutcome, CallbackKind, CallbackOutcome, CallbackStore, FailedCallback, NewCallback,
-    PendingCallback, StoreError, StoreResult,
+    AppendOutcome, CallbackBatch, CallbackKind, CallbackOutcome, CallbackResult, CallbackStore,
+    FailedCallback, NewCallback, PendingCallback, StoreError, StoreResult,
 };
 
-/// One outbox row.
+/// One callback's row (after a failed attempt).
 #[derive(Debug, Clone)]
 pub(super) struct CallbackRow {
     app_id: u64,
@@ -22,30 +24,33 @@ pub(super) struct CallbackRow {
     last_error: String,
 }
 
+/// One batch: its app and `(seq, kind, toAccounts)` entries.
+pub(super) type BatchRow = (u64, Vec<(u64, CallbackKind, Vec<String>)>);
+
 impl Inner {
-    /// Queues the callbacks of the messages (`ids[i]` = (seq, app)) that were stored.
+    /// Writes one batch per app of the callbacks whose message (`ids[i]` = (seq,
+    /// app)) was stored.
     pub(super) fn queue_callbacks(
         &mut self,
         ids: &[(u64, u64)],
         outcomes: &[AppendOutcome],
         callbacks: Vec<NewCallback>,
-        now_ms: u64,
     ) {
+        let mut batches: BTreeMap<u64, (u64, Vec<(u64, CallbackKind, Vec<String>)>)> =
+            BTreeMap::new();
         for cb in callbacks {
             let (Some(&(seq, app_id)), Some(AppendOutcome::Stored)) =
                 (ids.get(cb.index), outcomes.get(cb.index))
             else {
                 continue;
             };
-            self.callbacks.entry(seq).or_insert(CallbackRow {
-                app_id,
-                kind: cb.kind,
-                to_accounts: cb.to_accounts,
-                attempts: 0,
-                due_ms: now_ms,
-                failed_ms: 0,
-                last_error: String::new(),
-            });
+            let batch = batches.entry(app_id).or_insert_with(|| (seq, Vec::new()));
+            batch.1.push((seq, cb.kind, cb.to_accounts));
+        }
+        for (app_id, (batch_id, entries)) in batches {
+            self.callback_batches
+                .entry(batch_id)
+                .or_insert((app_id, entries));
         }
     }
 
@@ -73,6 +78,7 @@ impl Inner {
             }
         }
         self.callbacks.retain(|_, row| row.app_id != app_id);
+        self.callback_batches.retain(|_, (app, _)| *app != app_id);
         Ok(())
     }
 }
@@ -114,34 +120,90 @@ impl CallbackStore for MemoryStore {
                     kind: r.kind,
                     to_accounts: r.to_accounts.clone(),
                     attempts: r.attempts,
+                    batch: None,
                     message: inner.messages.get(&seq).cloned(),
                 })
             })
             .collect())
     }
 
-    async fn record_callbacks(&self, outcomes: Vec<(u64, CallbackOutcome)>) -> StoreResult<()> {
+    async fn callback_batch_apps(&self) -> StoreResult<Vec<u64>> {
+        let inner = self.inner.lock();
+        let mut apps: Vec<u64> = inner.callback_batches.values().map(|(a, _)| *a).collect();
+        apps.sort_unstable();
+        apps.dedup();
+        Ok(apps)
+    }
+
+    async fn callback_batches(
+        &self,
+        app_id: u64,
+        from: u64,
+        budget: usize,
+    ) -> StoreResult<Vec<CallbackBatch>> {
+        let inner = self.inner.lock();
+        let mut taken = 0;
+        Ok(inner
+            .callback_batches
+            .range(from..)
+            .filter(|(_, (app, _))| *app == app_id)
+            .take_while(|(_, (_, entries))| {
+                let more = taken < budget.max(1);
+                taken += entries.len().max(1);
+                more
+            })
+            .map(|(&batch_id, (_, entries))| CallbackBatch {
+                batch_id,
+                app_id,
+                size: entries.len(),
+                callbacks: entries
+                    .iter()
+                    .filter(|(seq, _, _)| !inner.callbacks.contains_key(seq))
+                    .map(|(seq, kind, to)| PendingCallback {
+                        seq: *seq,
+                        app_id,
+                        kind: *kind,
+                        to_accounts: to.clone(),
+                        attempts: 0,
+                        batch: Some(batch_id),
+                        message: inner.messages.get(seq).cloned(),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn record_callbacks(
+        &self,
+        results: Vec<CallbackResult>,
+        finished: Vec<u64>,
+    ) -> StoreResult<()> {
         let mut inner = self.inner.lock();
-        for (seq, outcome) in outcomes {
-            match outcome {
+        for r in results {
+            let (due_ms, failed_ms, error) = match r.outcome {
                 CallbackOutcome::Delivered => {
-                    inner.callbacks.remove(&seq);
+                    inner.callbacks.remove(&r.seq);
+                    continue;
                 }
-                CallbackOutcome::Retry { due_ms, error } => {
-                    if let Some(r) = inner.callbacks.get_mut(&seq) {
-                        r.attempts += 1;
-                        r.due_ms = due_ms;
-                        r.last_error = error;
-                    }
-                }
-                CallbackOutcome::Failed { now_ms, error } => {
-                    if let Some(r) = inner.callbacks.get_mut(&seq) {
-                        r.attempts += 1;
-                        r.failed_ms = now_ms.max(1);
-                        r.last_error = error;
-                    }
-                }
-            }
+                CallbackOutcome::Retry { due_ms, error } => (due_ms, 0, error),
+                CallbackOutcome::Failed { now_ms, error } => (now_ms, now_ms.max(1), error),
+            };
+            let row = inner.callbacks.entry(r.seq).or_insert(CallbackRow {
+                app_id: r.app_id,
+                kind: r.kind,
+                to_accounts: r.to_accounts,
+                attempts: 0,
+                due_ms,
+                failed_ms: 0,
+                last_error: String::new(),
+            });
+            row.attempts += 1;
+            row.due_ms = due_ms;
+            row.failed_ms = failed_ms;
+            row.last_error = error;
+        }
+        for batch in finished {
+            inner.callback_batches.remove(&batch);
         }
         Ok(())
     }
@@ -191,15 +253,18 @@ impl CallbackStore for MemoryStore {
 
     async fn callback_counts(&self, app_id: Option<u64>) -> StoreResult<(u64, u64)> {
         let inner = self.inner.lock();
+        let mine = |app: u64| app_id.is_none_or(|a| a == app);
         let mut counts = (0, 0);
-        for r in inner.callbacks.values() {
-            if app_id.is_some_and(|a| a != r.app_id) {
-                continue;
-            }
+        for r in inner.callbacks.values().filter(|r| mine(r.app_id)) {
             if r.failed_ms == 0 {
                 counts.0 += 1;
             } else {
                 counts.1 += 1;
+            }
+        }
+        for (app, entries) in inner.callback_batches.values() {
+            if mine(*app) {
+                counts.0 += entries.len() as u64;
             }
         }
         Ok(counts)

@@ -147,5 +147,7 @@ pub(super) fn delete(conn: &Connection, app_id: u64, now_ms: u64) -> StoreResult
     .execute([id])?;
     conn.prepare_cached("DELETE FROM callbacks WHERE app_id = ?1")?
         .execute([id])?;
+    conn.prepare_cached("DELETE FROM callback_batches WHERE app_id = ?1")?
+        .execute([id])?;
     Ok(())
 }

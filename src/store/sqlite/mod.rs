@@ -17,10 +17,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
-    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, CallbackOutcome,
-    CallbackStore, Contact, FailedCallback, HistoryRange, HistoryStore, MessageStore, NewCallback,
-    NewMessage, Peer, PendingCallback, Store, StoreError, StoreResult, StoredMessage, SweepPlan,
-    SweepReport, SweepStore, TimelineRange, Topic, TopicStore, TopicSummary, TopicUpdate,
+    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, CallbackBatch,
+    CallbackResult, CallbackStore, Contact, FailedCallback, HistoryRange, HistoryStore,
+    MessageStore, NewCallback, NewMessage, Peer, PendingCallback, Store, StoreError, StoreResult,
+    StoredMessage, SweepPlan, SweepReport, SweepStore, TimelineRange, Topic, TopicStore,
+    TopicSummary, TopicUpdate,
 };
 use crate::time::now_ms;
 
@@ -332,8 +333,26 @@ impl CallbackStore for SqliteStore {
             .await
     }
 
-    async fn record_callbacks(&self, outcomes: Vec<(u64, CallbackOutcome)>) -> StoreResult<()> {
-        self.write(move |conn| outbox::record(conn, &outcomes))
+    async fn callback_batch_apps(&self) -> StoreResult<Vec<u64>> {
+        self.read(outbox::batch_apps).await
+    }
+
+    async fn callback_batches(
+        &self,
+        app_id: u64,
+        from: u64,
+        budget: usize,
+    ) -> StoreResult<Vec<CallbackBatch>> {
+        self.read(move |conn| outbox::batches(conn, app_id, from, budget))
+            .await
+    }
+
+    async fn record_callbacks(
+        &self,
+        results: Vec<CallbackResult>,
+        finished: Vec<u64>,
+    ) -> StoreResult<()> {
+        self.write(move |conn| outbox::record(conn, &results, &finished))
             .await
     }
 
@@ -401,11 +420,7 @@ impl MessageStore for SqliteStore {
         self.write(move |conn| {
             let outcomes = append_in(conn, &messages)?;
             if !callbacks.is_empty() {
-                let stored: Vec<bool> = outcomes
-                    .iter()
-                    .map(|o| *o == AppendOutcome::Stored)
-                    .collect();
-                outbox::insert(conn, &messages, &stored, &callbacks, now_ms())?;
+                outbox::insert(conn, &messages, &outcomes, &callbacks)?;
             }
             Ok(outcomes)
         })

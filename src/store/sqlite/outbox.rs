@@ -1,51 +1,126 @@
-//! The callback outbox of the embedded store: table `callbacks`, one row per
-//! message (keyed by its sequence), pending while `failed_ms = 0`.
+//! The callback outbox of the embedded store: `callback_batches` (one row per
+//! commit and app, written with the messages) and `callbacks` (one row per
+//! callback that failed an attempt: pending while `failed_ms = 0`).
 
-use rusqlite::{params, Connection};
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::messages::{row_to_message, sql_seq, MESSAGE_COLUMNS};
-use crate::store::{CallbackKind, CallbackOutcome, FailedCallback, NewCallback, PendingCallback};
-use crate::store::{NewMessage, StoreResult};
+use crate::store::{
+    AppendOutcome, CallbackBatch, CallbackKind, CallbackOutcome, CallbackResult, FailedCallback,
+    NewCallback, NewMessage, PendingCallback, StoreResult, StoredMessage,
+};
 
 /// `toAccounts` are stored joined by a newline (names hold no control characters).
-const SEPARATOR: char = '\n';
+const SEPARATOR: &str = "\n";
 
-fn split(text: String) -> Vec<String> {
+fn split(text: &str) -> Vec<String> {
     if text.is_empty() {
         return Vec::new();
     }
     text.split(SEPARATOR).map(str::to_owned).collect()
 }
 
-/// Writes the callbacks of the messages `stored[i]` says were stored.
+fn message(conn: &Connection, seq: u64) -> StoreResult<Option<StoredMessage>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.seq = ?1"
+        ))?
+        .query_row([sql_seq(seq)], row_to_message)
+        .optional()?)
+}
+
+/// Writes one batch per app of the callbacks whose message was stored.
 pub(super) fn insert(
     conn: &Connection,
     messages: &[NewMessage],
-    stored: &[bool],
+    outcomes: &[AppendOutcome],
     callbacks: &[NewCallback],
-    now_ms: u64,
 ) -> StoreResult<()> {
-    if callbacks.is_empty() {
-        return Ok(());
-    }
-    let mut insert = conn.prepare_cached(
-        "INSERT OR IGNORE INTO callbacks (seq, app_id, kind, to_accounts, due_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
+    let mut batches: BTreeMap<u64, (u64, Vec<serde_json::Value>)> = BTreeMap::new();
     for cb in callbacks {
-        let (Some(m), Some(true)) = (messages.get(cb.index), stored.get(cb.index).copied()) else {
+        let (Some(m), Some(AppendOutcome::Stored)) =
+            (messages.get(cb.index), outcomes.get(cb.index))
+        else {
             continue;
         };
-        let to = cb.to_accounts.join(&SEPARATOR.to_string());
-        insert.execute(params![
-            sql_seq(m.seq),
-            m.envelope.app_id as i64,
-            cb.kind as i64,
-            to,
-            now_ms as i64
-        ])?;
+        let batch = batches
+            .entry(m.envelope.app_id)
+            .or_insert_with(|| (m.seq, Vec::new()));
+        let to = cb.to_accounts.join(SEPARATOR);
+        batch.1.push(serde_json::json!([m.seq, cb.kind as u8, to]));
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO callback_batches (batch_id, app_id, size, entries) \
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (app_id, (batch_id, entries)) in batches {
+        let size = entries.len() as i64;
+        let text = serde_json::Value::Array(entries).to_string();
+        insert.execute(params![sql_seq(batch_id), app_id as i64, size, text])?;
     }
     Ok(())
+}
+
+pub(super) fn batch_apps(conn: &Connection) -> StoreResult<Vec<u64>> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT app_id FROM callback_batches")?;
+    let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+    Ok(rows
+        .map(|r| r.map(|a| a as u64))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn batches(
+    conn: &Connection,
+    app_id: u64,
+    from: u64,
+    budget: usize,
+) -> StoreResult<Vec<CallbackBatch>> {
+    let mut rows = Vec::new();
+    let mut taken = 0;
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT batch_id, size, entries FROM callback_batches \
+             WHERE app_id = ?1 AND batch_id >= ?2 ORDER BY batch_id",
+        )?;
+        let mut found = stmt.query(params![app_id as i64, sql_seq(from)])?;
+        while taken < budget.max(1) {
+            let Some(r) = found.next()? else {
+                break;
+            };
+            let size = r.get::<_, i64>(1)?.max(0) as usize;
+            taken += size.max(1);
+            rows.push((r.get::<_, i64>(0)? as u64, size, r.get::<_, String>(2)?));
+        }
+    }
+    let mut has_row = conn.prepare_cached("SELECT 1 FROM callbacks WHERE seq = ?1")?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (batch_id, size, text) in rows {
+        let entries: Vec<(u64, u8, String)> = serde_json::from_str(&text).unwrap_or_default();
+        let mut callbacks = Vec::with_capacity(entries.len());
+        for (seq, kind, to) in entries {
+            if has_row.exists([sql_seq(seq)])? {
+                continue;
+            }
+            callbacks.push(PendingCallback {
+                seq,
+                app_id,
+                kind: CallbackKind::from_code(i64::from(kind)),
+                to_accounts: split(&to),
+                attempts: 0,
+                batch: Some(batch_id),
+                message: message(conn, seq)?,
+            });
+        }
+        out.push(CallbackBatch {
+            batch_id,
+            app_id,
+            size,
+            callbacks,
+        });
+    }
+    Ok(out)
 }
 
 pub(super) fn next_app(conn: &Connection, after_app: u64) -> StoreResult<Option<(u64, u64)>> {
@@ -83,44 +158,57 @@ pub(super) fn due(
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut message = conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.seq = ?1"
-    ))?;
     let mut out = Vec::with_capacity(rows.len());
     for (seq, kind, to, attempts) in rows {
-        let mut found = message.query_map([sql_seq(seq)], row_to_message)?;
-        let message = found.next().transpose()?;
         out.push(PendingCallback {
             seq,
             app_id,
             kind: CallbackKind::from_code(kind),
-            to_accounts: split(to),
+            to_accounts: split(&to),
             attempts: attempts.clamp(0, i64::from(u32::MAX)) as u32,
-            message,
+            batch: None,
+            message: message(conn, seq)?,
         });
     }
     Ok(out)
 }
 
-pub(super) fn record(conn: &Connection, outcomes: &[(u64, CallbackOutcome)]) -> StoreResult<()> {
+pub(super) fn record(
+    conn: &Connection,
+    results: &[CallbackResult],
+    finished: &[u64],
+) -> StoreResult<()> {
     let mut delete = conn.prepare_cached("DELETE FROM callbacks WHERE seq = ?1")?;
-    let mut retry = conn.prepare_cached(
-        "UPDATE callbacks SET attempts = attempts + 1, due_ms = ?2, last_error = ?3 WHERE seq = ?1",
+    // A first failure creates the row; later ones update it.
+    let mut failed = conn.prepare_cached(
+        "INSERT INTO callbacks (seq, app_id, kind, to_accounts, attempts, due_ms, failed_ms, last_error) \
+         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7) \
+         ON CONFLICT (seq) DO UPDATE SET attempts = attempts + 1, due_ms = excluded.due_ms, \
+         failed_ms = excluded.failed_ms, last_error = excluded.last_error",
     )?;
-    let mut fail = conn.prepare_cached(
-        "UPDATE callbacks SET attempts = attempts + 1, failed_ms = ?2, last_error = ?3 WHERE seq = ?1",
-    )?;
-    for (seq, outcome) in outcomes {
-        let seq = sql_seq(*seq);
-        match outcome {
-            CallbackOutcome::Delivered => delete.execute([seq])?,
-            CallbackOutcome::Retry { due_ms, error } => {
-                retry.execute(params![seq, sql_seq(*due_ms), error])?
+    for r in results {
+        let seq = sql_seq(r.seq);
+        let (due_ms, failed_ms, error) = match &r.outcome {
+            CallbackOutcome::Delivered => {
+                delete.execute([seq])?;
+                continue;
             }
-            CallbackOutcome::Failed { now_ms, error } => {
-                fail.execute(params![seq, sql_seq((*now_ms).max(1)), error])?
-            }
+            CallbackOutcome::Retry { due_ms, error } => (*due_ms, 0, error),
+            CallbackOutcome::Failed { now_ms, error } => (*now_ms, (*now_ms).max(1), error),
         };
+        failed.execute(params![
+            seq,
+            r.app_id as i64,
+            r.kind as i64,
+            r.to_accounts.join(SEPARATOR),
+            sql_seq(due_ms),
+            sql_seq(failed_ms),
+            error
+        ])?;
+    }
+    let mut finish = conn.prepare_cached("DELETE FROM callback_batches WHERE batch_id = ?1")?;
+    for &batch in finished {
+        finish.execute([sql_seq(batch)])?;
     }
     Ok(())
 }
@@ -180,28 +268,21 @@ pub(super) fn replay(
 }
 
 pub(super) fn counts(conn: &Connection, app_id: Option<u64>) -> StoreResult<(u64, u64)> {
-    let count = |sql: &str, app: Option<i64>| -> StoreResult<u64> {
-        let mut stmt = conn.prepare_cached(sql)?;
-        let n: i64 = match app {
-            Some(a) => stmt.query_row([a], |r| r.get(0))?,
-            None => stmt.query_row([], |r| r.get(0))?,
-        };
+    let (filter, app) = match app_id {
+        Some(app) => ("AND app_id = ?1", app as i64),
+        None => ("AND ?1 = ?1", 0),
+    };
+    let count = |sql: String| -> StoreResult<u64> {
+        let n: i64 = conn.prepare_cached(&sql)?.query_row([app], |r| r.get(0))?;
         Ok(n.max(0) as u64)
     };
-    Ok(match app_id {
-        Some(app) => (
-            count(
-                "SELECT count(*) FROM callbacks WHERE failed_ms = 0 AND app_id = ?1",
-                Some(app as i64),
-            )?,
-            count(
-                "SELECT count(*) FROM callbacks WHERE failed_ms > 0 AND app_id = ?1",
-                Some(app as i64),
-            )?,
-        ),
-        None => (
-            count("SELECT count(*) FROM callbacks WHERE failed_ms = 0", None)?,
-            count("SELECT count(*) FROM callbacks WHERE failed_ms > 0", None)?,
-        ),
-    })
+    let pending = count(format!(
+        "SELECT count(*) FROM callbacks WHERE failed_ms = 0 {filter}"
+    ))? + count(format!(
+        "SELECT coalesce(sum(size), 0) FROM callback_batches WHERE 1 {filter}"
+    ))?;
+    let failed = count(format!(
+        "SELECT count(*) FROM callbacks WHERE failed_ms > 0 {filter}"
+    ))?;
+    Ok((pending, failed))
 }

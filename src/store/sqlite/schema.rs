@@ -161,10 +161,19 @@ ALTER TABLE apps ADD COLUMN previous_secret TEXT;
 ALTER TABLE apps ADD COLUMN previous_secret_until_ms INTEGER NOT NULL DEFAULT 0;
 -- Deleted apps whose messages the sweep has not deleted yet.
 CREATE TABLE deleted_apps (app_id INTEGER PRIMARY KEY);
--- The message-callback outbox: one row per stored message of an app with a
--- callback URL, written in the message's transaction; deleted once delivered.
--- failed_ms = 0: pending (due at due_ms); > 0: gave up then, until replayed.
--- to_accounts: a topic callback's toAccounts, joined by newlines.
+-- The message-callback outbox. callback_batches: the callbacks of one commit
+-- for one app, written in the messages' transaction (batch_id = the first
+-- callback's seq; entries = JSON [[seq, kind, "toAccounts joined by newlines"]]),
+-- deleted once each has an outcome. callbacks: one row per callback that failed
+-- an attempt (it then governs that callback); failed_ms = 0: pending (due at
+-- due_ms); > 0: gave up then, until replayed.
+CREATE TABLE callback_batches (
+    batch_id INTEGER PRIMARY KEY,
+    app_id   INTEGER NOT NULL,
+    size     INTEGER NOT NULL,
+    entries  TEXT    NOT NULL
+);
+CREATE INDEX callback_batches_by_app ON callback_batches (app_id, batch_id);
 CREATE TABLE callbacks (
     seq         INTEGER PRIMARY KEY,
     app_id      INTEGER NOT NULL,
