@@ -36,8 +36,8 @@ impl Inner {
         outcomes: &[AppendOutcome],
         callbacks: Vec<NewCallback>,
     ) {
-        let mut batches: BTreeMap<u64, (u64, Vec<(u64, CallbackKind, Vec<String>)>)> =
-            BTreeMap::new();
+        // app → (batch id, entries)
+        let mut batches: BTreeMap<u64, BatchRow> = BTreeMap::new();
         for cb in callbacks {
             let (Some(&(seq, app_id)), Some(AppendOutcome::Stored)) =
                 (ids.get(cb.index), outcomes.get(cb.index))
