@@ -141,6 +141,19 @@ impl Gateway {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// CPU time the server process has used (user + system), in microseconds
+    /// (only for a server this tool started).
+    pub fn cpu_us(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces): utime is the 12th
+        // and stime the 13th of them, in clock ticks (100 per second on Linux).
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks * 10_000)
+    }
+
     /// A token for `account`.
     pub async fn token(&self, account: &str) -> anyhow::Result<String> {
         Ok(fetch_token_with(

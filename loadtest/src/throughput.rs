@@ -121,7 +121,15 @@ pub async fn p2p(
     }
 
     let callbacks_before = gw.callbacks.as_ref().map(|c| c.load(Ordering::Relaxed));
+    let cpu_before = gw.cpu_us();
     let (acked_in_window, elapsed) = report::timed(secs, &acked, "acked").await;
+    // Server CPU per message acked in the window (callbacks sent meanwhile included).
+    let cpu_us_per_msg = match (cpu_before, gw.cpu_us()) {
+        (Some(a), Some(b)) if acked_in_window > 0 => {
+            Some(((b - a) as f64 / acked_in_window as f64 * 100.0).round() / 100.0)
+        }
+        _ => None,
+    };
     let callbacks_in_window = gw
         .callbacks
         .as_ref()
@@ -178,6 +186,9 @@ pub async fn p2p(
         ("server RSS connected", report::kib(rss_connected)),
         ("server RSS end", report::kib(rss_peak)),
     ];
+    if let Some(cpu) = cpu_us_per_msg {
+        figures.push(("server CPU per acked msg", format!("{cpu:.2} µs")));
+    }
     if let Some(rate) = callbacks_per_sec {
         figures.push(("callbacks/s during the run", report::thousands(rate as u64)));
         figures.push((
@@ -201,6 +212,7 @@ pub async fn p2p(
             "rss_kib_before": rss_before, "rss_kib_connected": rss_connected,
             "rss_kib_end": rss_peak,
             "callbacks_per_sec": callbacks_per_sec, "callbacks_drain_ms": drain_ms,
+            "server_cpu_us_per_msg": cpu_us_per_msg,
         }),
     ))
 }

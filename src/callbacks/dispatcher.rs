@@ -481,6 +481,10 @@ async fn record(
                     _ => None,
                 };
                 done.push((a.callback.seq, retry));
+                // A batch's callback has no row: delivered, there is nothing to write.
+                if a.outcome == CallbackOutcome::Delivered && a.callback.batch.is_some() {
+                    continue;
+                }
                 results.push(CallbackResult {
                     seq: a.callback.seq,
                     app_id: a.callback.app_id,
