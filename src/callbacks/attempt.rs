@@ -1,18 +1,20 @@
 //! One callback request: the body and its signature, the POST with its timeout
 //! and answer bound, and what the attempt's outcome is.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::{body, schedule, target, CallbackConfig};
+use super::{body, schedule, CallbackConfig};
 use crate::store::{CallbackOutcome, PendingCallback};
 use crate::time::now_ms;
 
 /// One request of one callback.
 pub(super) struct Attempt {
     pub(super) client: reqwest::Client,
-    pub(super) url: String,
-    pub(super) secret: String,
-    pub(super) config: CallbackConfig,
+    /// Checked by the dispatcher (`target::check`) before the attempt.
+    pub(super) url: reqwest::Url,
+    pub(super) secret: Arc<str>,
+    pub(super) config: Arc<CallbackConfig>,
 }
 
 impl Attempt {
@@ -51,12 +53,10 @@ impl Attempt {
 
     /// POSTs `body`; `Ok` only for HTTP 200 within the timeout.
     async fn post(&self, seq: u64, attempt: u32, body: Vec<u8>) -> Result<(), String> {
-        let url = target::check(&self.url, usize::MAX, self.config.refuse_private)
-            .map_err(|e| e.to_string())?;
         let signature = body::signature(&self.secret, &body);
         let request = self
             .client
-            .post(url)
+            .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(body::DELIVERY_HEADER, seq.to_string())
             .header(body::ATTEMPT_HEADER, attempt.to_string())

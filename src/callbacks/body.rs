@@ -9,7 +9,6 @@
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use serde_json::json;
 use sha2::Sha256;
 
 use crate::message::Target;
@@ -29,31 +28,61 @@ pub fn body(cb: &PendingCallback) -> Option<Vec<u8>> {
     let m = cb.message.as_ref()?;
     let e = &m.envelope;
     let payload = base64::engine::general_purpose::STANDARD.encode(&e.payload);
-    let value = match (&e.target, cb.kind) {
-        (Target::User { account, .. }, CallbackKind::Normal | CallbackKind::Offline) => json!({
-            "msgType": cb.kind.msg_type(),
-            "fromAppId": e.app_id,
-            "fromAccount": e.from_account,
-            "toAppId": e.app_id,
-            "toAccount": account,
-            "payload": payload,
-            "timestamp": m.ts,
-        }),
-        (Target::Topic { topic_id }, CallbackKind::NormalTopic | CallbackKind::OfflineTopic) => {
-            json!({
-                "msgType": cb.kind.msg_type(),
-                "appId": e.app_id,
-                "topicId": topic_id,
-                "fromAccount": e.from_account,
-                "toAccounts": cb.to_accounts,
-                "payload": payload,
-                "timestamp": m.ts,
+    let msg_type = cb.kind.msg_type();
+    match (&e.target, cb.kind) {
+        (Target::User { account, .. }, CallbackKind::Normal | CallbackKind::Offline) => {
+            serde_json::to_vec(&P2p {
+                msg_type,
+                from_app_id: e.app_id,
+                from_account: &e.from_account,
+                to_app_id: e.app_id,
+                to_account: account,
+                payload: &payload,
+                timestamp: m.ts,
             })
+            .ok()
+        }
+        (Target::Topic { topic_id }, CallbackKind::NormalTopic | CallbackKind::OfflineTopic) => {
+            serde_json::to_vec(&Topic {
+                msg_type,
+                app_id: e.app_id,
+                topic_id: *topic_id,
+                from_account: &e.from_account,
+                to_accounts: &cb.to_accounts,
+                payload: &payload,
+                timestamp: m.ts,
+            })
+            .ok()
         }
         // A kind that does not fit its message: not a callback this server wrote.
-        _ => return None,
-    };
-    serde_json::to_vec(&value).ok()
+        _ => None,
+    }
+}
+
+/// The p2p body, fields in the manual's order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct P2p<'a> {
+    msg_type: &'static str,
+    from_app_id: u64,
+    from_account: &'a str,
+    to_app_id: u64,
+    to_account: &'a str,
+    payload: &'a str,
+    timestamp: u64,
+}
+
+/// The topic body, fields in the manual's order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Topic<'a> {
+    msg_type: &'static str,
+    app_id: u64,
+    topic_id: u64,
+    from_account: &'a str,
+    to_accounts: &'a [String],
+    payload: &'a str,
+    timestamp: u64,
 }
 
 /// The `X-Courier-Signature` value of `body` under `app_secret`.
@@ -63,11 +92,13 @@ pub fn signature(app_secret: &str, body: &[u8]) -> String {
         return String::new();
     };
     mac.update(body);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = mac.finalize().into_bytes();
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256=");
     for b in digest {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
     }
     out
 }

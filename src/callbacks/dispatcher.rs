@@ -45,7 +45,7 @@ type Recorded = Vec<(u64, Option<u64>)>;
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     directory: Arc<Directory>,
-    config: CallbackConfig,
+    config: Arc<CallbackConfig>,
     client: reqwest::Client,
     feed: Arc<OutboxFeed>,
 }
@@ -150,7 +150,7 @@ impl Dispatcher {
         Ok(Dispatcher {
             store,
             directory,
-            config,
+            config: Arc::new(config),
             client: client.build()?,
             feed,
         })
@@ -419,10 +419,17 @@ impl Dispatcher {
                 continue;
             }
             let entry = self.directory.app_entry(app_id).await?;
-            let target = entry.as_ref().and_then(|e| {
-                let url = e.settings.callback_url.clone()?;
-                Some((url, e.app.app_secret.clone()))
-            });
+            // Checked again here (the setting may predate callback_refuse_private).
+            let target = match entry.as_ref() {
+                Some(e) => match e.settings.callback_url.as_deref() {
+                    Some(url) => match target::check(url, usize::MAX, self.config.refuse_private) {
+                        Ok(url) => Ok((url, Arc::<str>::from(e.app.app_secret.as_str()))),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    None => Err("the app has no callback URL".to_owned()),
+                },
+                None => Err("the app has no callback URL".to_owned()),
+            };
             let queue = book.queued.entry(app_id).or_default();
             let mut started = 0;
             while busy + started < limit {
@@ -431,17 +438,19 @@ impl Dispatcher {
                 };
                 started += 1;
                 let done = done.clone();
-                let Some((url, secret)) = target.clone() else {
-                    // Recorded like any attempt.
-                    let error = "the app has no callback URL".to_owned();
-                    let outcome = CallbackOutcome::Failed {
-                        now_ms: now_ms(),
-                        error,
-                    };
-                    tasks.spawn(async move {
-                        let _ = done.send(Attempted { callback, outcome }).await;
-                    });
-                    continue;
+                let (url, secret) = match &target {
+                    Ok((url, secret)) => (url.clone(), secret.clone()),
+                    Err(error) => {
+                        // Recorded like any attempt.
+                        let outcome = CallbackOutcome::Failed {
+                            now_ms: now_ms(),
+                            error: error.clone(),
+                        };
+                        tasks.spawn(async move {
+                            let _ = done.send(Attempted { callback, outcome }).await;
+                        });
+                        continue;
+                    }
                 };
                 let attempt = Attempt {
                     client: self.client.clone(),
