@@ -167,6 +167,41 @@ fn mac(secret: &str) -> HmacSha256 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_secret_before_a_rotation_verifies_tokens_during_the_grace_only() {
+        let app = |secret: &str, previous: Option<&str>, until: u64| crate::store::App {
+            app_id: 42,
+            name: String::new(),
+            app_key: String::new(),
+            app_secret: secret.into(),
+            created_ms: 0,
+            previous_secret: previous.map(str::to_owned),
+            previous_secret_until_ms: until,
+        };
+        let old_token = issue("old", &claims());
+        let check = |a: &crate::store::App, now| parse(&old_token).unwrap().verify_for(a, now);
+        // Rotated, grace until 2000: the old token (expiring at 1000) works before then.
+        assert!(check(&app("new", Some("old"), 2_000), 500).is_ok());
+        // Grace over, or a token outliving the grace, or rotated twice: refused.
+        assert_eq!(
+            check(&app("new", Some("old"), 400), 500),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            check(&app("new", Some("old"), 900), 500),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            check(&app("newer", Some("new"), 2_000), 500),
+            Err(AuthError::BadSignature)
+        );
+        // Expiry still applies.
+        assert_eq!(
+            check(&app("new", Some("old"), 2_000), 1_500),
+            Err(AuthError::Expired)
+        );
+    }
+
     fn claims() -> Claims {
         Claims {
             app_id: 42,

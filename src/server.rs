@@ -271,7 +271,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         let _ = upkeep_task.await;
         let _ = reload_task.await;
         // Callbacks under way are abandoned; their rows stay pending for next start.
-        let _ = tokio::task::spawn_blocking(move || callbacks_thread.join()).await;
+        // Bounded: a stuck dispatcher does not hold the shutdown.
+        let join = tokio::task::spawn_blocking(move || callbacks_thread.join());
+        if tokio::time::timeout(grace, join).await.is_err() {
+            tracing::warn!("shutdown: the callback dispatcher did not stop in time");
+        }
         router_stop.cancel();
         if let Err(e) = router_task.await {
             tracing::error!(error = %e, "router task failed");

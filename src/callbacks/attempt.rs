@@ -21,11 +21,15 @@ impl Attempt {
     pub(super) async fn run(self, row: &PendingCallback) -> CallbackOutcome {
         let attempt = row.attempts.saturating_add(1);
         let Some(body) = body::body(row) else {
-            let error = "the message is no longer stored".to_owned();
-            return CallbackOutcome::Failed {
-                now_ms: now_ms(),
-                error,
-            };
+            // Deleted by retention before its callback went out: nothing to send.
+            crate::log_limited!(
+                warn,
+                seq = row.seq,
+                app_id = row.app_id,
+                "callback dropped: its message is no longer stored"
+            );
+            metrics::counter!(crate::telemetry::CALLBACKS, "result" => "dropped").increment(1);
+            return CallbackOutcome::Delivered;
         };
         let started = Instant::now();
         let result = self.post(row.seq, attempt, body).await;

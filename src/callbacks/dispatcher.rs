@@ -35,11 +35,20 @@ struct Attempted {
 /// What the recorder writes in one store write.
 struct ToRecord {
     attempts: Vec<Attempted>,
-    finished: Vec<u64>,
+    /// `(app, batch)` of batches to delete.
+    finished: Vec<(u64, u64)>,
 }
 
-/// `(seq, retry due)` of recorded attempts.
-type Recorded = Vec<(u64, Option<u64>)>;
+/// What the recorder wrote: `(seq, retry due)` of the attempts, and the finished
+/// batches; `ok: false` if the write failed (the batches are still on disk).
+struct Recorded {
+    attempts: Vec<(u64, Option<u64>)>,
+    finished: Vec<(u64, u64)>,
+    ok: bool,
+}
+
+/// How long to wait before looking at an app again when it has no room.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
 
 /// Delivers the outbox; see the module docs.
 pub struct Dispatcher {
@@ -67,6 +76,13 @@ struct Book {
     known: HashSet<u64>,
     /// Batches being worked through: callbacks without an outcome yet.
     batches: HashMap<u64, usize>,
+    /// The batch of each callback queued or in flight from a batch.
+    batch_of: HashMap<u64, u64>,
+    /// Batches whose deletion the recorder has not confirmed yet.
+    finishing: HashSet<u64>,
+    /// Per app, the newest batch taken from the store: the feed's copy of it, or
+    /// of an older one, comes too late.
+    taken_from_store: HashMap<u64, u64>,
     /// Per app, the batch id from which batches are only on disk.
     rescan: HashMap<u64, u64>,
     /// When the earliest retry falls due (unix ms).
@@ -75,8 +91,8 @@ struct Book {
     failures: HashMap<u64, u32>,
     /// Apps whose receiver is failing, with the end of their pause (unix ms).
     paused_until: HashMap<u64, u64>,
-    /// Batches whose callbacks all have an outcome, to delete.
-    finished: Vec<u64>,
+    /// `(app, batch)` of batches whose callbacks all have an outcome, to delete.
+    finished: Vec<(u64, u64)>,
 }
 
 impl Book {
@@ -93,40 +109,74 @@ impl Book {
         self.next_retry_ms = Some(self.next_retry_ms.map_or(due, |d| d.min(due)));
     }
 
+    /// Whether a batch from the feed must be left to the store: the app has
+    /// batches only on disk from an older one on (they are read in order), or
+    /// the store already gave this one.
+    fn from_store_only(&self, app_id: u64, batch_id: u64) -> bool {
+        self.rescan.contains_key(&app_id)
+            || self
+                .taken_from_store
+                .get(&app_id)
+                .is_some_and(|&newest| batch_id <= newest)
+    }
+
     /// Takes a batch into the queues; `false` (nothing taken) when the app's
-    /// queue is full. Callbacks of it already known (in flight from an earlier
-    /// read) are counted, not queued again.
+    /// queue is full. It counts the callbacks queued now and those of it still
+    /// queued or in flight from an earlier read; callbacks whose outcome is being
+    /// recorded are neither (delivered: nothing to do; failed: they get a row).
     fn take(&mut self, batch: CallbackBatch, cap: usize) -> bool {
-        if self.batches.contains_key(&batch.batch_id) {
+        let id = batch.batch_id;
+        if self.batches.contains_key(&id) || self.finishing.contains(&id) {
             return true;
         }
         let queue = self.queued.entry(batch.app_id).or_default();
         if queue.len() >= cap {
             return false;
         }
-        if batch.callbacks.is_empty() {
-            self.finished.push(batch.batch_id);
-            return true;
-        }
-        self.batches.insert(batch.batch_id, batch.callbacks.len());
+        let mut left = 0;
         for cb in batch.callbacks {
             if self.known.insert(cb.seq) {
+                self.batch_of.insert(cb.seq, id);
                 queue.push_back(cb);
+                left += 1;
+            } else if self.batch_of.get(&cb.seq) == Some(&id) {
+                left += 1;
             }
+        }
+        if left == 0 {
+            self.finishing.insert(id);
+            self.finished.push((batch.app_id, id));
+        } else {
+            self.batches.insert(id, left);
         }
         true
     }
 
     /// Counts a callback of a batch done; a batch done is to be deleted.
-    fn count_down(&mut self, batch: Option<u64>) {
-        let Some(batch) = batch else {
+    fn count_down(&mut self, app_id: u64, seq: u64) {
+        let Some(batch) = self.batch_of.remove(&seq) else {
             return;
         };
         if let Some(left) = self.batches.get_mut(&batch) {
             *left = left.saturating_sub(1);
             if *left == 0 {
                 self.batches.remove(&batch);
-                self.finished.push(batch);
+                self.finishing.insert(batch);
+                self.finished.push((app_id, batch));
+            }
+        }
+    }
+
+    /// Forgets the queued callbacks of an app; their batches are read again.
+    fn drop_queue(&mut self, app_id: u64) {
+        let Some(queue) = self.queued.remove(&app_id) else {
+            return;
+        };
+        for cb in queue {
+            self.known.remove(&cb.seq);
+            if let Some(batch) = self.batch_of.remove(&cb.seq) {
+                self.batches.remove(&batch);
+                self.rescan_from(app_id, batch);
             }
         }
     }
@@ -141,6 +191,8 @@ impl Dispatcher {
     ) -> Result<Self, reqwest::Error> {
         let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // No proxy from the environment: the URL checks are about the target.
+            .no_proxy()
             .connect_timeout(config.timeout)
             .pool_max_idle_per_host(config.concurrency_per_app)
             .user_agent(concat!("courier/", env!("CARGO_PKG_VERSION")));
@@ -170,20 +222,16 @@ impl Dispatcher {
             return;
         };
         let (done_tx, mut done_rx) = mpsc::channel::<Attempted>(1024);
-        let (record_tx, record_rx) = mpsc::channel::<ToRecord>(64);
-        let (recorded_tx, mut recorded_rx) = mpsc::channel::<Recorded>(64);
+        // Unbounded both ways, so neither side ever waits on the other (what they
+        // carry is bounded by the callbacks known, and by the batches in memory).
+        let (record_tx, record_rx) = mpsc::unbounded_channel::<ToRecord>();
+        let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Recorded>();
         let recorder = tokio::spawn(record(self.store.clone(), record_rx, recorded_tx));
         let mut tasks = JoinSet::new();
         let mut book = Book::default();
-        // What a crash or a shutdown left: every app's batches, and the rows.
-        match self.store.callback_batch_apps().await {
-            Ok(apps) => {
-                for app in apps {
-                    book.rescan_from(app, 0);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "callbacks: cannot read the outbox at start"),
-        }
+        // What a crash or a shutdown left: every app's batches (read again until
+        // it works), and the rows.
+        let mut start_scan = true;
         let mut fresh = Vec::new();
         let mut finished = Vec::new();
         let mut recorded = Vec::new();
@@ -202,6 +250,23 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
+                _ = recorded_rx.recv_many(&mut recorded, 64) => {
+                    for r in recorded.drain(..) {
+                        for (seq, retry_due) in r.attempts {
+                            book.known.remove(&seq);
+                            if let Some(due) = retry_due {
+                                book.retry_at(due);
+                            }
+                        }
+                        for (app, batch) in r.finished {
+                            book.finishing.remove(&batch);
+                            if !r.ok {
+                                // Still on disk: read it again.
+                                book.rescan_from(app, batch);
+                            }
+                        }
+                    }
+                }
                 _ = done_rx.recv_many(&mut finished, 1024) => {
                     for a in &finished {
                         let app = a.callback.app_id;
@@ -209,15 +274,7 @@ impl Dispatcher {
                             *n = n.saturating_sub(1);
                         }
                         self.note_outcome(&mut book, a);
-                        book.count_down(a.callback.batch);
-                    }
-                }
-                _ = recorded_rx.recv_many(&mut recorded, 64) => {
-                    for (seq, retry_due) in recorded.drain(..).flatten() {
-                        book.known.remove(&seq);
-                        if let Some(due) = retry_due {
-                            book.retry_at(due);
-                        }
+                        book.count_down(app, a.callback.seq);
                     }
                 }
                 n = feed.recv_many(&mut fresh, 256) => {
@@ -227,6 +284,10 @@ impl Dispatcher {
                     let now = now_ms();
                     for batch in fresh.drain(..) {
                         let (app, id) = (batch.app_id, batch.batch_id);
+                        self.feed.received(batch.callbacks.len());
+                        if book.from_store_only(app, id) {
+                            continue;
+                        }
                         // A paused app's batches, or one over the queue bound, wait on disk.
                         if book.paused(app, now) || !book.take(batch, cap) {
                             book.rescan_from(app, id);
@@ -242,7 +303,7 @@ impl Dispatcher {
                     attempts: std::mem::take(&mut finished),
                     finished: std::mem::take(&mut book.finished),
                 };
-                if record_tx.send(batch).await.is_err() {
+                if record_tx.send(batch).is_err() {
                     break;
                 }
             }
@@ -250,6 +311,20 @@ impl Dispatcher {
                 book.rescan_from(app, from);
             }
             let now = now_ms();
+            if start_scan {
+                match self.store.callback_batch_apps().await {
+                    Ok(apps) => {
+                        start_scan = false;
+                        for app in apps {
+                            book.rescan_from(app, 0);
+                        }
+                    }
+                    Err(e) => {
+                        crate::log_limited!(warn, error = %e, "callbacks: cannot read the outbox; retrying");
+                        book.retry_at(now + IDLE_POLL.as_millis() as u64);
+                    }
+                }
+            }
             if book.next_retry_ms.is_some_and(|due| due <= now) {
                 book.next_retry_ms = None;
                 look_rows = true;
@@ -276,6 +351,7 @@ impl Dispatcher {
         }
         tasks.shutdown().await;
         drop(record_tx);
+        drop(recorded_rx);
         let _ = recorder.await;
     }
 
@@ -310,15 +386,7 @@ impl Dispatcher {
         book.retry_at(end);
         book.failures.remove(&app);
         // Its queued callbacks wait on disk; their batches are read again later.
-        if let Some(queue) = book.queued.remove(&app) {
-            for cb in queue {
-                book.known.remove(&cb.seq);
-                if let Some(batch) = cb.batch {
-                    book.batches.remove(&batch);
-                    book.rescan_from(app, batch);
-                }
-            }
-        }
+        book.drop_queue(app);
         crate::log_limited!(
             warn,
             app_id = app,
@@ -342,7 +410,7 @@ impl Dispatcher {
             }
             let queued = book.queued.get(&app_id).map_or(0, VecDeque::len);
             if queued >= cap {
-                book.retry_at(now);
+                book.retry_at(now + BUSY_RETRY.as_millis() as u64);
                 continue;
             }
             // Known rows come back too: read past them.
@@ -360,7 +428,7 @@ impl Dispatcher {
             }
             if full {
                 // More is due than was read: look again soon.
-                book.retry_at(now);
+                book.retry_at(now + BUSY_RETRY.as_millis() as u64);
             }
         }
         Ok(())
@@ -388,6 +456,8 @@ impl Dispatcher {
                     stopped = true;
                     break;
                 }
+                let newest = book.taken_from_store.entry(app_id).or_insert(id);
+                *newest = (*newest).max(id);
                 next = id.saturating_add(1);
             }
             if all && !stopped {
@@ -424,11 +494,12 @@ impl Dispatcher {
                 Some(e) => match e.settings.callback_url.as_deref() {
                     Some(url) => match target::check(url, usize::MAX, self.config.refuse_private) {
                         Ok(url) => Ok((url, Arc::<str>::from(e.app.app_secret.as_str()))),
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(Some(e.to_string())),
                     },
-                    None => Err("the app has no callback URL".to_owned()),
+                    None => Err(Some("the app has no callback URL".to_owned())),
                 },
-                None => Err("the app has no callback URL".to_owned()),
+                // The app was deleted: its callbacks go with it.
+                None => Err(None),
             };
             let queue = book.queued.entry(app_id).or_default();
             let mut started = 0;
@@ -441,10 +512,13 @@ impl Dispatcher {
                 let (url, secret) = match &target {
                     Ok((url, secret)) => (url.clone(), secret.clone()),
                     Err(error) => {
-                        // Recorded like any attempt.
-                        let outcome = CallbackOutcome::Failed {
-                            now_ms: now_ms(),
-                            error: error.clone(),
+                        // Recorded like any attempt (a deleted app's: dropped).
+                        let outcome = match error {
+                            Some(error) => CallbackOutcome::Failed {
+                                now_ms: now_ms(),
+                                error: error.clone(),
+                            },
+                            None => CallbackOutcome::Delivered,
                         };
                         tasks.spawn(async move {
                             let _ = done.send(Attempted { callback, outcome }).await;
@@ -474,8 +548,8 @@ impl Dispatcher {
 /// were: they are sent again).
 async fn record(
     store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<ToRecord>,
-    recorded: mpsc::Sender<Recorded>,
+    mut rx: mpsc::UnboundedReceiver<ToRecord>,
+    recorded: mpsc::UnboundedSender<Recorded>,
 ) {
     let mut pending = Vec::new();
     while rx.recv_many(&mut pending, 64).await > 0 {
@@ -503,11 +577,101 @@ async fn record(
                 });
             }
         }
-        if let Err(e) = store.record_callbacks(results, finished).await {
-            crate::log_limited!(error, error = %e, "callbacks: recording outcomes failed; they will be sent again");
-        }
-        if recorded.send(done).await.is_err() {
+        let ids = finished.iter().map(|&(_, batch)| batch).collect();
+        let ok = match store.record_callbacks(results, ids).await {
+            Ok(()) => true,
+            Err(e) => {
+                crate::log_limited!(error, error = %e, "callbacks: recording outcomes failed; they will be sent again");
+                false
+            }
+        };
+        let report = Recorded {
+            attempts: done,
+            finished,
+            ok,
+        };
+        if recorded.send(report).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CallbackKind;
+
+    fn batch(id: u64, seqs: &[u64]) -> CallbackBatch {
+        let callbacks = seqs
+            .iter()
+            .map(|&seq| PendingCallback {
+                seq,
+                app_id: 1,
+                kind: CallbackKind::Normal,
+                to_accounts: vec![],
+                attempts: 0,
+                batch: Some(id),
+                message: None,
+            })
+            .collect();
+        CallbackBatch {
+            batch_id: id,
+            app_id: 1,
+            size: seqs.len(),
+            callbacks,
+        }
+    }
+
+    /// Takes the next queued callback, as `start_due` does.
+    fn start(book: &mut Book) -> u64 {
+        book.queued.get_mut(&1).unwrap().pop_front().unwrap().seq
+    }
+
+    #[test]
+    fn a_batch_is_finished_once_every_callback_has_an_outcome() {
+        let mut book = Book::default();
+        assert!(book.take(batch(10, &[10, 11]), 64));
+        // The same batch again (the feed's copy after the store's): ignored.
+        assert!(book.take(batch(10, &[10, 11]), 64));
+        assert_eq!(book.queued[&1].len(), 2);
+        let a = start(&mut book);
+        book.count_down(1, a);
+        assert!(book.finished.is_empty());
+        let b = start(&mut book);
+        book.count_down(1, b);
+        assert_eq!(book.finished, vec![(1, 10)]);
+        // Finished but not yet deleted: a read of it from the store is ignored.
+        assert!(book.take(batch(10, &[10, 11]), 64));
+        assert!(book.queued[&1].is_empty());
+    }
+
+    #[test]
+    fn a_batch_read_again_counts_its_callbacks_still_in_flight() {
+        let mut book = Book::default();
+        assert!(book.take(batch(20, &[20, 21, 22]), 64));
+        let in_flight = start(&mut book);
+        // A pause drops the queue (21 and 22); 20 is still in flight.
+        book.drop_queue(1);
+        assert_eq!(book.rescan.get(&1), Some(&20));
+        // Read again: 20 counted (in flight for this batch), 21 and 22 queued.
+        assert!(book.take(batch(20, &[20, 21, 22]), 64));
+        assert_eq!(book.queued[&1].len(), 2);
+        book.count_down(1, in_flight);
+        for _ in 0..2 {
+            let seq = start(&mut book);
+            book.count_down(1, seq);
+        }
+        assert_eq!(book.finished, vec![(1, 20)]);
+    }
+
+    #[test]
+    fn a_full_queue_leaves_the_batch_on_disk() {
+        let mut book = Book::default();
+        assert!(book.take(batch(30, &[30, 31]), 2));
+        assert!(!book.take(batch(32, &[32]), 2));
+        assert!(!book.batches.contains_key(&32));
+        // Feed batches of an app with batches on disk are left to the store.
+        book.rescan_from(1, 32);
+        assert!(book.from_store_only(1, 33));
     }
 }

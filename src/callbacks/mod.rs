@@ -31,7 +31,7 @@ pub mod schedule;
 pub mod target;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,10 +77,15 @@ pub struct OutboxFeed {
     /// Something is only on disk, or a replay happened: read the store.
     stale: AtomicBool,
     look: Notify,
+    /// Callbacks in the feed.
+    held: AtomicUsize,
 }
 
 /// Batches the feed holds before the router leaves the rest to the store.
 pub const FEED_CAPACITY: usize = 1024;
+/// Callbacks the feed holds (their messages with them) before the router leaves
+/// the rest to the store.
+pub const FEED_MAX_CALLBACKS: usize = 16_384;
 
 impl OutboxFeed {
     pub fn new() -> Arc<Self> {
@@ -91,16 +96,24 @@ impl OutboxFeed {
             lost: parking_lot::Mutex::new(HashMap::new()),
             stale: AtomicBool::new(false),
             look: Notify::new(),
+            held: AtomicUsize::new(0),
         })
     }
 
     /// Hands committed batches to the dispatcher (never waits).
     pub fn offer(&self, batches: Vec<CallbackBatch>) {
         for batch in batches {
-            if let Err(e) = self.tx.try_send(batch) {
-                let batch = match e {
+            let n = batch.callbacks.len();
+            let room = self.held.fetch_add(n, Ordering::Relaxed) + n <= FEED_MAX_CALLBACKS;
+            let sent = if room {
+                self.tx.try_send(batch).map_err(|e| match e {
                     mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
-                };
+                })
+            } else {
+                Err(batch)
+            };
+            if let Err(batch) = sent {
+                self.held.fetch_sub(n, Ordering::Relaxed);
                 let mut lost = self.lost.lock();
                 let oldest = lost.entry(batch.app_id).or_insert(batch.batch_id);
                 *oldest = (*oldest).min(batch.batch_id);
@@ -113,6 +126,11 @@ impl OutboxFeed {
     pub fn wake(&self) {
         self.stale.store(true, Ordering::Relaxed);
         self.look.notify_one();
+    }
+
+    /// The dispatcher took `n` callbacks out of the feed.
+    fn received(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::Relaxed);
     }
 
     fn take_lost(&self) -> HashMap<u64, u64> {

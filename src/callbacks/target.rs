@@ -79,11 +79,25 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d))
+            };
+            // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) reach an IPv4 address.
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                return is_public(embedded(s[6], s[7]));
+            }
+            if s[0] == 0x2002 {
+                return is_public(embedded(s[1], s[2]));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                || s[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible ::/96
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local
                 || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
         }
     }
@@ -153,6 +167,10 @@ mod tests {
             "http://[fd00::1]/",
             "http://[::ffff:192.168.1.1]/",
             "http://0.0.0.0/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[2002:a00:1::]/",
+            "http://[::a00:1]/",
+            "http://[fec0::1]/",
         ] {
             assert!(
                 matches!(check(url, 100, true), Err(UrlError::Private(_))),
@@ -162,5 +180,6 @@ mod tests {
         }
         assert!(is_public("8.8.8.8".parse().unwrap()));
         assert!(is_public("2606:4700::1111".parse().unwrap()));
+        assert!(is_public("64:ff9b::808:808".parse().unwrap()));
     }
 }
