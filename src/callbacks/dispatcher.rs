@@ -112,7 +112,7 @@ impl Book {
     /// Whether a batch from the feed must be left to the store: the app has
     /// batches only on disk from an older one on (they are read in order), or
     /// the store already gave this one.
-    fn from_store_only(&self, app_id: u64, batch_id: u64) -> bool {
+    fn left_to_store(&self, app_id: u64, batch_id: u64) -> bool {
         self.rescan.contains_key(&app_id)
             || self
                 .taken_from_store
@@ -285,7 +285,7 @@ impl Dispatcher {
                     for batch in fresh.drain(..) {
                         let (app, id) = (batch.app_id, batch.batch_id);
                         self.feed.received(batch.callbacks.len());
-                        if book.from_store_only(app, id) {
+                        if book.left_to_store(app, id) {
                             continue;
                         }
                         // A paused app's batches, or one over the queue bound, wait on disk.
@@ -672,6 +672,6 @@ mod tests {
         assert!(!book.batches.contains_key(&32));
         // Feed batches of an app with batches on disk are left to the store.
         book.rescan_from(1, 32);
-        assert!(book.from_store_only(1, 33));
+        assert!(book.left_to_store(1, 33));
     }
 }
