@@ -17,9 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
-    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, CallbackBatch,
-    CallbackResult, CallbackStore, Contact, FailedCallback, HistoryRange, HistoryStore,
-    MessageStore, NewCallback, NewMessage, Peer, PendingCallback, Store, StoreError, StoreResult,
+    Account, App, AppSettings, AppStore, AppendOutcome, BlacklistStore, Contact, HistoryRange,
+    HistoryStore, MessageStore, NewCallback, NewMessage, Peer, Store, StoreError, StoreResult,
     StoredMessage, SweepPlan, SweepReport, SweepStore, TimelineRange, Topic, TopicStore,
     TopicSummary, TopicUpdate,
 };
@@ -313,71 +312,6 @@ impl AppStore for SqliteStore {
     async fn delete_app(&self, app_id: u64, now_ms: u64) -> StoreResult<()> {
         self.write(move |conn| apps::delete(conn, app_id, now_ms))
             .await
-    }
-}
-
-#[async_trait]
-impl CallbackStore for SqliteStore {
-    async fn next_callback_app(&self, after_app: u64) -> StoreResult<Option<(u64, u64)>> {
-        self.read(move |conn| outbox::next_app(conn, after_app))
-            .await
-    }
-
-    async fn due_callbacks(
-        &self,
-        app_id: u64,
-        now_ms: u64,
-        limit: usize,
-    ) -> StoreResult<Vec<PendingCallback>> {
-        self.read(move |conn| outbox::due(conn, app_id, now_ms, limit))
-            .await
-    }
-
-    async fn callback_batch_apps(&self) -> StoreResult<Vec<u64>> {
-        self.read(outbox::batch_apps).await
-    }
-
-    async fn callback_batches(
-        &self,
-        app_id: u64,
-        from: u64,
-        budget: usize,
-    ) -> StoreResult<Vec<CallbackBatch>> {
-        self.read(move |conn| outbox::batches(conn, app_id, from, budget))
-            .await
-    }
-
-    async fn record_callbacks(
-        &self,
-        results: Vec<CallbackResult>,
-        finished: Vec<u64>,
-    ) -> StoreResult<()> {
-        self.write(move |conn| outbox::record(conn, &results, &finished))
-            .await
-    }
-
-    async fn failed_callbacks(
-        &self,
-        app_id: u64,
-        after_seq: u64,
-        limit: usize,
-    ) -> StoreResult<Vec<FailedCallback>> {
-        self.read(move |conn| outbox::failed(conn, app_id, after_seq, limit))
-            .await
-    }
-
-    async fn replay_callbacks(
-        &self,
-        app_id: u64,
-        seqs: Option<Vec<u64>>,
-        now_ms: u64,
-    ) -> StoreResult<usize> {
-        self.write(move |conn| outbox::replay(conn, app_id, seqs.as_deref(), now_ms))
-            .await
-    }
-
-    async fn callback_counts(&self, app_id: Option<u64>) -> StoreResult<(u64, u64)> {
-        self.read(move |conn| outbox::counts(conn, app_id)).await
     }
 }
 

@@ -1,15 +1,19 @@
-//! The callback outbox of the embedded store: `callback_batches` (one row per
-//! commit and app, written with the messages) and `callbacks` (one row per
-//! callback that failed an attempt: pending while `failed_ms = 0`).
+//! The callback outbox of the embedded store, and its `CallbackStore`:
+//! `callback_batches` (one row per commit and app, written with the messages) and
+//! `callbacks` (one row per callback that failed an attempt: pending while
+//! `failed_ms = 0`).
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
+
+use super::SqliteStore;
 
 use super::messages::{row_to_message, sql_seq, MESSAGE_COLUMNS};
 use crate::store::{
-    AppendOutcome, CallbackBatch, CallbackKind, CallbackOutcome, CallbackResult, FailedCallback,
-    NewCallback, NewMessage, PendingCallback, StoreResult, StoredMessage,
+    AppendOutcome, CallbackBatch, CallbackKind, CallbackOutcome, CallbackResult, CallbackStore,
+    FailedCallback, NewCallback, NewMessage, PendingCallback, StoreResult, StoredMessage,
 };
 
 /// `toAccounts` are stored joined by a newline (names hold no control characters).
@@ -285,4 +289,68 @@ pub(super) fn counts(conn: &Connection, app_id: Option<u64>) -> StoreResult<(u64
         "SELECT count(*) FROM callbacks WHERE failed_ms > 0 {filter}"
     ))?;
     Ok((pending, failed))
+}
+
+#[async_trait]
+impl CallbackStore for SqliteStore {
+    async fn next_callback_app(&self, after_app: u64) -> StoreResult<Option<(u64, u64)>> {
+        self.read(move |conn| next_app(conn, after_app)).await
+    }
+
+    async fn due_callbacks(
+        &self,
+        app_id: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingCallback>> {
+        self.read(move |conn| due(conn, app_id, now_ms, limit))
+            .await
+    }
+
+    async fn callback_batch_apps(&self) -> StoreResult<Vec<u64>> {
+        self.read(batch_apps).await
+    }
+
+    async fn callback_batches(
+        &self,
+        app_id: u64,
+        from: u64,
+        budget: usize,
+    ) -> StoreResult<Vec<CallbackBatch>> {
+        self.read(move |conn| batches(conn, app_id, from, budget))
+            .await
+    }
+
+    async fn record_callbacks(
+        &self,
+        results: Vec<CallbackResult>,
+        finished: Vec<u64>,
+    ) -> StoreResult<()> {
+        self.write(move |conn| record(conn, &results, &finished))
+            .await
+    }
+
+    async fn failed_callbacks(
+        &self,
+        app_id: u64,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<FailedCallback>> {
+        self.read(move |conn| failed(conn, app_id, after_seq, limit))
+            .await
+    }
+
+    async fn replay_callbacks(
+        &self,
+        app_id: u64,
+        seqs: Option<Vec<u64>>,
+        now_ms: u64,
+    ) -> StoreResult<usize> {
+        self.write(move |conn| replay(conn, app_id, seqs.as_deref(), now_ms))
+            .await
+    }
+
+    async fn callback_counts(&self, app_id: Option<u64>) -> StoreResult<(u64, u64)> {
+        self.read(move |conn| counts(conn, app_id)).await
+    }
 }
