@@ -29,6 +29,8 @@ enum Mode {
     Redirect,
     /// No answer, ever (until the mode changes).
     Hang,
+    /// 200 with a 4 MiB body.
+    Huge,
 }
 
 /// One request the receiver got.
@@ -137,6 +139,7 @@ async fn hook(
             std::future::pending::<()>().await;
             StatusCode::OK.into_response()
         }
+        Mode::Huge => (StatusCode::OK, vec![b'x'; 4 << 20]).into_response(),
     }
 }
 
@@ -405,4 +408,59 @@ async fn pending_callbacks_survive_kill_9() {
         delivered, acked,
         "every acked message's callback, once each by id"
     );
+}
+
+/// A receiver answering 200 with a huge body is done (only the status counts, the
+/// body read is bounded); one answering garbage is retried, then failed with a
+/// clear error; a URL into a private network is refused when that is switched on.
+#[tokio::test]
+async fn huge_and_garbage_answers_and_private_urls() {
+    let s = TestServer::start_with(|c| {
+        c.callback_retries_ms = "20,20,20".into();
+        c.callback_max_response_bytes = 1024;
+    })
+    .await;
+    let mut hook = Receiver::start(Mode::Huge).await;
+    set_callback(&s, s.app.app_id, &hook.url).await;
+    let (mut alice, _) = s.connect_synced("alice", "phone").await;
+    let ack = send_acked(&mut alice, "h1", "bob", "big answer").await;
+    let got = hook.next().await;
+    assert_eq!((got.delivery, got.attempt), (ack.sequence, 1));
+    wait_counts(&s, s.app.app_id, (0, 0)).await;
+
+    // A server that answers garbage and closes.
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", garbage.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut tcp, _)) = garbage.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp.write_all(b"\x00\x01 not HTTP at all\r\n\r\n").await;
+        }
+    });
+    set_callback(&s, s.app.app_id, &url).await;
+    let ack = send_acked(&mut alice, "g1", "bob", "garbage answer").await;
+    wait_counts(&s, s.app.app_id, (0, 1)).await;
+    let path = format!("/admin/apps/{}/callbacks/failed", s.app.app_id);
+    let (_, list) = s.admin(Method::GET, &path, None).await;
+    assert_eq!(list["data"][0]["sequence"], ack.sequence);
+    assert_eq!(list["data"][0]["attempts"], 4);
+    assert!(!list["data"][0]["lastError"].as_str().unwrap().is_empty());
+
+    let strict = TestServer::start_with(|c| c.callback_refuse_private = true).await;
+    let path = format!("/admin/apps/{}", strict.app.app_id);
+    for url in [
+        "http://127.0.0.1:9/cb",
+        "http://169.254.169.254/latest",
+        "http://[::1]/",
+    ] {
+        let body = json!({"settings": {"callbackUrl": url}});
+        let (status, answer) = strict.admin(Method::PATCH, &path, Some(body)).await;
+        assert_eq!(status, 400, "{url}");
+        assert!(
+            answer["message"].as_str().unwrap().contains("non-public"),
+            "{answer}"
+        );
+    }
 }
