@@ -636,6 +636,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("    {fp}");
     }
     println!("  data dir:  {}", config.data_dir.display());
+    if config.admin_token.is_empty() {
+        println!(
+            "  admin API: off (start with COURIER_ADMIN_TOKEN=… to manage apps and callbacks)"
+        );
+    } else {
+        println!(
+            "  admin API: {}/admin/apps  (Authorization: Bearer <admin_token>)",
+            server.http_url()
+        );
+    }
+    println!("  API description: {}/openapi.json", server.http_url());
     match &server.created_app {
         Some(app) => {
             println!("created the default app (`courier app list` shows it again):");
