@@ -233,6 +233,14 @@ fn source_ips(url: &str, count: usize, offset: usize) -> Vec<Option<IpAddr>> {
         .collect()
 }
 
+/// The receiver's niceness: 10, or `LOADTEST_RECEIVER_NICE`.
+fn receiver_nice() -> i32 {
+    std::env::var("LOADTEST_RECEIVER_NICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
 /// An HTTP receiver answering every POST with 200 at once, counting them. It
 /// stands for the app's back end on another machine: it runs on its own threads at
 /// lower priority (nice 10), so on a shared machine it takes the CPU the gateway
@@ -249,7 +257,11 @@ fn callback_receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
             fn lower_priority() {
                 // SAFETY: gettid has no preconditions; setpriority reads its arguments.
                 unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                    libc::setpriority(
+                        libc::PRIO_PROCESS,
+                        libc::gettid() as libc::id_t,
+                        receiver_nice(),
+                    );
                 }
             }
             lower_priority();

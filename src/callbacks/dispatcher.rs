@@ -208,6 +208,11 @@ impl Dispatcher {
         })
     }
 
+    /// Niceness of the callback threads.
+    pub(super) fn nice(&self) -> i32 {
+        self.config.nice
+    }
+
     /// Callbacks queued in memory per app (a batch may pass it once).
     fn queue_cap(&self) -> usize {
         self.config.concurrency_per_app.saturating_mul(8).max(64)

@@ -52,6 +52,8 @@ pub struct CallbackConfig {
     pub max_response_bytes: usize,
     pub max_url_bytes: usize,
     pub refuse_private: bool,
+    /// Niceness of the callback threads.
+    pub nice: i32,
 }
 
 impl CallbackConfig {
@@ -63,6 +65,7 @@ impl CallbackConfig {
             max_response_bytes: c.callback_max_response_bytes,
             max_url_bytes: c.callback_max_url_bytes,
             refuse_private: c.callback_refuse_private,
+            nice: c.callback_nice,
         })
     }
 }
@@ -138,27 +141,26 @@ impl OutboxFeed {
     }
 }
 
-/// Niceness of the callback threads: they get the CPU the message path leaves.
-pub const CALLBACK_NICE: i32 = 10;
 /// Worker threads of the callback runtime.
 const CALLBACK_THREADS: usize = 2;
 
 /// Runs the dispatcher on its own runtime, on threads of lower scheduling
-/// priority ([`CALLBACK_NICE`]): callbacks use the CPU the message path leaves,
-/// so a burst of sends is not slowed by their callbacks (which catch up after).
+/// priority (`callback_nice`): callbacks use the CPU the message path leaves, so
+/// a burst of sends is slowed less by their callbacks (which catch up after).
 /// The returned thread ends when `stop` fires or the feed's senders are gone.
 pub fn spawn(
     dispatcher: Dispatcher,
     stop: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let nice = dispatcher.nice();
     std::thread::Builder::new()
         .name("callbacks".into())
         .spawn(move || {
-            lower_priority();
+            lower_priority(nice);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(CALLBACK_THREADS)
                 .thread_name("callbacks")
-                .on_thread_start(lower_priority)
+                .on_thread_start(move || lower_priority(nice))
                 .enable_all()
                 .build();
             match runtime {
@@ -168,13 +170,17 @@ pub fn spawn(
         })
 }
 
-/// Lowers the calling thread's scheduling priority (Linux: niceness is per thread).
-fn lower_priority() {
+/// Lowers the calling thread's scheduling priority to `nice` (Linux: niceness is
+/// per thread).
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
     #[cfg(target_os = "linux")]
     // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
     unsafe {
         let tid = libc::gettid();
-        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, CALLBACK_NICE) != 0 {
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) != 0 {
             tracing::debug!("callbacks: cannot lower the thread priority");
         }
     }
