@@ -564,57 +564,8 @@ async fn app(command: AppCommand) -> anyhow::Result<()> {
         }
     };
     let data = target.target()?.call(call).await?;
-    print_admin(&data, target.json);
+    print!("{}", courier::admin::remote::render(&data, target.json));
     Ok(())
-}
-
-/// Prints an admin answer: JSON, or one line per app.
-fn print_admin(data: &serde_json::Value, json: bool) {
-    let apps: Vec<&serde_json::Value> = match data {
-        serde_json::Value::Array(items) if items.iter().all(|i| i.get("appKey").is_some()) => {
-            items.iter().collect()
-        }
-        v if v.get("appKey").is_some() => vec![v],
-        _ => Vec::new(),
-    };
-    if json || apps.is_empty() {
-        match data {
-            serde_json::Value::Array(items) if json => {
-                for item in items {
-                    println!("{item}");
-                }
-            }
-            other => println!("{other}"),
-        }
-        return;
-    }
-    for app in apps {
-        let text = |k: &str| match &app[k] {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let settings: Vec<String> = app["settings"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter(|(k, v)| {
-                        let forever = *k == "userTtlSecs" && v.as_u64() == Some(0);
-                        !(v.is_null() || forever)
-                    })
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        println!(
-            "{}  appId={}  appKey={}  appSecret={}{}{}",
-            text("name"),
-            text("appId"),
-            text("appKey"),
-            text("appSecret"),
-            if settings.is_empty() { "" } else { "  " },
-            settings.join(" ")
-        );
-    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

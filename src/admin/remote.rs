@@ -1,7 +1,7 @@
 //! `courier app …`: one admin operation ([`AdminCall`]) run against a running
 //! gateway's admin API, or directly on a stopped gateway's data dir through the
 //! same [`super::Admin`] code. Either way the answer is the admin API's JSON
-//! `data`.
+//! `data`, which [`render`] prints.
 
 use std::path::PathBuf;
 
@@ -144,4 +144,80 @@ async fn on_data_dir(dir: &std::path::Path, call: AdminCall) -> anyhow::Result<V
     .await;
     store.close();
     result
+}
+
+/// An admin answer as `courier app` prints it: JSON (`json`, or an answer that is
+/// not apps), or one line per app with its credentials and the settings it sets.
+pub fn render(data: &Value, json: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let apps: Vec<&Value> = match data {
+        Value::Array(items) if items.iter().all(|i| i.get("appKey").is_some()) => {
+            items.iter().collect()
+        }
+        v if v.get("appKey").is_some() => vec![v],
+        _ => Vec::new(),
+    };
+    if json || apps.is_empty() {
+        match data {
+            Value::Array(items) if json => {
+                for item in items {
+                    let _ = writeln!(out, "{item}");
+                }
+            }
+            other => {
+                let _ = writeln!(out, "{other}");
+            }
+        }
+        return out;
+    }
+    for app in apps {
+        let text = |k: &str| match &app[k] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let settings: Vec<String> = app["settings"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, v)| {
+                        let forever = *k == "userTtlSecs" && v.as_u64() == Some(0);
+                        !(v.is_null() || forever)
+                    })
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}  appId={}  appKey={}  appSecret={}{}{}",
+            text("name"),
+            text("appId"),
+            text("appKey"),
+            text("appSecret"),
+            if settings.is_empty() { "" } else { "  " },
+            settings.join(" ")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apps_print_one_line_each_with_the_settings_they_set() {
+        let app = serde_json::json!({
+            "appId": 7, "name": "shop", "appKey": "k", "appSecret": "s", "createdMs": 1,
+            "settings": {"callbackUrl": null, "userTtlSecs": 0, "sendRatePerUser": 5},
+        });
+        assert_eq!(
+            render(&Value::Array(vec![app.clone()]), false),
+            "shop  appId=7  appKey=k  appSecret=s  sendRatePerUser=5\n"
+        );
+        assert_eq!(render(&app, true), format!("{app}\n"));
+        let counts = serde_json::json!({"pending": 1, "failed": 0});
+        assert_eq!(render(&counts, false), format!("{counts}\n"));
+    }
 }
