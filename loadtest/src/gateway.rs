@@ -254,20 +254,11 @@ fn callback_receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
     std::thread::Builder::new()
         .name("callback-receiver".into())
         .spawn(move || {
-            fn lower_priority() {
-                // SAFETY: gettid has no preconditions; setpriority reads its arguments.
-                unsafe {
-                    libc::setpriority(
-                        libc::PRIO_PROCESS,
-                        libc::gettid() as libc::id_t,
-                        receiver_nice(),
-                    );
-                }
-            }
-            lower_priority();
+            let nice = receiver_nice();
+            courier::callbacks::lower_priority(nice);
             let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
-                .on_thread_start(lower_priority)
+                .on_thread_start(move || courier::callbacks::lower_priority(nice))
                 .enable_all()
                 .build()
             else {

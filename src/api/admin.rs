@@ -15,6 +15,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::topic::parse_id;
 use super::{parse_json, read_body, success, ApiError};
 use crate::admin::{Admin, AdminError, AppPatch};
 use crate::state::AppState;
@@ -73,15 +74,6 @@ fn admin(state: &AppState) -> Admin<'_> {
     }
 }
 
-fn parse_app_id(raw: &str) -> Result<u64, ApiError> {
-    raw.trim().parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "appId must be a number, got {}",
-            crate::names::quote(raw)
-        ))
-    })
-}
-
 async fn reload(state: &AppState, app_id: u64) -> Result<(), ApiError> {
     state
         .directory
@@ -111,7 +103,9 @@ pub async fn get_one(
     State(state): State<Arc<AppState>>,
     Path(app_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(success(admin(&state).get(parse_app_id(&app_id)?).await?))
+    Ok(success(
+        admin(&state).get(parse_id(&app_id, "appId")?).await?,
+    ))
 }
 
 /// `PATCH /admin/apps/{appId}` — fields left out stay; `null` settings reset.
@@ -120,7 +114,7 @@ pub async fn update(
     Path(app_id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_app_id(&app_id)?;
+    let app_id = parse_id(&app_id, "appId")?;
     let body = read_body(&state, body, state.config.body_limit_admin_bytes).await?;
     let patch: AppPatch = parse_json(&body)?;
     let view = admin(&state).update(app_id, patch).await?;
@@ -135,7 +129,7 @@ pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(app_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_app_id(&app_id)?;
+    let app_id = parse_id(&app_id, "appId")?;
     admin(&state).delete(app_id, state.clock.now_ms()).await?;
     reload(&state, app_id).await?;
     tracing::info!(app_id, "admin: app deleted");
@@ -155,7 +149,7 @@ pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     Path(app_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_app_id(&app_id)?;
+    let app_id = parse_id(&app_id, "appId")?;
     let view = admin(&state)
         .rotate_secret(app_id, state.clock.now_ms())
         .await?;
@@ -169,7 +163,7 @@ pub async fn callback_counts(
     State(state): State<Arc<AppState>>,
     Path(app_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_app_id(&app_id)?;
+    let app_id = parse_id(&app_id, "appId")?;
     Ok(success(admin(&state).callback_counts(app_id).await?))
 }
 
@@ -192,7 +186,7 @@ pub async fn failed(
     Path(app_id): Path<String>,
     Query(q): Query<FailedQuery>,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_app_id(&app_id)?;
+    let app_id = parse_id(&app_id, "appId")?;
     let list = admin(&state)
         .failed_callbacks(app_id, q.after, q.limit)
         .await?;
@@ -213,7 +207,7 @@ pub async fn replay(
     Path(app_id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let app_id = parse_app_id(&app_id)?;
+    let app_id = parse_id(&app_id, "appId")?;
     let body = read_body(&state, body, state.config.body_limit_admin_bytes).await?;
     let req: ReplayBody = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayBody::default()

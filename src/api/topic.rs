@@ -127,7 +127,7 @@ fn too_many_names(max: usize) -> ApiError {
     ))
 }
 
-fn parse_id(raw: &str, what: &str) -> Result<u64, ApiError> {
+pub(super) fn parse_id(raw: &str, what: &str) -> Result<u64, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::bad_request(format!(
             "{what} must be a number, got {}",

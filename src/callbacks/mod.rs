@@ -50,7 +50,6 @@ pub struct CallbackConfig {
     pub timeout: Duration,
     pub concurrency_per_app: usize,
     pub max_response_bytes: usize,
-    pub max_url_bytes: usize,
     pub refuse_private: bool,
     /// Niceness of the callback threads.
     pub nice: i32,
@@ -63,7 +62,6 @@ impl CallbackConfig {
             timeout: Duration::from_millis(c.callback_timeout_ms),
             concurrency_per_app: c.callback_concurrency_per_app.max(1),
             max_response_bytes: c.callback_max_response_bytes,
-            max_url_bytes: c.callback_max_url_bytes,
             refuse_private: c.callback_refuse_private,
             nice: c.callback_nice,
         })
@@ -171,8 +169,8 @@ pub fn spawn(
 }
 
 /// Lowers the calling thread's scheduling priority to `nice` (Linux: niceness is
-/// per thread).
-fn lower_priority(nice: i32) {
+/// per thread). Also used by the load generator's callback receiver.
+pub fn lower_priority(nice: i32) {
     if nice <= 0 {
         return;
     }

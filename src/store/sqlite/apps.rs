@@ -3,6 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::messages::sql_seq as sql_u64;
 use crate::store::{App, AppSettings, StoreError, StoreResult};
 
 const APP_COLUMNS: &str =
@@ -37,10 +38,6 @@ pub(super) fn list(conn: &Connection) -> StoreResult<Vec<App>> {
 
 fn existing(conn: &Connection, app_id: u64) -> StoreResult<App> {
     app(conn, app_id)?.ok_or_else(|| StoreError::NotFound(format!("app {app_id}")))
-}
-
-fn sql_u64(v: u64) -> i64 {
-    v.min(i64::MAX as u64) as i64
 }
 
 fn opt_u64(v: Option<i64>) -> Option<u64> {
