@@ -244,7 +244,9 @@ settings! {
         callback_max_response_bytes: usize = 64 * KIB, env "COURIER_CALLBACK_MAX_RESPONSE_BYTES", range 0 => 16 * MIB;
         /// Longest callback URL an app may set, bytes.
         callback_max_url_bytes: usize = 2048, env "COURIER_CALLBACK_MAX_URL_BYTES", range 16 => 64 * KIB;
-        /// Scheduling niceness of the callback threads (0 = the message path's priority, 19 = lowest): higher keeps bursts of sends fast while callbacks fall behind and catch up; 0 lets callbacks keep up with the sends but takes their CPU from the message path.
+        /// Run the callback threads at idle priority (Linux SCHED_IDLE): they only take CPU nothing else wants, so sends at full speed lose the least; callbacks fall behind during a burst and catch up after (on a CPU busy all the time they wait on disk). Off: they run at `callback_nice`.
+        callback_idle: bool = true, env "COURIER_CALLBACK_IDLE";
+        /// Scheduling niceness of the callback threads when `callback_idle` is off (0 = the message path's priority, 19 = lowest): 0 lets callbacks keep up with the sends but takes their CPU from the message path.
         callback_nice: i32 = 10, env "COURIER_CALLBACK_NICE", range 0 => 19;
         /// Refuse callback URLs whose host is, or resolves to, a loopback, private, link-local or other non-public address (SSRF protection: whoever may set a callback URL could otherwise make the gateway POST into its own network). Off by default: receivers usually run next to the gateway.
         callback_refuse_private: bool = false, env "COURIER_CALLBACK_REFUSE_PRIVATE";

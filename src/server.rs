@@ -44,8 +44,6 @@ pub enum ServerError {
     Quic(#[from] crate::transport::quic::QuicError),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-    #[error("callback HTTP client: {0}")]
-    Callbacks(#[from] reqwest::Error),
 }
 
 /// A started server.

@@ -3,6 +3,7 @@
 //! (`--server`) — and how to connect to it: over WebSocket or QUIC, spread over
 //! several source addresses.
 
+use courier::callbacks::Priority;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -233,17 +234,21 @@ fn source_ips(url: &str, count: usize, offset: usize) -> Vec<Option<IpAddr>> {
         .collect()
 }
 
-/// The receiver's niceness: 10, or `LOADTEST_RECEIVER_NICE`.
-fn receiver_nice() -> i32 {
-    std::env::var("LOADTEST_RECEIVER_NICE")
+/// The receiver's scheduling: idle, or the niceness in `LOADTEST_RECEIVER_NICE`
+/// (0 = normal priority).
+fn receiver_priority() -> Priority {
+    match std::env::var("LOADTEST_RECEIVER_NICE")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
+    {
+        Some(nice) => Priority::Nice(nice),
+        None => Priority::Idle,
+    }
 }
 
 /// An HTTP receiver answering every POST with 200 at once, counting them. It
 /// stands for the app's back end on another machine: it runs on its own threads at
-/// lower priority (nice 10), so on a shared machine it takes the CPU the gateway
+/// idle priority (SCHED_IDLE), so on a shared machine it takes the CPU the gateway
 /// and the load leave rather than competing with them.
 fn callback_receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -254,11 +259,11 @@ fn callback_receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
     std::thread::Builder::new()
         .name("callback-receiver".into())
         .spawn(move || {
-            let nice = receiver_nice();
-            courier::callbacks::lower_priority(nice);
+            let priority = receiver_priority();
+            courier::callbacks::lower_priority(priority);
             let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
-                .on_thread_start(move || courier::callbacks::lower_priority(nice))
+                .on_thread_start(move || courier::callbacks::lower_priority(priority))
                 .enable_all()
                 .build()
             else {

@@ -4,13 +4,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{body, schedule, CallbackConfig};
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::StatusCode;
+
+use super::{body, http, schedule, CallbackConfig};
 use crate::store::{CallbackOutcome, PendingCallback};
 use crate::time::now_ms;
 
 /// One request of one callback.
 pub(super) struct Attempt {
-    pub(super) client: reqwest::Client,
+    pub(super) client: Arc<http::Client>,
     /// Checked by the dispatcher (`target::check`) before the attempt.
     pub(super) url: reqwest::Url,
     pub(super) secret: Arc<str>,
@@ -58,60 +62,38 @@ impl Attempt {
     /// POSTs `body`; `Ok` only for HTTP 200 within the timeout.
     async fn post(&self, seq: u64, attempt: u32, body: Vec<u8>) -> Result<(), String> {
         let signature = body::signature(&self.secret, &body);
-        let request = self
-            .client
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(body::DELIVERY_HEADER, seq.to_string())
-            .header(body::ATTEMPT_HEADER, attempt.to_string())
-            .header(body::SIGNATURE_HEADER, signature)
-            .body(body);
-        let max = self.config.max_response_bytes;
-        let exchange = async {
-            let mut response = request.send().await.map_err(describe)?;
-            let status = response.status();
-            // Read (and drop) the answer, so the connection can be reused.
-            let mut read = 0usize;
-            while let Some(chunk) = response.chunk().await.map_err(describe)? {
-                read += chunk.len();
-                if read > max {
-                    break;
-                }
-            }
-            if status == reqwest::StatusCode::OK {
-                Ok(())
-            } else if status.is_redirection() {
-                Err(format!("HTTP {status} (redirects are not followed)"))
-            } else {
-                Err(format!("HTTP {status}"))
-            }
-        };
+        let header = |text: String| HeaderValue::from_str(&text).map_err(|e| e.to_string());
+        let headers = [
+            (
+                HeaderName::from_static(body::DELIVERY_HEADER),
+                HeaderValue::from(seq),
+            ),
+            (
+                HeaderName::from_static(body::ATTEMPT_HEADER),
+                HeaderValue::from(attempt),
+            ),
+            (
+                HeaderName::from_static(body::SIGNATURE_HEADER),
+                header(signature)?,
+            ),
+        ];
+        let exchange = self.client.post(
+            &self.url,
+            &headers,
+            Bytes::from(body),
+            self.config.max_response_bytes,
+        );
         match tokio::time::timeout(self.config.timeout, exchange).await {
-            Ok(result) => result,
+            Ok(Ok(StatusCode::OK)) => Ok(()),
+            Ok(Ok(status)) if status.is_redirection() => {
+                Err(format!("HTTP {status} (redirects are not followed)"))
+            }
+            Ok(Ok(status)) => Err(format!("HTTP {status}")),
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(format!(
                 "no answer within {} ms",
                 self.config.timeout.as_millis()
             )),
         }
     }
-}
-
-/// A request error in a few words (reqwest's own text can be long).
-fn describe(e: reqwest::Error) -> String {
-    let kind = if e.is_connect() {
-        "cannot connect"
-    } else if e.is_timeout() {
-        "timed out"
-    } else if e.is_body() || e.is_decode() {
-        "bad answer"
-    } else {
-        "request failed"
-    };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(inner) = source {
-        text.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    crate::names::truncate(&text, 300)
 }

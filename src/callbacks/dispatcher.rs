@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::Attempt;
-use super::{target, CallbackConfig, OutboxFeed};
+use super::{http, target, CallbackConfig, OutboxFeed};
 use crate::directory::Directory;
 use crate::store::{
     CallbackBatch, CallbackOutcome, CallbackResult, PendingCallback, Store, StoreResult,
@@ -55,7 +55,7 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     directory: Arc<Directory>,
     config: Arc<CallbackConfig>,
-    client: reqwest::Client,
+    client: Arc<http::Client>,
     feed: Arc<OutboxFeed>,
 }
 
@@ -188,29 +188,20 @@ impl Dispatcher {
         directory: Arc<Directory>,
         config: CallbackConfig,
         feed: Arc<OutboxFeed>,
-    ) -> Result<Self, reqwest::Error> {
-        let mut client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            // No proxy from the environment: the URL checks are about the target.
-            .no_proxy()
-            .connect_timeout(config.timeout)
-            .pool_max_idle_per_host(config.concurrency_per_app)
-            .user_agent(concat!("courier/", env!("CARGO_PKG_VERSION")));
-        if config.refuse_private {
-            client = client.dns_resolver(Arc::new(target::PublicOnly));
-        }
+    ) -> Result<Self, crate::tls::TlsError> {
+        let client = http::Client::new(config.refuse_private, config.concurrency_per_app)?;
         Ok(Dispatcher {
             store,
             directory,
             config: Arc::new(config),
-            client: client.build()?,
+            client: Arc::new(client),
             feed,
         })
     }
 
-    /// Niceness of the callback threads.
-    pub(super) fn nice(&self) -> i32 {
-        self.config.nice
+    /// Scheduling of the callback threads.
+    pub(super) fn priority(&self) -> super::Priority {
+        self.config.priority
     }
 
     /// Callbacks queued in memory per app (a batch may pass it once).
@@ -348,6 +339,7 @@ impl Dispatcher {
             }
             if next_gauge.elapsed() >= GAUGE_EVERY {
                 next_gauge = Instant::now();
+                self.client.sweep();
                 if let Ok((pending, failed)) = self.store.callback_counts(None).await {
                     metrics::gauge!(crate::telemetry::CALLBACKS_PENDING).set(pending as f64);
                     metrics::gauge!(crate::telemetry::CALLBACKS_FAILED).set(failed as f64);

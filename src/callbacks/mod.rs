@@ -27,6 +27,7 @@
 mod attempt;
 pub mod body;
 mod dispatcher;
+mod http;
 pub mod schedule;
 pub mod target;
 
@@ -51,8 +52,8 @@ pub struct CallbackConfig {
     pub concurrency_per_app: usize,
     pub max_response_bytes: usize,
     pub refuse_private: bool,
-    /// Niceness of the callback threads.
-    pub nice: i32,
+    /// Scheduling of the callback threads.
+    pub priority: Priority,
 }
 
 impl CallbackConfig {
@@ -63,7 +64,11 @@ impl CallbackConfig {
             concurrency_per_app: c.callback_concurrency_per_app.max(1),
             max_response_bytes: c.callback_max_response_bytes,
             refuse_private: c.callback_refuse_private,
-            nice: c.callback_nice,
+            priority: if c.callback_idle {
+                Priority::Idle
+            } else {
+                Priority::Nice(c.callback_nice)
+            },
         })
     }
 }
@@ -143,22 +148,22 @@ impl OutboxFeed {
 const CALLBACK_THREADS: usize = 2;
 
 /// Runs the dispatcher on its own runtime, on threads of lower scheduling
-/// priority (`callback_nice`): callbacks use the CPU the message path leaves, so
+/// priority (`callback_idle`, else `callback_nice`): callbacks use the CPU the message path leaves, so
 /// a burst of sends is slowed less by their callbacks (which catch up after).
 /// The returned thread ends when `stop` fires or the feed's senders are gone.
 pub fn spawn(
     dispatcher: Dispatcher,
     stop: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let nice = dispatcher.nice();
+    let priority = dispatcher.priority();
     std::thread::Builder::new()
         .name("callbacks".into())
         .spawn(move || {
-            lower_priority(nice);
+            lower_priority(priority);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(CALLBACK_THREADS)
                 .thread_name("callbacks")
-                .on_thread_start(move || lower_priority(nice))
+                .on_thread_start(move || lower_priority(priority))
                 .enable_all()
                 .build();
             match runtime {
@@ -168,18 +173,39 @@ pub fn spawn(
         })
 }
 
-/// Lowers the calling thread's scheduling priority to `nice` (Linux: niceness is
-/// per thread). Also used by the load generator's callback receiver.
-pub fn lower_priority(nice: i32) {
-    if nice <= 0 {
-        return;
-    }
+/// How the callback threads are scheduled, from `callback_idle` / `callback_nice`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Linux SCHED_IDLE: runs only on CPU no other thread wants, and any other
+    /// thread that wakes up takes the CPU from it at once.
+    Idle,
+    /// A niceness, 0 (normal) to 19 (lowest).
+    Nice(i32),
+}
+
+/// Lowers the calling thread's scheduling priority (Linux: the policy and the
+/// niceness are per thread; elsewhere nothing changes). Also used by the load
+/// generator's callback receiver.
+pub fn lower_priority(priority: Priority) {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
+    // SAFETY: gettid has no preconditions; sched_setscheduler and setpriority
+    // only read their arguments.
     unsafe {
         let tid = libc::gettid();
-        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) != 0 {
-            tracing::debug!("callbacks: cannot lower the thread priority");
+        let ok = match priority {
+            Priority::Idle => {
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) == 0
+            }
+            Priority::Nice(nice) if nice > 0 => {
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) == 0
+            }
+            Priority::Nice(_) => true,
+        };
+        if !ok {
+            tracing::debug!(?priority, "callbacks: cannot lower the thread priority");
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = priority;
 }

@@ -1,12 +1,11 @@
 //! Where callbacks may go: the URL rules checked when an app's callback URL is set
-//! and again before each request, and the DNS resolver that keeps the gateway from
-//! connecting to non-public addresses when `callback_refuse_private` is on (SSRF:
+//! and again before each request, and which addresses are public — with
+//! `callback_refuse_private` on, `http` connects to nothing else (SSRF:
 //! whoever sets a callback URL could otherwise make the gateway POST into the
 //! network it runs in).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 
 /// Why a callback URL is refused.
@@ -100,30 +99,6 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (s[0] & 0xffc0) == 0xfec0 // site-local
                 || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
         }
-    }
-}
-
-/// Resolves names with the system resolver and drops non-public addresses; a name
-/// with only non-public addresses fails to resolve.
-#[derive(Debug, Clone, Copy)]
-pub struct PublicOnly;
-
-impl Resolve for PublicOnly {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| is_public(a.ip()))
-                .collect();
-            if found.is_empty() {
-                let err: Box<dyn std::error::Error + Send + Sync> =
-                    format!("{host} has no public address (callback_refuse_private is on)").into();
-                return Err(err);
-            }
-            let addrs: Addrs = Box::new(found.into_iter());
-            Ok(addrs)
-        })
     }
 }
 
