@@ -244,10 +244,14 @@ settings! {
         callback_max_response_bytes: usize = 64 * KIB, env "COURIER_CALLBACK_MAX_RESPONSE_BYTES", range 0 => 16 * MIB;
         /// Longest callback URL an app may set, bytes.
         callback_max_url_bytes: usize = 2048, env "COURIER_CALLBACK_MAX_URL_BYTES", range 16 => 64 * KIB;
-        /// Run the callback threads at idle priority (Linux SCHED_IDLE): they only take CPU nothing else wants, so sends at full speed lose the least; callbacks fall behind during a burst and catch up after (on a CPU busy all the time they wait on disk). Off: they run at `callback_nice`.
-        callback_idle: bool = true, env "COURIER_CALLBACK_IDLE";
-        /// Scheduling niceness of the callback threads when `callback_idle` is off (0 = the message path's priority, 19 = lowest): 0 lets callbacks keep up with the sends but takes their CPU from the message path.
-        callback_nice: i32 = 10, env "COURIER_CALLBACK_NICE", range 0 => 19;
+        /// Run the callback threads at idle priority (Linux SCHED_IDLE): they take only CPU nothing else wants, and fall behind whenever the machine is busy (on a CPU busy all the time they wait on disk). Off: they run at `callback_nice` and yield a busy message path (`callback_yield_batch`).
+        callback_idle: bool = false, env "COURIER_CALLBACK_IDLE";
+        /// Scheduling niceness of the callback threads when `callback_idle` is off (0 = the message path's priority, 19 = lowest).
+        callback_nice: i32 = 0, env "COURIER_CALLBACK_NICE", range 0 => 19;
+        /// Messages per router commit batch (a moving average) from which the message path counts as busy: sends arrive faster than they commit, so batches grow with the load (about 11 at 20,000 msgs/s, 350-400 at full speed on two cores). While it is busy, callbacks yield it the CPU. 0: never.
+        callback_yield_batch: usize = 128, env "COURIER_CALLBACK_YIELD_BATCH", range 0 => 100_000;
+        /// Percent of each second in which callbacks are sent while the message path is busy (the rest of the second they wait, on disk if need be, and catch up after the burst): what they may cost a saturated message path, and how fast they still move meanwhile. 100: no yielding.
+        callback_yield_share_percent: u64 = 5, env "COURIER_CALLBACK_YIELD_SHARE_PERCENT", range 0 => 100;
         /// Refuse callback URLs whose host is, or resolves to, a loopback, private, link-local or other non-public address (SSRF protection: whoever may set a callback URL could otherwise make the gateway POST into its own network). Off by default: receivers usually run next to the gateway.
         callback_refuse_private: bool = false, env "COURIER_CALLBACK_REFUSE_PRIVATE";
     }

@@ -23,6 +23,8 @@ use crate::time::now_ms;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often the queue-depth gauges are read from the store.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
+/// While the message path is busy, callbacks run in a share of each such period.
+const YIELD_PERIOD_MS: u64 = 1000;
 /// Failed attempts in a row after which an app's callbacks pause.
 const PAUSE_AFTER_FAILURES: u32 = 8;
 
@@ -437,7 +439,9 @@ impl Dispatcher {
         let apps: Vec<(u64, u64)> = book.rescan.iter().map(|(&a, &f)| (a, f)).collect();
         for (app_id, from) in apps {
             let queued = book.queued.get(&app_id).map_or(0, VecDeque::len);
-            if book.paused(app_id, now) || queued >= cap {
+            // Refilled when half empty, not one callback at a time: each read
+            // costs a query, whatever it brings.
+            if book.paused(app_id, now) || queued > cap / 2 {
                 continue;
             }
             let budget = cap - queued;
@@ -474,6 +478,18 @@ impl Dispatcher {
         done: &mpsc::Sender<Attempted>,
     ) -> StoreResult<()> {
         let limit = self.config.concurrency_per_app;
+        let now = now_ms();
+        let batch_average = self.feed.pressure.batch_average(now);
+        if let Some(resume) = yielding(batch_average, &self.config, now) {
+            crate::log_limited!(
+                info,
+                batch_average,
+                share_percent = self.config.yield_share_percent,
+                "callbacks: the message path is busy; callbacks yield it the CPU"
+            );
+            book.retry_at(resume);
+            return Ok(());
+        }
         let apps: Vec<u64> = book
             .queued
             .iter()
@@ -538,6 +554,18 @@ impl Dispatcher {
         }
         Ok(())
     }
+}
+
+/// While the message path is busy (its commit batches average at least
+/// `yield_batch` messages), callbacks yield it the CPU: they are sent only in the
+/// first `yield_share_percent` of each [`YIELD_PERIOD_MS`], so they still move,
+/// and wait (on disk if need be) the rest of it. `Some(when to look again)` while
+/// they wait.
+fn yielding(batch_average: u64, config: &CallbackConfig, now: u64) -> Option<u64> {
+    let busy = config.yield_batch > 0 && batch_average >= config.yield_batch;
+    let window = config.yield_share_percent.min(100) * YIELD_PERIOD_MS / 100;
+    let into_period = now % YIELD_PERIOD_MS;
+    (busy && into_period >= window).then(|| now - into_period + YIELD_PERIOD_MS)
 }
 
 /// Writes outcomes and finished batches, one store write per batch of them, and
@@ -659,6 +687,37 @@ mod tests {
             book.count_down(1, seq);
         }
         assert_eq!(book.finished, vec![(1, 20)]);
+    }
+
+    #[test]
+    fn callbacks_yield_a_busy_message_path_but_keep_a_share() {
+        let config = CallbackConfig {
+            retries: vec![],
+            timeout: Duration::from_secs(1),
+            concurrency_per_app: 8,
+            max_response_bytes: 1024,
+            refuse_private: false,
+            priority: super::super::Priority::Nice(0),
+            yield_batch: 128,
+            yield_share_percent: 5,
+        };
+        // Calm: never.
+        assert_eq!(yielding(11, &config, 10_999), None);
+        // Busy: sent in the first 50 ms of each second, else wait for the next one.
+        assert_eq!(yielding(400, &config, 10_020), None);
+        assert_eq!(yielding(400, &config, 10_050), Some(11_000));
+        assert_eq!(yielding(400, &config, 10_999), Some(11_000));
+        // 0 turns yielding off; a share of 100 never waits.
+        let off = CallbackConfig {
+            yield_batch: 0,
+            ..config.clone()
+        };
+        assert_eq!(yielding(400, &off, 10_500), None);
+        let all = CallbackConfig {
+            yield_share_percent: 100,
+            ..config
+        };
+        assert_eq!(yielding(400, &all, 10_999), None);
     }
 
     #[test]

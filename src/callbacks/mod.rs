@@ -32,7 +32,7 @@ pub mod schedule;
 pub mod target;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +54,12 @@ pub struct CallbackConfig {
     pub refuse_private: bool,
     /// Scheduling of the callback threads.
     pub priority: Priority,
+    /// Messages per router batch (moving average) from which the message path
+    /// counts as busy; 0: never.
+    pub yield_batch: u64,
+    /// Percent of each second in which callbacks are sent while the message
+    /// path is busy.
+    pub yield_share_percent: u64,
 }
 
 impl CallbackConfig {
@@ -69,6 +75,8 @@ impl CallbackConfig {
             } else {
                 Priority::Nice(c.callback_nice)
             },
+            yield_batch: c.callback_yield_batch as u64,
+            yield_share_percent: c.callback_yield_share_percent.min(100),
         })
     }
 }
@@ -85,6 +93,45 @@ pub struct OutboxFeed {
     look: Notify,
     /// Callbacks in the feed.
     held: AtomicUsize,
+    /// How busy the message path is: see [`Pressure`].
+    pressure: Pressure,
+}
+
+/// How busy the message path is, from the size of the router's commit batches:
+/// sends that arrive faster than they commit queue up, so batches grow with the
+/// load (measured: about 11 messages per batch at 20,000 msgs/s, 350–400 at full
+/// speed on two cores). A moving average over the last batches, forgotten when no
+/// batch came for [`Pressure::FORGET_MS`].
+#[derive(Debug, Default)]
+pub struct Pressure {
+    /// Messages per batch, moving average, in 1/16ths.
+    avg_x16: AtomicU64,
+    /// When the last batch came (unix ms).
+    last_ms: AtomicU64,
+}
+
+impl Pressure {
+    /// A batch older than this says nothing about now.
+    pub const FORGET_MS: u64 = 100;
+
+    /// Counts one router batch of `messages`.
+    pub fn note_batch(&self, messages: usize, now_ms: u64) {
+        let sample = (messages as u64).saturating_mul(16);
+        let old = self.avg_x16.load(Ordering::Relaxed);
+        // Weight 1/8: a burst shows within a few batches (a few ms).
+        let avg = old - old / 8 + sample / 8;
+        self.avg_x16.store(avg, Ordering::Relaxed);
+        self.last_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// The average batch, or 0 if no batch came lately.
+    pub fn batch_average(&self, now_ms: u64) -> u64 {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) > Self::FORGET_MS {
+            return 0;
+        }
+        self.avg_x16.load(Ordering::Relaxed) / 16
+    }
 }
 
 /// Batches the feed holds before the router leaves the rest to the store.
@@ -103,6 +150,7 @@ impl OutboxFeed {
             stale: AtomicBool::new(false),
             look: Notify::new(),
             held: AtomicUsize::new(0),
+            pressure: Pressure::default(),
         })
     }
 
@@ -126,6 +174,11 @@ impl OutboxFeed {
                 self.stale.store(true, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The router committed a batch of `messages` sends (see [`Pressure`]).
+    pub fn note_batch(&self, messages: usize) {
+        self.pressure.note_batch(messages, crate::time::now_ms());
     }
 
     /// Asks the dispatcher to read the store (after a replay).
@@ -208,4 +261,27 @@ pub fn lower_priority(priority: Priority) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = priority;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pressure_follows_the_batch_sizes_and_forgets_when_idle() {
+        let p = Pressure::default();
+        assert_eq!(p.batch_average(1_000), 0);
+        for i in 0..40 {
+            p.note_batch(400, 1_000 + i);
+        }
+        let busy = p.batch_average(1_040);
+        assert!((300..=400).contains(&busy), "{busy}");
+        for i in 0..40 {
+            p.note_batch(10, 1_040 + i);
+        }
+        let calm = p.batch_average(1_080);
+        assert!(calm < 20, "{calm}");
+        p.note_batch(400, 2_000);
+        assert_eq!(p.batch_average(2_000 + Pressure::FORGET_MS + 1), 0);
+    }
 }

@@ -199,6 +199,7 @@ impl CommitLoop {
                         drained = true;
                         continue;
                     }
+                    self.outbox.note_batch(n);
                     let (plans, to_store, callbacks) = self.plan(&mut batch);
                     let store = self.store.clone();
                     let outbox = self.outbox.clone();
