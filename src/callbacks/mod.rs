@@ -21,8 +21,10 @@
 //! replay. A batch is deleted once each of its callbacks has an outcome. Outcomes
 //! are written in batches by a recorder task while sending goes on. What was in
 //! flight at a crash is sent again at the next start with the same delivery id
-//! (`body`), so receivers dedup. The dispatcher runs on its own threads at a lower
-//! scheduling priority: callbacks use the CPU the message path leaves.
+//! (`body`), so receivers dedup. The dispatcher runs on its own threads and yields
+//! the CPU to a busy message path: the router reports the size of each batch it
+//! commits ([`Pressure`]); while they are large, callbacks go out only in a small
+//! share of each second and catch up after the burst.
 
 mod attempt;
 pub mod body;
@@ -200,9 +202,8 @@ impl OutboxFeed {
 /// Worker threads of the callback runtime.
 const CALLBACK_THREADS: usize = 2;
 
-/// Runs the dispatcher on its own runtime, on threads of lower scheduling
-/// priority (`callback_idle`, else `callback_nice`): callbacks use the CPU the message path leaves, so
-/// a burst of sends is slowed less by their callbacks (which catch up after).
+/// Runs the dispatcher on its own runtime, on threads scheduled as
+/// `callback_idle` / `callback_nice` say.
 /// The returned thread ends when `stop` fires or the feed's senders are gone.
 pub fn spawn(
     dispatcher: Dispatcher,
