@@ -33,6 +33,11 @@ use super::target;
 /// one closed meanwhile is noticed before use, or retried once).
 const IDLE_FOR: Duration = Duration::from_secs(30);
 
+/// How long each address but the last of a name may take to connect.
+const CONNECT_PER_ADDRESS: Duration = Duration::from_secs(1);
+/// Most idle connections kept, all origins together.
+const MAX_IDLE_TOTAL: usize = 4096;
+
 /// Where a connection goes: scheme, host and port of the callback URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Origin {
@@ -50,7 +55,8 @@ type Driver = Connection<TokioIo<Box<dyn Io>>, Full<Bytes>>;
 /// machine, polled by whoever sends on it.
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    driver: Pin<Box<Driver>>,
+    /// `None` once the connection is over (dropping it fails what was queued).
+    driver: Option<Pin<Box<Driver>>>,
 }
 
 impl Conn {
@@ -58,7 +64,11 @@ impl Conn {
     fn alive(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         // Polling reads a pending close; the next exchange polls it again.
-        matches!(self.driver.as_mut().poll(&mut cx), Poll::Pending) && !self.sender.is_closed()
+        let pending = match self.driver.as_mut() {
+            Some(driver) => driver.as_mut().poll(&mut cx).is_pending(),
+            None => false,
+        };
+        pending && !self.sender.is_closed()
     }
 }
 
@@ -171,8 +181,9 @@ impl Client {
 
     fn checkin(&self, origin: Origin, conn: Conn) {
         let mut idle = self.idle.lock();
+        let total: usize = idle.values().map(Vec::len).sum();
         let conns = idle.entry(origin).or_default();
-        if conns.len() < self.max_idle_per_origin {
+        if conns.len() < self.max_idle_per_origin && total < MAX_IDLE_TOTAL {
             conns.push((conn, Instant::now()));
         }
     }
@@ -182,20 +193,34 @@ impl Client {
         let addrs = self.resolve(origin).await?;
         let mut tcp = None;
         let mut last = String::from("no address");
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
+        let count = addrs.len();
+        for (i, addr) in addrs.into_iter().enumerate() {
+            // Every address but the last gets a short while (an unreachable IPv6
+            // one must not use up the attempt); the last has the attempt's time.
+            let connect = TcpStream::connect(addr);
+            let result = if i + 1 < count {
+                match tokio::time::timeout(CONNECT_PER_ADDRESS, connect).await {
+                    Ok(r) => r,
+                    Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                }
+            } else {
+                connect.await
+            };
+            match result {
                 Ok(stream) => {
                     tcp = Some(stream);
                     break;
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => last = format!("{addr}: {e}"),
             }
         }
         let tcp = tcp.ok_or_else(|| cannot(&last))?;
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = if origin.https {
-            let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
-                .map_err(|e| cannot(&e))?;
+            // An IPv6 literal comes in brackets from the URL; the name has none.
+            let bare = origin.host.trim_start_matches('[').trim_end_matches(']');
+            let name =
+                rustls::pki_types::ServerName::try_from(bare.to_owned()).map_err(|e| cannot(&e))?;
             Box::new(self.tls.connect(name, tcp).await.map_err(|e| cannot(&e))?)
         } else {
             Box::new(tcp)
@@ -206,7 +231,7 @@ impl Client {
             .map_err(|e| cannot(&e))?;
         Ok(Conn {
             sender,
-            driver: Box::pin(driver),
+            driver: Some(Box::pin(driver)),
         })
     }
 
@@ -246,9 +271,11 @@ async fn exchange(
 ) -> Result<(StatusCode, bool), Failed> {
     let Conn { sender, driver } = conn;
     let work = async {
+        // Only a request the connection gave up on before an answer is worth
+        // sending again (it closed: stale, or the receiver read it and hung up).
         let unanswered = |e: hyper::Error| Failed {
+            unanswered: e.is_canceled() || e.is_incomplete_message() || e.is_closed(),
             text: describe(&e),
-            unanswered: true,
         };
         sender.ready().await.map_err(unanswered)?;
         let response = sender.send_request(request).await.map_err(unanswered)?;
@@ -271,16 +298,30 @@ async fn exchange(
         Ok((status, true))
     };
     tokio::pin!(work);
-    tokio::select! {
-        biased;
-        result = &mut work => result,
-        ended = driver.as_mut() => {
-            // The connection is over; what it delivered before is still read.
-            let result = work.await;
-            match (result, ended) {
-                (Ok((status, _)), _) => Ok((status, false)),
-                (Err(f), Err(e)) if !f.unanswered => Err(Failed { text: describe(&e), ..f }),
-                (Err(f), _) => Err(f),
+    // The request and the connection, polled together in this task.
+    let first = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        match driver.as_mut() {
+            Some(d) => match d.as_mut().poll(cx) {
+                Poll::Ready(_) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            // Over already: the request was failed when it was dropped.
+            None => Poll::Ready(None),
+        }
+    })
+    .await;
+    match first {
+        Some(result) => result,
+        None => {
+            // The connection is over. Dropping it fails a request it never wrote;
+            // an answer it delivered before is still read.
+            *driver = None;
+            match work.await {
+                Ok((status, _)) => Ok((status, false)),
+                Err(f) => Err(f),
             }
         }
     }
@@ -441,6 +482,22 @@ mod tests {
         // Two requests: the second could not reuse the first's unread connection.
         assert!(seen.recv().await.unwrap().starts_with("conn 1: "));
         assert!(seen.recv().await.unwrap().starts_with("conn 2: "));
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_hangs_up_at_once_is_an_error_not_a_hang() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                drop(s);
+            }
+        });
+        let client = Client::new(false, 4).unwrap();
+        let post = client.post(&url, &[], Bytes::from_static(b"{}"), 10);
+        // No timeout of its own: it must end because the connection did.
+        let result = tokio::time::timeout(Duration::from_secs(10), post).await;
+        assert!(matches!(result, Ok(Err(_))), "{result:?}");
     }
 
     #[tokio::test]

@@ -119,9 +119,15 @@ impl Pressure {
     /// Counts one router batch of `messages`.
     pub fn note_batch(&self, messages: usize, now_ms: u64) {
         let sample = (messages as u64).saturating_mul(16);
-        let old = self.avg_x16.load(Ordering::Relaxed);
-        // Weight 1/8: a burst shows within a few batches (a few ms).
-        let avg = old - old / 8 + sample / 8;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let avg = if now_ms.saturating_sub(last) > Self::FORGET_MS {
+            // The batches before a pause say nothing about now.
+            sample
+        } else {
+            // Weight 1/8: a burst shows within a few batches (a few ms).
+            let old = self.avg_x16.load(Ordering::Relaxed);
+            old - old / 8 + sample / 8
+        };
         self.avg_x16.store(avg, Ordering::Relaxed);
         self.last_ms.store(now_ms, Ordering::Relaxed);
     }
@@ -284,5 +290,8 @@ mod tests {
         assert!(calm < 20, "{calm}");
         p.note_batch(400, 2_000);
         assert_eq!(p.batch_average(2_000 + Pressure::FORGET_MS + 1), 0);
+        // After a pause, the first batch starts the average afresh.
+        p.note_batch(5, 3_000);
+        assert_eq!(p.batch_average(3_000), 5);
     }
 }
