@@ -17,6 +17,7 @@ pub mod cursors;
 pub mod faulty;
 pub mod memory;
 mod outbox;
+pub mod postgres;
 pub mod sqlite;
 
 pub use outbox::{

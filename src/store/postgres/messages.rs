@@ -1,0 +1,393 @@
+//! Messages in the PostgreSQL store: appending (dedup of (sender, packetId) by the
+//! unique index, one topic-log row of a topic message, and for a p2p message the two
+//! sides' conversation rows in `contacts`, once per conversation per commit) and
+//! reading what one device sees: its conversations and the logs of its topics merged
+//! in sequence order. A port of `sqlite/messages.rs`; the reading strategy is the
+//! same (each part read in index order in chunks, merged here).
+
+use std::collections::{HashMap, VecDeque};
+
+use tokio_postgres::{GenericClient, Row};
+
+use super::{num, sql};
+use crate::message::{Envelope, Target};
+use crate::store::{AppendOutcome, NewMessage, Order, StoreResult, StoredMessage};
+
+/// A sequence as PostgreSQL's BIGINT.
+pub(super) fn sql_seq(seq: u64) -> i64 {
+    sql(seq)
+}
+
+pub(super) const MESSAGE_COLUMNS: &str = "m.seq, m.ts, m.packet_id, m.from_uuid, m.from_account, \
+     m.from_resource, m.to_uuid, m.to_account, m.to_resource, m.biz_type, m.payload, m.topic_id, \
+     m.app_id, m.blocked";
+
+/// A row of [`MESSAGE_COLUMNS`]; 0 / '' in the table mean "none".
+pub(super) fn row_to_message(r: &Row) -> StoredMessage {
+    let topic_id = num(r, 11);
+    let target = if topic_id != 0 {
+        Target::Topic { topic_id }
+    } else {
+        let resource: String = r.get(8);
+        Target::User {
+            uuid: num(r, 6),
+            account: r.get(7),
+            resource: (!resource.is_empty()).then_some(resource),
+            blocked: r.get::<_, bool>(13),
+        }
+    };
+    StoredMessage {
+        seq: num(r, 0),
+        ts: num(r, 1),
+        envelope: Envelope {
+            app_id: num(r, 12),
+            from_uuid: num(r, 3),
+            from_account: r.get(4),
+            from_resource: r.get(5),
+            packet_id: r.get(2),
+            target,
+            biz_type: r.get(9),
+            payload: r.get::<_, Vec<u8>>(10).into(),
+        },
+    }
+}
+
+/// One conversation's messages as device `$4` of user `$1` sees them, in
+/// `$2 < seq < $3`; `$5`, `$6` = the pair's lower and higher uuid (served by
+/// `messages_by_conversation`). Left out: what the user's blacklist blocked, and a
+/// message addressed to another resource of this user.
+const CONVERSATION_RANGE: &str = "least(m.from_uuid, m.to_uuid) = $5 \
+     AND greatest(m.from_uuid, m.to_uuid) = $6 AND m.topic_id = 0 AND m.seq > $2 AND m.seq < $3 \
+     AND (NOT m.blocked OR m.from_uuid = $1) \
+     AND (m.to_resource = '' OR m.to_uuid <> $1 OR m.to_resource = $4)";
+
+/// Stores `messages` (in the caller's transaction); a message whose (sender,
+/// packetId) is stored already is a duplicate and keeps its first sequence.
+pub(super) async fn append_in(
+    c: &impl GenericClient,
+    messages: &[NewMessage],
+) -> StoreResult<Vec<AppendOutcome>> {
+    let insert = c
+        .prepare(
+            "INSERT INTO messages (seq, ts, app_id, from_uuid, from_account, from_resource, \
+             packet_id, to_uuid, to_account, to_resource, biz_type, payload, topic_id, blocked) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (from_uuid, packet_id) DO NOTHING",
+        )
+        .await?;
+    let topic_log = c
+        .prepare("INSERT INTO topic_log (topic_id, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .await?;
+    let mut outcomes = Vec::with_capacity(messages.len());
+    let mut contacts: HashMap<(u64, u64), u64> = HashMap::new();
+    let mut touch = |owner: u64, peer: u64, seq: u64| {
+        let last = contacts.entry((owner, peer)).or_insert(seq);
+        *last = (*last).max(seq);
+    };
+    for stored in messages {
+        let m = &stored.envelope;
+        let (to_uuid, to_account, to_resource, topic_id, blocked) = match &m.target {
+            Target::User {
+                uuid,
+                account,
+                resource,
+                blocked,
+            } => (
+                *uuid,
+                account.as_str(),
+                resource.as_deref().unwrap_or(""),
+                0,
+                *blocked,
+            ),
+            Target::Topic { topic_id } => (0, "", "", *topic_id, false),
+        };
+        let inserted = c
+            .execute(
+                &insert,
+                &[
+                    &sql(stored.seq),
+                    &sql(stored.ts),
+                    &sql(m.app_id),
+                    &sql(m.from_uuid),
+                    &m.from_account,
+                    &m.from_resource,
+                    &m.packet_id,
+                    &sql(to_uuid),
+                    &to_account,
+                    &to_resource,
+                    &m.biz_type,
+                    &m.payload.as_ref(),
+                    &sql(topic_id),
+                    &blocked,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            let row = c
+                .query_one(
+                    "SELECT seq, ts FROM messages WHERE from_uuid = $1 AND packet_id = $2",
+                    &[&sql(m.from_uuid), &m.packet_id],
+                )
+                .await?;
+            outcomes.push(AppendOutcome::Duplicate {
+                seq: num(&row, 0),
+                ts: num(&row, 1),
+            });
+            continue;
+        }
+        if topic_id != 0 {
+            c.execute(&topic_log, &[&sql(topic_id), &sql(stored.seq)])
+                .await?;
+            outcomes.push(AppendOutcome::Stored);
+            continue;
+        }
+        if !blocked {
+            touch(to_uuid, m.from_uuid, stored.seq);
+        }
+        touch(m.from_uuid, to_uuid, stored.seq);
+        outcomes.push(AppendOutcome::Stored);
+    }
+    if !contacts.is_empty() {
+        // One statement for every conversation side of the batch, in a fixed order
+        // (two nodes upserting the same rows take their locks in the same order).
+        let mut sides: Vec<((u64, u64), u64)> = contacts.into_iter().collect();
+        sides.sort_unstable();
+        let owners: Vec<i64> = sides.iter().map(|((o, _), _)| sql(*o)).collect();
+        let peers: Vec<i64> = sides.iter().map(|((_, p), _)| sql(*p)).collect();
+        let seqs: Vec<i64> = sides.iter().map(|(_, s)| sql(*s)).collect();
+        c.execute(
+            "INSERT INTO contacts (owner_uuid, peer_uuid, last_seq) \
+             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) \
+             ON CONFLICT (owner_uuid, peer_uuid) \
+             DO UPDATE SET last_seq = greatest(contacts.last_seq, excluded.last_seq)",
+            &[&owners, &peers, &seqs],
+        )
+        .await?;
+    }
+    Ok(outcomes)
+}
+
+/// Smallest chunk read from one part of a user's messages at a time.
+const MIN_CHUNK: usize = 8;
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A p2p conversation: (lower uuid, higher uuid).
+    Conversation((i64, i64)),
+    /// A topic's log (within one membership interval: the part's bounds).
+    Topic(i64),
+}
+
+#[derive(Debug)]
+struct Part {
+    source: Source,
+    lower: i64,
+    upper: i64,
+    buffer: VecDeque<StoredMessage>,
+    exhausted: bool,
+}
+
+impl Part {
+    fn new(source: Source, lower: i64, upper: i64) -> Self {
+        Part {
+            source,
+            lower,
+            upper,
+            buffer: VecDeque::new(),
+            exhausted: false,
+        }
+    }
+}
+
+/// The parts of what `uuid` sees in `after < seq < before`: its conversations with
+/// a message after `after`, and each topic membership overlapping the range.
+async fn parts(
+    c: &impl GenericClient,
+    uuid: u64,
+    after: i64,
+    before: i64,
+) -> StoreResult<Vec<Part>> {
+    let me = sql(uuid);
+    let mut parts: Vec<Part> = c
+        .query(
+            "SELECT peer_uuid FROM contacts WHERE owner_uuid = $1 AND last_seq > $2",
+            &[&me, &after],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let peer: i64 = r.get(0);
+            Part::new(
+                Source::Conversation((me.min(peer), me.max(peer))),
+                after,
+                before,
+            )
+        })
+        .collect();
+    let memberships = c
+        .query(
+            "SELECT topic_id, greatest(from_seq, $2), least(to_seq, $3) FROM topic_membership \
+             WHERE uuid = $1 AND to_seq > $2 AND from_seq < $3",
+            &[&me, &after, &before],
+        )
+        .await?;
+    parts.extend(
+        memberships
+            .iter()
+            .map(|r| Part::new(Source::Topic(r.get(0)), r.get(1), r.get(2))),
+    );
+    Ok(parts)
+}
+
+/// Reads a chunk of `part` into its buffer.
+async fn fill(
+    c: &impl GenericClient,
+    part: &mut Part,
+    uuid: u64,
+    resource: &str,
+    chunk: usize,
+    order: Order,
+) -> StoreResult<()> {
+    let dir = match order {
+        Order::OldestFirst => "ASC",
+        Order::NewestFirst => "DESC",
+    };
+    let limit = chunk as i64;
+    let rows = match part.source {
+        Source::Conversation((lo, hi)) => {
+            c.query(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {CONVERSATION_RANGE} \
+                     ORDER BY m.seq {dir} LIMIT $7"
+                ),
+                &[
+                    &sql(uuid),
+                    &part.lower,
+                    &part.upper,
+                    &resource,
+                    &lo,
+                    &hi,
+                    &limit,
+                ],
+            )
+            .await?
+        }
+        Source::Topic(topic_id) => {
+            c.query(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM topic_log l JOIN messages m ON m.seq = l.seq \
+                     WHERE l.topic_id = $1 AND l.seq > $2 AND l.seq < $3 \
+                     ORDER BY l.seq {dir} LIMIT $4"
+                ),
+                &[&topic_id, &part.lower, &part.upper, &limit],
+            )
+            .await?
+        }
+    };
+    part.exhausted = rows.len() < chunk;
+    let rows: Vec<StoredMessage> = rows.iter().map(row_to_message).collect();
+    if let Some(last) = rows.last() {
+        match order {
+            Order::OldestFirst => part.lower = sql(last.seq),
+            Order::NewestFirst => part.upper = sql(last.seq),
+        }
+    }
+    part.buffer.extend(rows);
+    Ok(())
+}
+
+/// What a user sees, oldest or newest first, at most `limit` messages with
+/// `after < seq < before` (`before` 0: no upper bound); see `sqlite/messages.rs`.
+pub(super) async fn user_messages(
+    c: &impl GenericClient,
+    uuid: u64,
+    resource: &str,
+    after: u64,
+    before: u64,
+    limit: usize,
+    order: Order,
+) -> StoreResult<Vec<StoredMessage>> {
+    let after = sql(after);
+    let before = if before == 0 { i64::MAX } else { sql(before) };
+    let mut parts = parts(c, uuid, after, before).await?;
+    if parts.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let chunk = limit
+        .div_ceil(parts.len())
+        .clamp(MIN_CHUNK.min(limit), limit);
+    for part in &mut parts {
+        fill(c, part, uuid, resource, chunk, order).await?;
+    }
+    let mut out: Vec<StoredMessage> = Vec::with_capacity(limit);
+    while out.len() < limit {
+        let next = parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.buffer.front().map(|m| (i, m.seq)))
+            .min_by_key(|&(_, seq)| match order {
+                Order::OldestFirst => seq,
+                Order::NewestFirst => u64::MAX - seq,
+            });
+        let Some((i, _)) = next else {
+            break;
+        };
+        let part = &mut parts[i];
+        if let Some(m) = part.buffer.pop_front() {
+            if out.last().is_none_or(|prev| prev.seq != m.seq) {
+                out.push(m);
+            }
+        }
+        if part.buffer.is_empty() && !part.exhausted && out.len() < limit {
+            fill(c, part, uuid, resource, chunk, order).await?;
+        }
+    }
+    Ok(out)
+}
+
+/// Counts what [`user_messages`] would return after `after`, stopping at `cap`.
+pub(super) async fn count_user_messages(
+    c: &impl GenericClient,
+    uuid: u64,
+    resource: &str,
+    after: u64,
+    cap: usize,
+) -> StoreResult<usize> {
+    let mut total = 0usize;
+    for part in parts(c, uuid, sql(after), i64::MAX).await? {
+        let missing = cap.saturating_sub(total) as i64;
+        let row = match part.source {
+            Source::Conversation((lo, hi)) => {
+                c.query_one(
+                    &format!(
+                        "SELECT count(*) FROM (SELECT 1 FROM messages m \
+                         WHERE {CONVERSATION_RANGE} LIMIT $7) AS t"
+                    ),
+                    &[
+                        &sql(uuid),
+                        &part.lower,
+                        &part.upper,
+                        &resource,
+                        &lo,
+                        &hi,
+                        &missing,
+                    ],
+                )
+                .await?
+            }
+            Source::Topic(topic_id) => {
+                c.query_one(
+                    "SELECT count(*) FROM (SELECT 1 FROM topic_log \
+                     WHERE topic_id = $1 AND seq > $2 AND seq < $3 LIMIT $4) AS t",
+                    &[&topic_id, &part.lower, &part.upper, &missing],
+                )
+                .await?
+            }
+        };
+        total += num(&row, 0) as usize;
+        if total >= cap {
+            return Ok(cap);
+        }
+    }
+    Ok(total)
+}
