@@ -220,6 +220,14 @@ settings! {
         quic_keep_alive_secs: u64 = 0, env "COURIER_QUIC_KEEP_ALIVE_SECS", range 0 => 3600;
     }
     store {
+        /// Which store: "embedded" (SQLite in data_dir) or "postgres" (postgres_url; several nodes may share it).
+        store_kind: String = "embedded".to_owned(), env "COURIER_STORE_KIND";
+        /// PostgreSQL URL for store_kind = "postgres", e.g. postgres://user:password@host:5432/db (prefer the environment variable: it may hold a password).
+        postgres_url: String = String::new(), env "COURIER_POSTGRES_URL";
+        /// Connections in the PostgreSQL store's pool.
+        postgres_pool_size: usize = 16, env "COURIER_POSTGRES_POOL_SIZE", range 1 => 1024;
+        /// Seconds `serve` keeps retrying (with backoff) a PostgreSQL that is not up yet before it gives up.
+        postgres_connect_secs: u64 = 30, env "COURIER_POSTGRES_CONNECT_SECS", range 0 => 3600;
         /// Read connections of the embedded store.
         store_readers: usize = 4, env "COURIER_STORE_READERS", range 1 => 256;
         /// Most messages in one group commit.
@@ -325,6 +333,14 @@ impl Config {
         self.check_ranges()?;
         self.callback_retries()?;
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        match self.store_kind.as_str() {
+            "embedded" => {}
+            "postgres" if self.postgres_url.is_empty() => {
+                return bad("store_kind = \"postgres\" needs postgres_url (COURIER_POSTGRES_URL)")
+            }
+            "postgres" => {}
+            _ => return bad("store_kind must be \"embedded\" or \"postgres\""),
+        }
         if self.max_payload_bytes + 1024 > self.max_frame_bytes {
             return bad("max_frame_bytes must exceed max_payload_bytes by at least 1024");
         }

@@ -92,17 +92,31 @@ impl RunningServer {
     }
 }
 
-/// Opens the store, binds the listener and starts serving.
-pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
-    config.validate()?;
-    let store = store::open(&StoreConfig::Embedded {
+/// The store `config` asks for.
+pub fn store_config(config: &Config) -> StoreConfig {
+    if config.store_kind == "postgres" {
+        return StoreConfig::Postgres {
+            url: config.postgres_url.clone(),
+            options: crate::store::postgres::PgOptions {
+                pool_size: config.postgres_pool_size,
+                connect_for: std::time::Duration::from_secs(config.postgres_connect_secs),
+            },
+        };
+    }
+    StoreConfig::Embedded {
         dir: config.data_dir.clone(),
         options: SqliteOptions {
             readers: config.store_readers,
             write_queue: config.router_queue,
             max_ops_per_commit: config.commit_batch_max * 2,
         },
-    })?;
+    }
+}
+
+/// Opens the store, binds the listener and starts serving.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    config.validate()?;
+    let store = store::open(&store_config(&config)).await?;
     let created_app = if store.list_apps().await?.is_empty() {
         Some(store.create_app("default").await?)
     } else {

@@ -458,13 +458,21 @@ pub enum StoreConfig {
         dir: std::path::PathBuf,
         options: sqlite::SqliteOptions,
     },
+    /// A PostgreSQL database (shared by the nodes of a cluster).
+    Postgres {
+        url: String,
+        options: postgres::PgOptions,
+    },
 }
 
 /// Opens the configured backend.
-pub fn open(config: &StoreConfig) -> StoreResult<std::sync::Arc<dyn Store>> {
+pub async fn open(config: &StoreConfig) -> StoreResult<std::sync::Arc<dyn Store>> {
     match config {
         StoreConfig::Embedded { dir, options } => {
             Ok(std::sync::Arc::new(SqliteStore::open(dir, *options)?))
         }
+        StoreConfig::Postgres { url, options } => Ok(std::sync::Arc::new(
+            postgres::PgStore::open(url, options.clone()).await?,
+        )),
     }
 }

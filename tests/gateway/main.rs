@@ -15,6 +15,7 @@ mod lifetimes;
 mod observability;
 mod openapi;
 mod p2p;
+mod postgres;
 mod push;
 mod sessions;
 mod token_api;
