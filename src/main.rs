@@ -120,6 +120,10 @@ struct AdminArgs {
     admin_token: Option<String>,
     #[arg(long, env = "COURIER_DATA_DIR", default_value = "courier-data")]
     data_dir: PathBuf,
+    /// Work on this PostgreSQL store instead of --data-dir (gateways may be
+    /// running on it).
+    #[arg(long, env = "COURIER_POSTGRES_URL", hide_env_values = true)]
+    postgres_url: Option<String>,
     /// Print the admin API's JSON.
     #[arg(long)]
     json: bool,
@@ -135,7 +139,10 @@ impl AdminArgs {
                     .clone()
                     .context("--server needs --admin-token (or COURIER_ADMIN_TOKEN)")?,
             },
-            None => AdminTarget::DataDir(self.data_dir.clone()),
+            None => match &self.postgres_url {
+                Some(url) => AdminTarget::Postgres(url.clone()),
+                None => AdminTarget::DataDir(self.data_dir.clone()),
+            },
         })
     }
 }

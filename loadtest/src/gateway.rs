@@ -313,6 +313,14 @@ fn spawn(t: &Target) -> anyhow::Result<Spawned> {
     };
     let mut create = Command::new(&t.courier_bin);
     create.args(["app", "create", "--name", "loadtest", "--json"]);
+    // A gateway on PostgreSQL (`--server-args "--store-kind postgres --postgres-url
+    // URL"`): the app is created in that database.
+    let server_args: Vec<&str> = t.server_args.split_whitespace().collect();
+    if let Some(at) = server_args.iter().position(|a| *a == "--postgres-url") {
+        if let Some(url) = server_args.get(at + 1) {
+            create.args(["--postgres-url", url]);
+        }
+    }
     if let Some(url) = &callback_url {
         create.args(["--callback-url", url]);
     }

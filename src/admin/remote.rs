@@ -1,6 +1,6 @@
 //! `courier app …`: one admin operation ([`AdminCall`]) run against a running
-//! gateway's admin API, or directly on a stopped gateway's data dir through the
-//! same [`super::Admin`] code. Either way the answer is the admin API's JSON
+//! gateway's admin API, or directly on a store (a stopped gateway's data dir, or a
+//! PostgreSQL database) through the same [`super::Admin`] code. Either way the answer is the admin API's JSON
 //! `data`, which [`render`] prints.
 
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{Admin, AppPatch};
 use crate::config::Config;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::Store;
 
 /// Where admin calls go.
 #[derive(Debug, Clone)]
@@ -20,6 +21,9 @@ pub enum AdminTarget {
     /// A stopped gateway's data dir (settings are checked against the default
     /// configuration).
     DataDir(PathBuf),
+    /// A PostgreSQL store, by URL: gateways may be running on it (they reload an
+    /// app's settings within 5 s).
+    Postgres(String),
 }
 
 /// One admin operation.
@@ -48,7 +52,21 @@ impl AdminTarget {
     pub async fn call(&self, call: AdminCall) -> anyhow::Result<Value> {
         match self {
             AdminTarget::Server { url, token } => over_http(url, token, call).await,
-            AdminTarget::DataDir(dir) => on_data_dir(dir, call).await,
+            AdminTarget::DataDir(dir) => {
+                let store = SqliteStore::open(dir, SqliteOptions::default())
+                    .with_context(|| format!("cannot open the data dir {}", dir.display()))?;
+                on_store(&store, call).await
+            }
+            AdminTarget::Postgres(url) => {
+                let options = crate::store::postgres::PgOptions {
+                    pool_size: 2,
+                    ..Default::default()
+                };
+                let store = crate::store::postgres::PgStore::open(url, options)
+                    .await
+                    .context("cannot open the PostgreSQL store")?;
+                on_store(&store, call).await
+            }
         }
     }
 }
@@ -106,12 +124,10 @@ async fn over_http(base: &str, token: &str, call: AdminCall) -> anyhow::Result<V
     Ok(envelope["data"].clone())
 }
 
-async fn on_data_dir(dir: &std::path::Path, call: AdminCall) -> anyhow::Result<Value> {
-    let store = SqliteStore::open(dir, SqliteOptions::default())
-        .with_context(|| format!("cannot open the data dir {}", dir.display()))?;
+async fn on_store(store: &dyn Store, call: AdminCall) -> anyhow::Result<Value> {
     let config = Config::default();
     let admin = Admin {
-        store: &store,
+        store,
         config: &config,
     };
     let now = crate::time::now_ms();

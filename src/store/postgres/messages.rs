@@ -61,32 +61,34 @@ const CONVERSATION_RANGE: &str = "least(m.from_uuid, m.to_uuid) = $5 \
      AND (NOT m.blocked OR m.from_uuid = $1) \
      AND (m.to_resource = '' OR m.to_uuid <> $1 OR m.to_resource = $4)";
 
-/// Stores `messages` (in the caller's transaction); a message whose (sender,
-/// packetId) is stored already is a duplicate and keeps its first sequence.
+/// Stores `messages` (in the caller's transaction) with one multi-row insert; a
+/// message whose (sender, packetId) is stored already — by any node, or earlier in
+/// this batch — is a duplicate and keeps its first sequence.
 pub(super) async fn append_in(
     c: &impl GenericClient,
     messages: &[NewMessage],
 ) -> StoreResult<Vec<AppendOutcome>> {
-    let insert = c
-        .prepare(
-            "INSERT INTO messages (seq, ts, app_id, from_uuid, from_account, from_resource, \
-             packet_id, to_uuid, to_account, to_resource, biz_type, payload, topic_id, blocked) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (from_uuid, packet_id) DO NOTHING",
-        )
-        .await?;
-    let topic_log = c
-        .prepare("INSERT INTO topic_log (topic_id, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .await?;
-    let mut outcomes = Vec::with_capacity(messages.len());
-    let mut contacts: HashMap<(u64, u64), u64> = HashMap::new();
-    let mut touch = |owner: u64, peer: u64, seq: u64| {
-        let last = contacts.entry((owner, peer)).or_insert(seq);
-        *last = (*last).max(seq);
-    };
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = messages.len();
+    let mut seq = Vec::with_capacity(n);
+    let mut ts = Vec::with_capacity(n);
+    let mut app = Vec::with_capacity(n);
+    let mut from = Vec::with_capacity(n);
+    let mut from_account = Vec::with_capacity(n);
+    let mut from_resource = Vec::with_capacity(n);
+    let mut packet = Vec::with_capacity(n);
+    let mut to = Vec::with_capacity(n);
+    let mut to_account = Vec::with_capacity(n);
+    let mut to_resource = Vec::with_capacity(n);
+    let mut biz = Vec::with_capacity(n);
+    let mut payload = Vec::with_capacity(n);
+    let mut topic = Vec::with_capacity(n);
+    let mut blocked = Vec::with_capacity(n);
     for stored in messages {
         let m = &stored.envelope;
-        let (to_uuid, to_account, to_resource, topic_id, blocked) = match &m.target {
+        let (to_uuid, account, resource, topic_id, is_blocked) = match &m.target {
             Target::User {
                 uuid,
                 account,
@@ -101,51 +103,114 @@ pub(super) async fn append_in(
             ),
             Target::Topic { topic_id } => (0, "", "", *topic_id, false),
         };
-        let inserted = c
-            .execute(
-                &insert,
-                &[
-                    &sql(stored.seq),
-                    &sql(stored.ts),
-                    &sql(m.app_id),
-                    &sql(m.from_uuid),
-                    &m.from_account,
-                    &m.from_resource,
-                    &m.packet_id,
-                    &sql(to_uuid),
-                    &to_account,
-                    &to_resource,
-                    &m.biz_type,
-                    &m.payload.as_ref(),
-                    &sql(topic_id),
-                    &blocked,
-                ],
+        seq.push(sql(stored.seq));
+        ts.push(sql(stored.ts));
+        app.push(sql(m.app_id));
+        from.push(sql(m.from_uuid));
+        from_account.push(m.from_account.as_str());
+        from_resource.push(m.from_resource.as_str());
+        packet.push(m.packet_id.as_str());
+        to.push(sql(to_uuid));
+        to_account.push(account);
+        to_resource.push(resource);
+        biz.push(m.biz_type.as_str());
+        payload.push(m.payload.as_ref());
+        topic.push(sql(topic_id));
+        blocked.push(is_blocked);
+    }
+    let inserted: std::collections::HashSet<i64> = c
+        .query(
+            "INSERT INTO messages (seq, ts, app_id, from_uuid, from_account, from_resource, \
+             packet_id, to_uuid, to_account, to_resource, biz_type, payload, topic_id, blocked) \
+             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], \
+             $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], \
+             $11::TEXT[], $12::BYTEA[], $13::BIGINT[], $14::BOOLEAN[]) \
+             ON CONFLICT (from_uuid, packet_id) DO NOTHING RETURNING seq",
+            &[
+                &seq,
+                &ts,
+                &app,
+                &from,
+                &from_account,
+                &from_resource,
+                &packet,
+                &to,
+                &to_account,
+                &to_resource,
+                &biz,
+                &payload,
+                &topic,
+                &blocked,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i64>(0))
+        .collect();
+    // The duplicates' first sequences, in one read.
+    let mut firsts: HashMap<(i64, String), (u64, u64)> = HashMap::new();
+    if inserted.len() < n {
+        let (dup_from, dup_packet): (Vec<i64>, Vec<&str>) = (0..n)
+            .filter(|&i| !inserted.contains(&seq[i]))
+            .map(|i| (from[i], packet[i]))
+            .unzip();
+        let rows = c
+            .query(
+                "SELECT m.from_uuid, m.packet_id, m.seq, m.ts FROM messages m \
+                 JOIN unnest($1::BIGINT[], $2::TEXT[]) AS d (from_uuid, packet_id) \
+                 ON m.from_uuid = d.from_uuid AND m.packet_id = d.packet_id",
+                &[&dup_from, &dup_packet],
             )
             .await?;
-        if inserted == 0 {
-            let row = c
-                .query_one(
-                    "SELECT seq, ts FROM messages WHERE from_uuid = $1 AND packet_id = $2",
-                    &[&sql(m.from_uuid), &m.packet_id],
-                )
-                .await?;
+        for r in &rows {
+            firsts.insert((r.get(0), r.get(1)), (num(r, 2), num(r, 3)));
+        }
+    }
+    let mut outcomes = Vec::with_capacity(n);
+    let mut contacts: HashMap<(u64, u64), u64> = HashMap::new();
+    let mut touch = |owner: u64, peer: u64, seq: u64| {
+        let last = contacts.entry((owner, peer)).or_insert(seq);
+        *last = (*last).max(seq);
+    };
+    let mut log_topic = Vec::new();
+    let mut log_seq = Vec::new();
+    for (i, stored) in messages.iter().enumerate() {
+        if !inserted.contains(&seq[i]) {
+            let key = (from[i], packet[i].to_owned());
+            let Some(&(first, first_ts)) = firsts.get(&key) else {
+                return Err(crate::store::StoreError::Database(format!(
+                    "message {} neither stored nor found",
+                    stored.seq
+                )));
+            };
             outcomes.push(AppendOutcome::Duplicate {
-                seq: num(&row, 0),
-                ts: num(&row, 1),
+                seq: first,
+                ts: first_ts,
             });
             continue;
         }
-        if topic_id != 0 {
-            c.execute(&topic_log, &[&sql(topic_id), &sql(stored.seq)])
-                .await?;
-            outcomes.push(AppendOutcome::Stored);
-            continue;
-        }
-        if !blocked {
-            touch(to_uuid, m.from_uuid, stored.seq);
-        }
-        touch(m.from_uuid, to_uuid, stored.seq);
         outcomes.push(AppendOutcome::Stored);
+        let m = &stored.envelope;
+        match &m.target {
+            Target::Topic { topic_id } => {
+                log_topic.push(sql(*topic_id));
+                log_seq.push(seq[i]);
+            }
+            Target::User { uuid, blocked, .. } => {
+                if !blocked {
+                    touch(*uuid, m.from_uuid, stored.seq);
+                }
+                touch(m.from_uuid, *uuid, stored.seq);
+            }
+        }
+    }
+    if !log_topic.is_empty() {
+        c.execute(
+            "INSERT INTO topic_log (topic_id, seq) \
+             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[]) ON CONFLICT DO NOTHING",
+            &[&log_topic, &log_seq],
+        )
+        .await?;
     }
     if !contacts.is_empty() {
         // One statement for every conversation side of the batch, in a fixed order
