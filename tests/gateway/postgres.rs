@@ -61,6 +61,37 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// A private server this test may stop and start (never the shared URL).
+    fn private() -> Postgres {
+        let dir = tempfile::Builder::new()
+            .prefix("courier-pg-")
+            .tempdir()
+            .unwrap();
+        let mut pg = Postgres {
+            url: String::new(),
+            dir: Some(dir),
+        };
+        pg.url = pg.run("start");
+        pg
+    }
+
+    fn run(&self, what: &str) -> String {
+        let dir = self.dir.as_ref().expect("a private server");
+        let out = Command::new(script())
+            .arg(what)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/postgres {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
@@ -117,4 +148,40 @@ async fn postgres_down_at_start_is_a_clear_error() {
         err.to_string().contains("cannot connect to postgres"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_database_restart_fails_sends_honestly_and_service_resumes() {
+    let pg = Postgres::private();
+    let url = pg.fresh("gateway_restart").await;
+    let s = TestServer::start_with(|c| {
+        c.store_kind = "postgres".into();
+        c.postgres_url = url;
+    })
+    .await;
+    let (mut a, _) = s.connect_synced("alice", "phone").await;
+    let (mut b, _) = s.connect_synced("bob", "phone").await;
+    let before = send_acked(&mut a, "r-1", "bob", "before").await;
+    assert_eq!(next_deliver(&mut b).await.sequence, before.sequence);
+
+    pg.run("stop");
+    a.send_text("r-2", "bob", "while down").await.unwrap();
+    let ack = next_ack(&mut a).await;
+    assert_eq!(ack.packet_id, "r-2");
+    assert_ne!(ack.code, 200, "no success without the database: {ack:?}");
+    assert_eq!(ack.sequence, 0);
+
+    // Same port again: the gateway's pool reconnects by itself.
+    let again = pg.run("start");
+    assert_eq!(again, pg.url);
+    let retried = send_acked(&mut a, "r-2", "bob", "while down").await;
+    assert!(retried.sequence > before.sequence);
+    // Bob gets the retried message, once: the failed attempt was never delivered.
+    let got = next_deliver(&mut b).await;
+    assert_eq!(
+        (got.sequence, text(&got)),
+        (retried.sequence, "while down".to_owned())
+    );
+    let after = send_acked(&mut a, "r-3", "bob", "after").await;
+    assert_eq!(next_deliver(&mut b).await.sequence, after.sequence);
 }
