@@ -583,8 +583,13 @@ async fn state_creating_calls_have_quotas_and_caches_evict_correctly() {
 
 #[tokio::test]
 async fn errors_below_the_handlers_keep_the_envelope_and_the_data_dir_is_private() {
-    // A data dir the server creates itself (tempfile's own dirs are 0700 already).
-    let s = TestServer::start_with(|c| c.data_dir = c.data_dir.join("data")).await;
+    // A data dir the server creates itself (tempfile's own dirs are 0700 already),
+    // for the embedded store whatever store the suite runs on.
+    let s = TestServer::start_with(|c| {
+        c.data_dir = c.data_dir.join("data");
+        c.store_kind = "embedded".into();
+    })
+    .await;
     let app = s.app.app_id;
     let owner = Auth::Token(s.token("owner").await);
     for path in [

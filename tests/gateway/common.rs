@@ -49,6 +49,34 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// With `COURIER_TEST_STORE=postgres` (and `COURIER_TEST_POSTGRES_URL`), every
+/// test server runs on PostgreSQL, each in a fresh schema of that database:
+/// `scripts/test` runs the suite once that way.
+async fn suite_postgres_url() -> Option<String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    if std::env::var("COURIER_TEST_STORE").ok().as_deref() != Some("postgres") {
+        return None;
+    }
+    let base = std::env::var("COURIER_TEST_POSTGRES_URL")
+        .expect("COURIER_TEST_STORE=postgres needs COURIER_TEST_POSTGRES_URL");
+    let name = format!(
+        "suite_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .expect("connect to COURIER_TEST_POSTGRES_URL");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .await
+        .expect("create a schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-csearch_path%3D{name}"))
+}
+
 /// The admin token of test servers.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -78,6 +106,10 @@ impl TestServer {
     pub async fn on_with(transport: Transport, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path().to_path_buf());
+        if let Some(url) = suite_postgres_url().await {
+            config.store_kind = "postgres".into();
+            config.postgres_url = url;
+        }
         tweak(&mut config);
         let server = server::start(config.clone()).await.unwrap();
         let app = server

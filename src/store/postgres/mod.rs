@@ -142,12 +142,17 @@ pub(super) fn opt_num(row: &Row, idx: usize) -> Option<u64> {
 /// back (dropped) if not.
 macro_rules! in_tx {
     ($store:expr, |$tx:ident| $body:expr) => {{
+        let started = std::time::Instant::now();
         let mut client = $store.client().await?;
         let $tx = tokio_postgres::Client::transaction(&mut client).await?;
         let out: StoreResult<_> = $body;
         match out {
             Ok(value) => {
                 $tx.commit().await?;
+                // One write operation per commit (the router's batch is one).
+                metrics::histogram!(crate::telemetry::STORE_COMMIT_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!(crate::telemetry::STORE_COMMIT_OPS).record(1.0);
                 Ok(value)
             }
             Err(e) => Err(e),
