@@ -228,6 +228,8 @@ settings! {
         postgres_pool_size: usize = 16, env "COURIER_POSTGRES_POOL_SIZE", range 1 => 1024;
         /// Seconds `serve` keeps retrying (with backoff) a PostgreSQL that is not up yet before it gives up.
         postgres_connect_secs: u64 = 30, env "COURIER_POSTGRES_CONNECT_SECS", range 0 => 3600;
+        /// Milliseconds the PostgreSQL store waits for a pooled connection, a new connection, or one statement before the call fails (a database that stops answering fails sends instead of hanging them).
+        postgres_timeout_ms: u64 = 10_000, env "COURIER_POSTGRES_TIMEOUT_MS", range 100 => 600_000;
         /// Read connections of the embedded store.
         store_readers: usize = 4, env "COURIER_STORE_READERS", range 1 => 256;
         /// Most messages in one group commit.

@@ -100,6 +100,8 @@ pub fn store_config(config: &Config) -> StoreConfig {
             options: crate::store::postgres::PgOptions {
                 pool_size: config.postgres_pool_size,
                 connect_for: std::time::Duration::from_secs(config.postgres_connect_secs),
+                timeout: std::time::Duration::from_millis(config.postgres_timeout_ms),
+                node_id: Some(config.node_id),
             },
         };
     }

@@ -418,6 +418,10 @@ fn validate_send(send: &mut pb::Send) -> Result<(), String> {
     if send.packet_id.is_empty() {
         return Err("packet_id is required".into());
     }
+    // Text columns of some stores (PostgreSQL) cannot hold U+0000.
+    if send.packet_id.contains('\0') || send.biz_type.contains('\0') {
+        return Err("packet_id and biz_type must not contain U+0000".into());
+    }
     match (send.to_account.is_empty(), send.topic_id) {
         (true, 0) => return Err("one of to_account or topic_id is required".into()),
         (false, t) if t != 0 => return Err("to_account and topic_id are exclusive".into()),

@@ -256,3 +256,21 @@ fn random_and_mutated_frames_never_panic() {
         let _ = s.on_frame(&buf, round);
     }
 }
+
+#[test]
+fn nul_in_packet_id_or_biz_type_is_refused() {
+    let mut s = Session::new(SessionConfig::default(), 0);
+    s.on_frame(&frame(login()), 1);
+    s.login_succeeded(identity());
+    for (packet_id, biz_type) in [("p\0", ""), ("p", "t\0x")] {
+        let bad = Kind::Send(pb::Send {
+            packet_id: packet_id.into(),
+            to_account: "b".into(),
+            biz_type: biz_type.into(),
+            ..Default::default()
+        });
+        let ev = s.on_frame(&frame(bad), 2);
+        assert_eq!(error_code(&ev), codes::BAD_REQUEST);
+        assert!(!s.is_closed());
+    }
+}

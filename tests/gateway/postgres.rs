@@ -185,3 +185,29 @@ async fn a_database_restart_fails_sends_honestly_and_service_resumes() {
     let after = send_acked(&mut a, "r-3", "bob", "after").await;
     assert_eq!(next_deliver(&mut b).await.sequence, after.sequence);
 }
+
+#[tokio::test]
+async fn a_second_node_with_the_same_id_is_refused() {
+    let pg = Postgres::start();
+    let url = pg.fresh("gateway_node_ids").await;
+    let first_url = url.clone();
+    let _first = TestServer::start_with(|c| {
+        c.store_kind = "postgres".into();
+        c.postgres_url = first_url;
+        c.node_id = 3;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path().to_path_buf());
+    config.store_kind = "postgres".into();
+    config.postgres_url = url.clone();
+    config.node_id = 3;
+    let Err(err) = courier::server::start(config.clone()).await else {
+        panic!("two live nodes with one node_id must not both start");
+    };
+    assert!(err.to_string().contains("node_id 3 is held"), "{err}");
+    // Another id is fine.
+    config.node_id = 4;
+    let second = courier::server::start(config).await.unwrap();
+    second.shutdown().await.unwrap();
+}

@@ -35,6 +35,13 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// How long `open` keeps retrying (with backoff) a database that is not up.
     pub connect_for: Duration,
+    /// Bound on waiting for a pooled connection, connecting, and each statement:
+    /// a database that stops answering fails calls instead of hanging them.
+    pub timeout: Duration,
+    /// This node's id: held as a session advisory lock while the store is open,
+    /// so a second node with the same id is refused (their sequences would
+    /// collide).
+    pub node_id: Option<u8>,
 }
 
 impl Default for PgOptions {
@@ -42,6 +49,8 @@ impl Default for PgOptions {
         PgOptions {
             pool_size: 16,
             connect_for: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            node_id: None,
         }
     }
 }
@@ -49,7 +58,16 @@ impl Default for PgOptions {
 /// PostgreSQL-backed store.
 pub struct PgStore {
     pool: Pool,
+    /// Appends commit one at a time, in the order the router hands them over:
+    /// a device must never read sequence n+1 from the store before n committed
+    /// (its backlog would move past n). The router's batches grow meanwhile.
+    append_turn: tokio::sync::Semaphore,
+    /// The connection that holds this node's id lock (dropped with the store).
+    _node_lock: Option<tokio_postgres::Client>,
 }
+
+/// Base of the advisory lock keys of node ids ("no" + id).
+const NODE_LOCK_BASE: i32 = 0x6e6f_0000;
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,11 +79,17 @@ impl PgStore {
     /// Connects to `url` (retrying with backoff for `options.connect_for`) and runs
     /// the migrations.
     pub async fn open(url: &str, options: PgOptions) -> StoreResult<PgStore> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Invalid(format!("postgres URL: {e}")))?;
+        config.connect_timeout(options.timeout);
+        let mut statement_timeout = format!("-c statement_timeout={}", options.timeout.as_millis());
+        if let Some(existing) = config.get_options() {
+            statement_timeout = format!("{existing} {statement_timeout}");
+        }
+        config.options(&statement_timeout);
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -73,6 +97,10 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(options.timeout))
+            .create_timeout(Some(options.timeout))
+            .recycle_timeout(Some(options.timeout))
             .build()
             .map_err(|e| StoreError::Database(format!("postgres pool: {e}")))?;
         let started = std::time::Instant::now();
@@ -94,7 +122,15 @@ impl PgStore {
             }
         };
         schema::migrate(&mut client).await?;
-        Ok(PgStore { pool })
+        let node_lock = match options.node_id {
+            Some(id) => Some(claim_node_id(&config, id).await?),
+            None => None,
+        };
+        Ok(PgStore {
+            pool,
+            append_turn: tokio::sync::Semaphore::new(1),
+            _node_lock: node_lock,
+        })
     }
 
     /// A pooled connection.
@@ -109,6 +145,34 @@ impl PgStore {
     pub fn close(&self) {
         self.pool.close();
     }
+}
+
+/// Takes node id `id`'s advisory lock on a connection of its own, held as long as
+/// the returned client lives; refused if another live node holds it.
+async fn claim_node_id(
+    config: &tokio_postgres::Config,
+    id: u8,
+) -> StoreResult<tokio_postgres::Client> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "postgres: the node-id lock connection ended");
+        }
+    });
+    // Per schema: deployments in different schemas of one database are apart.
+    let key = NODE_LOCK_BASE + i32::from(id);
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtext(current_schema()), $1)",
+            &[&key],
+        )
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Err(StoreError::Invalid(format!(
+            "node_id {id} is held by another live node on this database; give each node its own node_id (0-15)"
+        )));
+    }
+    Ok(client)
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -229,13 +293,28 @@ impl AppStore for PgStore {
         {
             return Ok(found.into_iter().flatten().collect());
         }
-        in_tx!(self, |tx| {
-            let mut out = Vec::with_capacity(names.len());
-            for name in &names {
-                out.push(apps::find_or_create_account(&tx, app_id, name, now_ms).await?);
+        // Created in sorted order: two calls creating the same names in other
+        // orders would otherwise deadlock on the unique index.
+        let mut sorted: Vec<&String> = names.iter().collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let created = in_tx!(self, |tx| {
+            let mut out = std::collections::HashMap::with_capacity(sorted.len());
+            for name in &sorted {
+                let account = apps::find_or_create_account(&tx, app_id, name, now_ms).await?;
+                out.insert((*name).clone(), account);
             }
             Ok(out)
-        })
+        })?;
+        names
+            .iter()
+            .map(|n| {
+                created
+                    .get(n)
+                    .copied()
+                    .ok_or_else(|| StoreError::Database(format!("account {n} not created")))
+            })
+            .collect()
     }
 
     async fn set_app_settings(&self, app_id: u64, settings: AppSettings) -> StoreResult<()> {
@@ -273,6 +352,11 @@ impl MessageStore for PgStore {
         messages: Vec<NewMessage>,
         callbacks: Vec<NewCallback>,
     ) -> StoreResult<Vec<AppendOutcome>> {
+        let _turn = self
+            .append_turn
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         in_tx!(self, |tx| {
             let outcomes = messages::append_in(&tx, &messages).await?;
             if !callbacks.is_empty() {

@@ -142,11 +142,11 @@ CREATE INDEX callbacks_failed ON callbacks (app_id, seq) WHERE failed_ms > 0;
 /// Runs the migrations this database has not run yet, one transaction each, under
 /// the advisory lock (a second node starting meanwhile waits, then finds them done).
 pub(super) async fn migrate(client: &mut Client) -> StoreResult<()> {
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS courier_schema (version BIGINT NOT NULL)")
-        .await?;
     let tx = client.transaction().await?;
+    // The lock first: two nodes creating the table at once would collide.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS courier_schema (version BIGINT NOT NULL)")
         .await?;
     let version: i64 = match tx
         .query_opt("SELECT version FROM courier_schema", &[])
