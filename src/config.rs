@@ -89,7 +89,7 @@ macro_rules! settings {
             /// TOML config file (see courier.example.toml).
             #[arg(long, short, env = "COURIER_CONFIG")]
             pub config: Option<PathBuf>,
-            $( $( $(#[doc = $doc])* #[arg(long, env = $env)] pub $name: Option<$ty>, )* )*
+            $( $( $(#[doc = $doc])* #[arg(long, env = $env, hide_env_values = true)] pub $name: Option<$ty>, )* )*
         }
 
         impl ServeArgs {
