@@ -118,29 +118,29 @@ pub(super) async fn append_in(
         topic.push(sql(topic_id));
         blocked.push(is_blocked);
     }
+    // Typed queries: parse, bind and execute in one round trip.
+    use tokio_postgres::types::Type;
     let inserted: std::collections::HashSet<i64> = c
-        .query(
+        .query_typed(
             "INSERT INTO messages (seq, ts, app_id, from_uuid, from_account, from_resource, \
              packet_id, to_uuid, to_account, to_resource, biz_type, payload, topic_id, blocked) \
-             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], \
-             $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], \
-             $11::TEXT[], $12::BYTEA[], $13::BIGINT[], $14::BOOLEAN[]) \
+             SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (from_uuid, packet_id) DO NOTHING RETURNING seq",
             &[
-                &seq,
-                &ts,
-                &app,
-                &from,
-                &from_account,
-                &from_resource,
-                &packet,
-                &to,
-                &to_account,
-                &to_resource,
-                &biz,
-                &payload,
-                &topic,
-                &blocked,
+                (&seq, Type::INT8_ARRAY),
+                (&ts, Type::INT8_ARRAY),
+                (&app, Type::INT8_ARRAY),
+                (&from, Type::INT8_ARRAY),
+                (&from_account, Type::TEXT_ARRAY),
+                (&from_resource, Type::TEXT_ARRAY),
+                (&packet, Type::TEXT_ARRAY),
+                (&to, Type::INT8_ARRAY),
+                (&to_account, Type::TEXT_ARRAY),
+                (&to_resource, Type::TEXT_ARRAY),
+                (&biz, Type::TEXT_ARRAY),
+                (&payload, Type::BYTEA_ARRAY),
+                (&topic, Type::INT8_ARRAY),
+                (&blocked, Type::BOOL_ARRAY),
             ],
         )
         .await?
@@ -155,11 +155,11 @@ pub(super) async fn append_in(
             .map(|i| (from[i], packet[i]))
             .unzip();
         let rows = c
-            .query(
+            .query_typed(
                 "SELECT m.from_uuid, m.packet_id, m.seq, m.ts FROM messages m \
-                 JOIN unnest($1::BIGINT[], $2::TEXT[]) AS d (from_uuid, packet_id) \
+                 JOIN unnest($1, $2) AS d (from_uuid, packet_id) \
                  ON m.from_uuid = d.from_uuid AND m.packet_id = d.packet_id",
-                &[&dup_from, &dup_packet],
+                &[(&dup_from, Type::INT8_ARRAY), (&dup_packet, Type::TEXT_ARRAY)],
             )
             .await?;
         for r in &rows {
@@ -205,10 +205,10 @@ pub(super) async fn append_in(
         }
     }
     if !log_topic.is_empty() {
-        c.execute(
+        c.execute_typed(
             "INSERT INTO topic_log (topic_id, seq) \
-             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[]) ON CONFLICT DO NOTHING",
-            &[&log_topic, &log_seq],
+             SELECT * FROM unnest($1, $2) ON CONFLICT DO NOTHING",
+            &[(&log_topic, Type::INT8_ARRAY), (&log_seq, Type::INT8_ARRAY)],
         )
         .await?;
     }
@@ -220,12 +220,16 @@ pub(super) async fn append_in(
         let owners: Vec<i64> = sides.iter().map(|((o, _), _)| sql(*o)).collect();
         let peers: Vec<i64> = sides.iter().map(|((_, p), _)| sql(*p)).collect();
         let seqs: Vec<i64> = sides.iter().map(|(_, s)| sql(*s)).collect();
-        c.execute(
+        c.execute_typed(
             "INSERT INTO contacts (owner_uuid, peer_uuid, last_seq) \
-             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) \
+             SELECT * FROM unnest($1, $2, $3) \
              ON CONFLICT (owner_uuid, peer_uuid) \
              DO UPDATE SET last_seq = greatest(contacts.last_seq, excluded.last_seq)",
-            &[&owners, &peers, &seqs],
+            &[
+                (&owners, Type::INT8_ARRAY),
+                (&peers, Type::INT8_ARRAY),
+                (&seqs, Type::INT8_ARRAY),
+            ],
         )
         .await?;
     }
