@@ -594,6 +594,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("    {fp}");
     }
     println!("  data dir:  {}", config.data_dir.display());
+    if config.store_kind == "postgres" {
+        // Not the URL: it may hold a password.
+        println!("  store:     PostgreSQL (postgres_url); the data dir keeps only the certificate");
+    }
     if config.admin_token.is_empty() {
         println!(
             "  admin API: off (start with COURIER_ADMIN_TOKEN=… to manage apps and callbacks)"
