@@ -159,7 +159,10 @@ pub(super) async fn append_in(
                 "SELECT m.from_uuid, m.packet_id, m.seq, m.ts FROM messages m \
                  JOIN unnest($1, $2) AS d (from_uuid, packet_id) \
                  ON m.from_uuid = d.from_uuid AND m.packet_id = d.packet_id",
-                &[(&dup_from, Type::INT8_ARRAY), (&dup_packet, Type::TEXT_ARRAY)],
+                &[
+                    (&dup_from, Type::INT8_ARRAY),
+                    (&dup_packet, Type::TEXT_ARRAY),
+                ],
             )
             .await?;
         for r in &rows {
