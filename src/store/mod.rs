@@ -16,6 +16,7 @@ pub mod cursors;
 #[cfg(test)]
 pub mod faulty;
 pub mod memory;
+mod merge;
 mod outbox;
 pub mod postgres;
 pub mod sqlite;

@@ -5,12 +5,13 @@
 //! in sequence order. A port of `sqlite/messages.rs`; the reading strategy is the
 //! same (each part read in index order in chunks, merged here).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use tokio_postgres::{GenericClient, Row};
 
 use super::{num, sql};
 use crate::message::{Envelope, Target};
+use crate::store::merge::{self, Part, Source};
 use crate::store::{AppendOutcome, NewMessage, Order, StoreResult, StoredMessage};
 
 /// A sequence as PostgreSQL's BIGINT.
@@ -239,38 +240,6 @@ pub(super) async fn append_in(
     Ok(outcomes)
 }
 
-/// Smallest chunk read from one part of a user's messages at a time.
-const MIN_CHUNK: usize = 8;
-
-#[derive(Debug, Clone, Copy)]
-enum Source {
-    /// A p2p conversation: (lower uuid, higher uuid).
-    Conversation((i64, i64)),
-    /// A topic's log (within one membership interval: the part's bounds).
-    Topic(i64),
-}
-
-#[derive(Debug)]
-struct Part {
-    source: Source,
-    lower: i64,
-    upper: i64,
-    buffer: VecDeque<StoredMessage>,
-    exhausted: bool,
-}
-
-impl Part {
-    fn new(source: Source, lower: i64, upper: i64) -> Self {
-        Part {
-            source,
-            lower,
-            upper,
-            buffer: VecDeque::new(),
-            exhausted: false,
-        }
-    }
-}
-
 /// The parts of what `uuid` sees in `after < seq < before`: its conversations with
 /// a message after `after`, and each topic membership overlapping the range.
 async fn parts(
@@ -356,15 +325,7 @@ async fn fill(
             .await?
         }
     };
-    part.exhausted = rows.len() < chunk;
-    let rows: Vec<StoredMessage> = rows.iter().map(row_to_message).collect();
-    if let Some(last) = rows.last() {
-        match order {
-            Order::OldestFirst => part.lower = sql(last.seq),
-            Order::NewestFirst => part.upper = sql(last.seq),
-        }
-    }
-    part.buffer.extend(rows);
+    part.absorb(rows.iter().map(row_to_message).collect(), chunk, order);
     Ok(())
 }
 
@@ -385,33 +346,17 @@ pub(super) async fn user_messages(
     if parts.is_empty() || limit == 0 {
         return Ok(Vec::new());
     }
-    let chunk = limit
-        .div_ceil(parts.len())
-        .clamp(MIN_CHUNK.min(limit), limit);
+    let chunk = merge::chunk_size(limit, parts.len());
     for part in &mut parts {
         fill(c, part, uuid, resource, chunk, order).await?;
     }
     let mut out: Vec<StoredMessage> = Vec::with_capacity(limit);
     while out.len() < limit {
-        let next = parts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.buffer.front().map(|m| (i, m.seq)))
-            .min_by_key(|&(_, seq)| match order {
-                Order::OldestFirst => seq,
-                Order::NewestFirst => u64::MAX - seq,
-            });
-        let Some((i, _)) = next else {
+        let Some(i) = merge::take_next(&mut parts, &mut out, order) else {
             break;
         };
-        let part = &mut parts[i];
-        if let Some(m) = part.buffer.pop_front() {
-            if out.last().is_none_or(|prev| prev.seq != m.seq) {
-                out.push(m);
-            }
-        }
-        if part.buffer.is_empty() && !part.exhausted && out.len() < limit {
-            fill(c, part, uuid, resource, chunk, order).await?;
+        if parts[i].wants_more() && out.len() < limit {
+            fill(c, &mut parts[i], uuid, resource, chunk, order).await?;
         }
     }
     Ok(out)

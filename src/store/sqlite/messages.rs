@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection};
 
 use crate::message::{Envelope, Target};
+use crate::store::merge::{self, Part, Source};
 use crate::store::{AppendOutcome, NewMessage, Order, StoreResult, StoredMessage};
 
 /// Reads what a user sees, oldest or newest first, at most `limit` messages with
@@ -51,9 +52,7 @@ pub(super) fn user_messages(
         "SELECT {MESSAGE_COLUMNS} FROM topic_log l JOIN messages m ON m.seq = l.seq \
          WHERE l.topic_id = ?1 AND l.seq > ?2 AND l.seq < ?3 ORDER BY l.seq {dir} LIMIT ?4"
     ))?;
-    let chunk = limit
-        .div_ceil(parts.len())
-        .clamp(MIN_CHUNK.min(limit), limit);
+    let chunk = merge::chunk_size(limit, parts.len());
     let mut fill = |part: &mut Part| -> StoreResult<()> {
         let rows: Vec<StoredMessage> = match part.source {
             Source::Conversation((lo, hi)) => conversation
@@ -77,14 +76,7 @@ pub(super) fn user_messages(
                 )?
                 .collect::<Result<_, _>>()?,
         };
-        part.exhausted = rows.len() < chunk;
-        if let Some(last) = rows.last() {
-            match order {
-                Order::OldestFirst => part.lower = last.seq as i64,
-                Order::NewestFirst => part.upper = last.seq as i64,
-            }
-        }
-        part.buffer.extend(rows);
+        part.absorb(rows, chunk, order);
         Ok(())
     };
     for part in &mut parts {
@@ -92,64 +84,14 @@ pub(super) fn user_messages(
     }
     let mut out: Vec<StoredMessage> = Vec::with_capacity(limit);
     while out.len() < limit {
-        // The part whose next message comes first in the order asked.
-        let next = parts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.buffer.front().map(|m| (i, m.seq)))
-            .min_by_key(|&(_, seq)| match order {
-                Order::OldestFirst => seq,
-                Order::NewestFirst => u64::MAX - seq,
-            });
-        let Some((i, _)) = next else {
+        let Some(i) = merge::take_next(&mut parts, &mut out, order) else {
             break;
         };
-        let part = &mut parts[i];
-        if let Some(m) = part.buffer.pop_front() {
-            if out.last().is_none_or(|prev| prev.seq != m.seq) {
-                out.push(m);
-            }
-        }
-        if part.buffer.is_empty() && !part.exhausted && out.len() < limit {
-            fill(part)?;
+        if parts[i].wants_more() && out.len() < limit {
+            fill(&mut parts[i])?;
         }
     }
     Ok(out)
-}
-
-/// Smallest chunk read from one part of a user's messages at a time.
-const MIN_CHUNK: usize = 8;
-
-/// Where a part of a user's messages is read from.
-#[derive(Debug, Clone, Copy)]
-enum Source {
-    /// A p2p conversation: (lower uuid, higher uuid).
-    Conversation((i64, i64)),
-    /// A topic's log (within one membership interval: the part's bounds).
-    Topic(i64),
-}
-
-/// One part being merged: its remaining bounds (exclusive), what was read of it and
-/// not yet merged, and whether it has more.
-#[derive(Debug)]
-struct Part {
-    source: Source,
-    lower: i64,
-    upper: i64,
-    buffer: std::collections::VecDeque<StoredMessage>,
-    exhausted: bool,
-}
-
-impl Part {
-    fn new(source: Source, lower: i64, upper: i64) -> Self {
-        Part {
-            source,
-            lower,
-            upper,
-            buffer: std::collections::VecDeque::new(),
-            exhausted: false,
-        }
-    }
 }
 
 /// Counts what [`user_messages`] would return after `after`, stopping at `cap`: each
