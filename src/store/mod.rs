@@ -310,6 +310,49 @@ pub struct Contact {
     pub last: StoredMessage,
 }
 
+impl Contact {
+    /// `owner`'s conversation with `peer` whose newest message is `last`: named by
+    /// the topic's name, else by the other account (the recipient of what `owner`
+    /// sent, the sender of what it received).
+    pub(crate) fn of(
+        owner: u64,
+        peer: Peer,
+        topic_name: Option<String>,
+        last: StoredMessage,
+    ) -> Self {
+        let name = match (topic_name, &last.envelope.target) {
+            (Some(name), _) => name,
+            (None, crate::message::Target::User { account, .. })
+                if last.envelope.from_uuid == owner =>
+            {
+                account.clone()
+            }
+            (None, _) => last.envelope.from_account.clone(),
+        };
+        Contact { peer, name, last }
+    }
+}
+
+/// The columns the SQL stores keep a message's target in: (to_uuid, to_account,
+/// to_resource, topic_id, blocked), 0 / "" meaning none.
+pub(crate) fn target_columns(target: &crate::message::Target) -> (u64, &str, &str, u64, bool) {
+    match target {
+        crate::message::Target::User {
+            uuid,
+            account,
+            resource,
+            blocked,
+        } => (
+            *uuid,
+            account.as_str(),
+            resource.as_deref().unwrap_or(""),
+            0,
+            *blocked,
+        ),
+        crate::message::Target::Topic { topic_id } => (0, "", "", *topic_id, false),
+    }
+}
+
 /// Message history (消息漫游) and recent contacts (最近通讯列表).
 #[async_trait]
 pub trait HistoryStore: Send + Sync + 'static {

@@ -168,3 +168,72 @@ pub trait CallbackStore: Send + Sync + 'static {
     /// every callback of a batch until the batch is finished).
     async fn callback_counts(&self, app_id: Option<u64>) -> StoreResult<(u64, u64)>;
 }
+
+/// How the SQL stores keep the outbox as text: `toAccounts` joined by a newline
+/// (names hold no control characters), and a batch row's callbacks as JSON
+/// `[[seq, kind, "toAccounts joined"]]`. Sans-IO, shared by SQLite and PostgreSQL.
+pub(crate) mod text {
+    use std::collections::BTreeMap;
+
+    use crate::store::{AppendOutcome, NewCallback, NewMessage};
+
+    const SEPARATOR: &str = "\n";
+
+    pub(crate) fn join_accounts(accounts: &[String]) -> String {
+        accounts.join(SEPARATOR)
+    }
+
+    pub(crate) fn split_accounts(text: &str) -> Vec<String> {
+        if text.is_empty() {
+            return Vec::new();
+        }
+        text.split(SEPARATOR).map(str::to_owned).collect()
+    }
+
+    /// One entry of a batch row: (seq, kind code, toAccounts joined).
+    pub(crate) type Entry = (u64, u8, String);
+
+    /// The entries of a batch row (none if the text is not what this server wrote).
+    pub(crate) fn entries(text: &str) -> Vec<Entry> {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+
+    /// A `callback_batches` row to write.
+    pub(crate) struct BatchRow {
+        pub(crate) batch_id: u64,
+        pub(crate) app_id: u64,
+        pub(crate) size: usize,
+        pub(crate) entries: String,
+    }
+
+    /// One row per app of the callbacks whose message this append stored, keyed
+    /// by its first callback's sequence.
+    pub(crate) fn batch_rows(
+        messages: &[NewMessage],
+        outcomes: &[AppendOutcome],
+        callbacks: &[NewCallback],
+    ) -> Vec<BatchRow> {
+        let mut batches: BTreeMap<u64, (u64, Vec<serde_json::Value>)> = BTreeMap::new();
+        for cb in callbacks {
+            let (Some(m), Some(AppendOutcome::Stored)) =
+                (messages.get(cb.index), outcomes.get(cb.index))
+            else {
+                continue;
+            };
+            let batch = batches
+                .entry(m.envelope.app_id)
+                .or_insert_with(|| (m.seq, Vec::new()));
+            let to = join_accounts(&cb.to_accounts);
+            batch.1.push(serde_json::json!([m.seq, cb.kind as u8, to]));
+        }
+        batches
+            .into_iter()
+            .map(|(app_id, (batch_id, entries))| BatchRow {
+                batch_id,
+                app_id,
+                size: entries.len(),
+                entries: serde_json::Value::Array(entries).to_string(),
+            })
+            .collect()
+    }
+}

@@ -16,7 +16,6 @@ use tokio_postgres::GenericClient;
 use super::messages::{row_to_message, sql_seq, MESSAGE_COLUMNS};
 use super::topics::OPEN;
 use super::{num, sql};
-use crate::message::Target;
 use crate::store::{Contact, Conversation, HistoryRange, Order, Peer, StoreResult, StoredMessage};
 
 /// A row count as a LIMIT (PostgreSQL refuses a negative one).
@@ -164,14 +163,7 @@ pub(super) async fn contacts(
             let Some(last) = found.get(&seq).cloned() else {
                 continue;
             };
-            let name = match (topic_name, &last.envelope.target) {
-                (Some(name), _) => name,
-                (None, Target::User { account, .. }) if last.envelope.from_uuid == owner => {
-                    account.clone()
-                }
-                (None, _) => last.envelope.from_account.clone(),
-            };
-            out.push(Contact { peer, name, last });
+            out.push(Contact::of(owner, peer, topic_name, last));
         }
     }
     Ok(out)

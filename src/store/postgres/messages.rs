@@ -89,21 +89,8 @@ pub(super) async fn append_in(
     let mut blocked = Vec::with_capacity(n);
     for stored in messages {
         let m = &stored.envelope;
-        let (to_uuid, account, resource, topic_id, is_blocked) = match &m.target {
-            Target::User {
-                uuid,
-                account,
-                resource,
-                blocked,
-            } => (
-                *uuid,
-                account.as_str(),
-                resource.as_deref().unwrap_or(""),
-                0,
-                *blocked,
-            ),
-            Target::Topic { topic_id } => (0, "", "", *topic_id, false),
-        };
+        let (to_uuid, account, resource, topic_id, is_blocked) =
+            crate::store::target_columns(&m.target);
         seq.push(sql(stored.seq));
         ts.push(sql(stored.ts));
         app.push(sql(m.app_id));

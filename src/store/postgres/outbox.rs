@@ -4,27 +4,18 @@
 //! `failed_ms = 0`). A port of `sqlite/outbox.rs`; the messages and rows a list of
 //! callbacks needs are read in one statement each (`= ANY($1)`), not per callback.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use tokio_postgres::GenericClient;
 
 use super::messages::{row_to_message, sql_seq, MESSAGE_COLUMNS};
 use super::{num, sql, PgStore};
+use crate::store::outbox::text;
 use crate::store::{
     AppendOutcome, CallbackBatch, CallbackKind, CallbackOutcome, CallbackResult, CallbackStore,
     FailedCallback, NewCallback, NewMessage, PendingCallback, StoreResult, StoredMessage,
 };
-
-/// `toAccounts` are stored joined by a newline (names hold no control characters).
-const SEPARATOR: &str = "\n";
-
-fn split(text: &str) -> Vec<String> {
-    if text.is_empty() {
-        return Vec::new();
-    }
-    text.split(SEPARATOR).map(str::to_owned).collect()
-}
 
 /// A row count as PostgreSQL's BIGINT (for LIMIT).
 fn sql_len(n: usize) -> i64 {
@@ -64,32 +55,14 @@ pub(super) async fn insert(
     outcomes: &[AppendOutcome],
     callbacks: &[NewCallback],
 ) -> StoreResult<()> {
-    let mut batches: BTreeMap<u64, (u64, Vec<serde_json::Value>)> = BTreeMap::new();
-    for cb in callbacks {
-        let (Some(m), Some(AppendOutcome::Stored)) =
-            (messages.get(cb.index), outcomes.get(cb.index))
-        else {
-            continue;
-        };
-        let batch = batches
-            .entry(m.envelope.app_id)
-            .or_insert_with(|| (m.seq, Vec::new()));
-        let to = cb.to_accounts.join(SEPARATOR);
-        batch.1.push(serde_json::json!([m.seq, cb.kind as u8, to]));
-    }
-    if batches.is_empty() {
+    let rows = text::batch_rows(messages, outcomes, callbacks);
+    if rows.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::with_capacity(batches.len());
-    let mut apps = Vec::with_capacity(batches.len());
-    let mut sizes = Vec::with_capacity(batches.len());
-    let mut texts = Vec::with_capacity(batches.len());
-    for (app_id, (batch_id, entries)) in batches {
-        ids.push(sql_seq(batch_id));
-        apps.push(sql(app_id));
-        sizes.push(entries.len() as i64);
-        texts.push(serde_json::Value::Array(entries).to_string());
-    }
+    let ids: Vec<i64> = rows.iter().map(|r| sql_seq(r.batch_id)).collect();
+    let apps: Vec<i64> = rows.iter().map(|r| sql(r.app_id)).collect();
+    let sizes: Vec<i64> = rows.iter().map(|r| r.size as i64).collect();
+    let texts: Vec<&str> = rows.iter().map(|r| r.entries.as_str()).collect();
     c.execute(
         "INSERT INTO callback_batches (batch_id, app_id, size, entries) \
          SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[]) \
@@ -109,9 +82,6 @@ pub(super) async fn batch_apps(c: &impl GenericClient) -> StoreResult<Vec<u64>> 
         .await?;
     Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
 }
-
-/// One entry of a batch row: (seq, kind code, toAccounts joined by newlines).
-type Entry = (u64, u8, String);
 
 pub(super) async fn batches(
     c: &impl GenericClient,
@@ -134,12 +104,12 @@ pub(super) async fn batches(
             &[&sql(app_id), &sql_seq(from), &sql_len(budget.max(1))],
         )
         .await?;
-    let rows: Vec<(u64, usize, Vec<Entry>)> = rows
+    let rows: Vec<(u64, usize, Vec<text::Entry>)> = rows
         .iter()
         .map(|r| {
             let size = r.get::<_, i64>(1).max(0) as usize;
             let text: &str = r.get(2);
-            let entries: Vec<Entry> = serde_json::from_str(text).unwrap_or_default();
+            let entries = text::entries(text);
             (num(r, 0), size, entries)
         })
         .collect();
@@ -173,7 +143,7 @@ pub(super) async fn batches(
                 seq,
                 app_id,
                 kind: CallbackKind::from_code(i64::from(kind)),
-                to_accounts: split(&to),
+                to_accounts: text::split_accounts(&to),
                 attempts: 0,
                 batch: Some(batch_id),
                 message: found.get(&seq).cloned(),
@@ -227,7 +197,7 @@ pub(super) async fn due(
                 seq,
                 app_id,
                 kind: CallbackKind::from_code(r.get(1)),
-                to_accounts: split(to),
+                to_accounts: text::split_accounts(to),
                 attempts: attempts(r.get(3)),
                 batch: None,
                 // `seq` is the key of `callbacks`: each at most once.
@@ -271,7 +241,7 @@ pub(super) async fn record(
                     &seq,
                     &sql(r.app_id),
                     &(r.kind as i64),
-                    &r.to_accounts.join(SEPARATOR),
+                    &text::join_accounts(&r.to_accounts),
                     &sql_seq(due_ms),
                     &sql_seq(failed_ms),
                     error,

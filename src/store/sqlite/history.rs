@@ -12,7 +12,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::messages::{row_to_message, sql_seq, MESSAGE_COLUMNS};
 use super::topics::OPEN;
-use crate::message::Target;
 use crate::store::{Contact, Conversation, HistoryRange, Order, Peer, StoreResult, StoredMessage};
 
 pub(super) fn history(conn: &Connection, range: &HistoryRange) -> StoreResult<Vec<StoredMessage>> {
@@ -155,14 +154,7 @@ pub(super) fn contacts(
         let Some(last) = message.query_row([seq], row_to_message).optional()? else {
             continue;
         };
-        let name = match (topic_name, &last.envelope.target) {
-            (Some(name), _) => name,
-            (None, Target::User { account, .. }) if last.envelope.from_uuid == owner => {
-                account.clone()
-            }
-            (None, _) => last.envelope.from_account.clone(),
-        };
-        out.push(Contact { peer, name, last });
+        out.push(Contact::of(owner, peer, topic_name, last));
     }
     Ok(out)
 }

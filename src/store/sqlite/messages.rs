@@ -244,21 +244,8 @@ pub(super) fn append_in(
     };
     for stored in messages {
         let m = &stored.envelope;
-        let (to_uuid, to_account, to_resource, topic_id, blocked) = match &m.target {
-            Target::User {
-                uuid,
-                account,
-                resource,
-                blocked,
-            } => (
-                *uuid,
-                account.as_str(),
-                resource.as_deref().unwrap_or(""),
-                0,
-                *blocked,
-            ),
-            Target::Topic { topic_id } => (0, "", "", *topic_id, false),
-        };
+        let (to_uuid, to_account, to_resource, topic_id, blocked) =
+            crate::store::target_columns(&m.target);
         let inserted = insert.execute(params![
             stored.seq as i64,
             stored.ts as i64,

@@ -3,28 +3,17 @@
 //! `callbacks` (one row per callback that failed an attempt: pending while
 //! `failed_ms = 0`).
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::SqliteStore;
 
 use super::messages::{row_to_message, sql_seq, MESSAGE_COLUMNS};
+use crate::store::outbox::text;
 use crate::store::{
     AppendOutcome, CallbackBatch, CallbackKind, CallbackOutcome, CallbackResult, CallbackStore,
     FailedCallback, NewCallback, NewMessage, PendingCallback, StoreResult, StoredMessage,
 };
-
-/// `toAccounts` are stored joined by a newline (names hold no control characters).
-const SEPARATOR: &str = "\n";
-
-fn split(text: &str) -> Vec<String> {
-    if text.is_empty() {
-        return Vec::new();
-    }
-    text.split(SEPARATOR).map(str::to_owned).collect()
-}
 
 fn message(conn: &Connection, seq: u64) -> StoreResult<Option<StoredMessage>> {
     Ok(conn
@@ -42,27 +31,17 @@ pub(super) fn insert(
     outcomes: &[AppendOutcome],
     callbacks: &[NewCallback],
 ) -> StoreResult<()> {
-    let mut batches: BTreeMap<u64, (u64, Vec<serde_json::Value>)> = BTreeMap::new();
-    for cb in callbacks {
-        let (Some(m), Some(AppendOutcome::Stored)) =
-            (messages.get(cb.index), outcomes.get(cb.index))
-        else {
-            continue;
-        };
-        let batch = batches
-            .entry(m.envelope.app_id)
-            .or_insert_with(|| (m.seq, Vec::new()));
-        let to = cb.to_accounts.join(SEPARATOR);
-        batch.1.push(serde_json::json!([m.seq, cb.kind as u8, to]));
-    }
     let mut insert = conn.prepare_cached(
         "INSERT OR IGNORE INTO callback_batches (batch_id, app_id, size, entries) \
          VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for (app_id, (batch_id, entries)) in batches {
-        let size = entries.len() as i64;
-        let text = serde_json::Value::Array(entries).to_string();
-        insert.execute(params![sql_seq(batch_id), app_id as i64, size, text])?;
+    for row in text::batch_rows(messages, outcomes, callbacks) {
+        insert.execute(params![
+            sql_seq(row.batch_id),
+            row.app_id as i64,
+            row.size as i64,
+            row.entries
+        ])?;
     }
     Ok(())
 }
@@ -101,7 +80,7 @@ pub(super) fn batches(
     let mut has_row = conn.prepare_cached("SELECT 1 FROM callbacks WHERE seq = ?1")?;
     let mut out = Vec::with_capacity(rows.len());
     for (batch_id, size, text) in rows {
-        let entries: Vec<(u64, u8, String)> = serde_json::from_str(&text).unwrap_or_default();
+        let entries = text::entries(&text);
         let mut callbacks = Vec::with_capacity(entries.len());
         for (seq, kind, to) in entries {
             if has_row.exists([sql_seq(seq)])? {
@@ -111,7 +90,7 @@ pub(super) fn batches(
                 seq,
                 app_id,
                 kind: CallbackKind::from_code(i64::from(kind)),
-                to_accounts: split(&to),
+                to_accounts: text::split_accounts(&to),
                 attempts: 0,
                 batch: Some(batch_id),
                 message: message(conn, seq)?,
@@ -168,7 +147,7 @@ pub(super) fn due(
             seq,
             app_id,
             kind: CallbackKind::from_code(kind),
-            to_accounts: split(&to),
+            to_accounts: text::split_accounts(&to),
             attempts: attempts.clamp(0, i64::from(u32::MAX)) as u32,
             batch: None,
             message: message(conn, seq)?,
@@ -204,7 +183,7 @@ pub(super) fn record(
             seq,
             r.app_id as i64,
             r.kind as i64,
-            r.to_accounts.join(SEPARATOR),
+            text::join_accounts(&r.to_accounts),
             sql_seq(due_ms),
             sql_seq(failed_ms),
             error
