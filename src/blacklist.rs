@@ -82,6 +82,14 @@ impl Blacklists {
         Ok(())
     }
 
+    /// Drops `owner`'s cached list (another node changed it in the store): the next
+    /// send reads it again. A read under way is not cached either.
+    pub fn forget(&self, owner: u64) {
+        let mut lists = self.lists.write();
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        lists.pop(&owner);
+    }
+
     /// Applies a change, already in the store, to the cached list if cached (copy on
     /// write: readers hold the old list until they drop it). A list being read from
     /// the store meanwhile is either cached before this (and changed here) or sees

@@ -237,6 +237,18 @@ settings! {
         /// Sends queued to the router before senders wait.
         router_queue: usize = 16_384, env "COURIER_ROUTER_QUEUE", range 1 => 10_000_000;
     }
+    cluster {
+        /// NATS server(s) of a cluster, e.g. nats://10.0.0.7:4222 (comma-separated for several); empty = one node, no cluster. Needs store_kind = "postgres", and a node_id of its own per node.
+        nats_url: String = String::new(), env "COURIER_NATS_URL";
+        /// First token of every NATS subject this cluster uses: clusters sharing one NATS keep apart by it.
+        cluster_subject_prefix: String = "courier".to_owned(), env "COURIER_CLUSTER_SUBJECT_PREFIX";
+        /// Milliseconds a login backlog (and a resync) reaches back before the device's cursor: covers messages that other nodes committed late, and the clocks of the nodes may differ by less than this. Devices deduplicate by sequence.
+        cluster_overlap_ms: u64 = 2000, env "COURIER_CLUSTER_OVERLAP_MS", range 0 => 600_000;
+        /// Milliseconds a node waits on NATS: for its subscription when a device logs in, and for other nodes' answers to an online-only message no local device took.
+        cluster_request_timeout_ms: u64 = 250, env "COURIER_CLUSTER_REQUEST_TIMEOUT_MS", range 10 => 60_000;
+        /// Deliveries waiting to be published to NATS; beyond it they are dropped, and the other nodes are told to resync their devices from the store.
+        cluster_publish_queue: usize = 65_536, env "COURIER_CLUSTER_PUBLISH_QUEUE", range 1024 => 10_000_000;
+    }
     admin {
         /// Bearer token of the admin API (`/admin/…`, `Authorization: Bearer <token>`); empty = the admin API is off. Prefer the environment variable to a file.
         admin_token: String = String::new(), env "COURIER_ADMIN_TOKEN";
@@ -342,6 +354,12 @@ impl Config {
             }
             "postgres" => {}
             _ => return bad("store_kind must be \"embedded\" or \"postgres\""),
+        }
+        if !self.nats_url.is_empty() && self.store_kind != "postgres" {
+            return bad("a cluster (nats_url) needs store_kind = \"postgres\": its nodes share one database");
+        }
+        if !crate::cluster::subject::valid_prefix(&self.cluster_subject_prefix) {
+            return bad("cluster_subject_prefix must be 1-64 letters, digits, '-' or '_' (one NATS subject token)");
         }
         if self.max_payload_bytes + 1024 > self.max_frame_bytes {
             return bad("max_frame_bytes must exceed max_payload_bytes by at least 1024");

@@ -16,6 +16,7 @@ pub mod blacklist;
 pub mod callbacks;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod fanout;
@@ -44,4 +45,10 @@ pub mod wire;
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
     include!(concat!(env!("OUT_DIR"), "/courier.v1.rs"));
+}
+
+/// Generated protobuf types of `proto/cluster.proto` (between nodes).
+pub mod cluster_pb {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/courier.cluster.v1.rs"));
 }

@@ -19,6 +19,11 @@ pub fn floor_at(unix_ms: u64) -> u64 {
     unix_ms.saturating_sub(EPOCH_MS).min(1 << 41) << LOW_BITS
 }
 
+/// The distance between sequences assigned `ms` milliseconds apart.
+pub fn span_of_ms(ms: u64) -> u64 {
+    ms.min(1 << 41) << LOW_BITS
+}
+
 /// Where a login backlog starts: after the device's cursor, but never before the
 /// offline TTL (messages older than `ttl_ms` at `now_ms` are not sent).
 pub fn backlog_after(cursor: u64, now_ms: u64, ttl_ms: u64) -> u64 {

@@ -42,6 +42,8 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Quic(#[from] crate::transport::quic::QuicError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -137,6 +139,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     ));
     directory.reload_apps().await?;
     let outbox = crate::callbacks::OutboxFeed::new();
+    let cluster = if config.nats_url.is_empty() {
+        None
+    } else {
+        Some(crate::cluster::Cluster::connect(&config).await?)
+    };
+    let remote = cluster
+        .as_ref()
+        .map(|(c, _)| c.clone() as Arc<dyn crate::fanout::Remote>);
     let (router, router_task) = Router::start(
         RouterConfig {
             node_id: config.node_id,
@@ -146,6 +156,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         },
         store.clone(),
         hub.clone(),
+        remote,
         directory.clone(),
         outbox.clone(),
         router_stop.clone(),
@@ -195,8 +206,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         topics,
         blacklists: crate::blacklist::Blacklists::new(store.clone(), config.blacklist_cache),
         callbacks: outbox,
+        cluster: cluster.as_ref().map(|(c, _)| c.clone()),
         next_conn_id: AtomicU64::new(1),
     });
+    let cluster_stop = CancellationToken::new();
+    let cluster_tasks =
+        cluster.map(|(c, pending)| c.start(pending, state.clone(), cluster_stop.clone()));
 
     listener::raise_open_files_limit(config.max_connections);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -293,6 +308,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         router_stop.cancel();
         if let Err(e) = router_task.await {
             tracing::error!(error = %e, "router task failed");
+        }
+        // After the router: what it delivered last is published before NATS is left.
+        cluster_stop.cancel();
+        if let Some(tasks) = cluster_tasks {
+            tasks.join(grace).await;
         }
         cursor_stop.cancel();
         let _ = cursor_task.await;

@@ -46,10 +46,33 @@ pub struct AppState {
     pub blacklists: Blacklists,
     /// Hands callbacks to the dispatcher, or wakes it (replays).
     pub callbacks: Arc<crate::callbacks::OutboxFeed>,
+    /// The other nodes, in cluster mode (`nats_url`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub(crate) next_conn_id: AtomicU64,
 }
 
 impl AppState {
+    /// The highest sequence a device may acknowledge: none above it exists yet. On
+    /// one node, the newest this node assigned; in a cluster, other nodes assign
+    /// too, so anything up to now plus the overlap window (their clocks may be
+    /// that far ahead).
+    pub fn newest_ackable(&self) -> u64 {
+        let local = self.router.last_sequence();
+        match &self.cluster {
+            Some(cluster) => local.max(crate::sequence::floor_at(
+                crate::time::now_ms().saturating_add(cluster.overlap_ms()),
+            )),
+            None => local,
+        }
+    }
+
+    /// Tells the other nodes of a cluster (if any) to read a cached entry again.
+    pub fn cluster_invalidate(&self, what: crate::cluster_pb::invalidate::What) {
+        if let Some(cluster) = &self.cluster {
+            cluster.invalidate(what);
+        }
+    }
+
     /// A fresh id for a new connection, unique across the nodes of a cluster: the
     /// node id in the top 8 bits, a counter below (never 0, which means "none").
     pub fn next_conn_id(&self) -> u64 {

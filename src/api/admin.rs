@@ -79,8 +79,9 @@ async fn reload(state: &AppState, app_id: u64) -> Result<(), ApiError> {
         .directory
         .reload_app(app_id)
         .await
-        .map(|_| ())
-        .map_err(ApiError::internal)
+        .map_err(ApiError::internal)?;
+    state.cluster_invalidate(crate::cluster_pb::invalidate::What::AppId(app_id));
+    Ok(())
 }
 
 /// `GET /admin/apps`

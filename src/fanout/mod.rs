@@ -9,20 +9,28 @@
 //! every device still receives its timeline, and its own ServerAcks, in sequence
 //! order.
 //!
-//! [`Fanout`] is where the devices are: the in-process [`Hub`] of this node today; a
-//! NATS bus that also publishes to the nodes holding a user's other devices later.
+//! [`Fanout`] is where this node's devices are (the in-process [`Hub`]); in a cluster
+//! a [`Remote`] also gets each delivery once per destination (the recipient, the
+//! sender's other devices, the topic) and publishes it to the nodes holding those
+//! devices (`crate::cluster`).
 //!
 //! The stage also owns the one outcome only delivery knows: whether a transient
-//! (online-only) send reached any device. A retry of such a send is answered with the
+//! (online-only) send reached any device. When no device of this node took it, a
+//! cluster asks the other nodes (the ack waits for their answer, at most
+//! `cluster_request_timeout_ms`). A retry of such a send is answered with the
 //! original's outcome from [`UNDELIVERED_REMEMBERED`] recent ones.
 
+use std::future::Future;
 use std::num::NonZeroUsize;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use lru::LruCache;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use crate::cluster_pb::Delivery;
 use crate::directory::TopicView;
 use crate::hub::{Audience, Hub, Outbound};
 use crate::message::Target;
@@ -56,6 +64,40 @@ impl Fanout for Hub {
     }
 }
 
+/// The other nodes of a cluster, as the stage reaches them.
+pub trait Remote: Send + Sync + 'static {
+    /// Hands `delivery` to the nodes holding its user's (or its topic's members')
+    /// devices; never waits.
+    fn publish(&self, delivery: Delivery);
+    /// Like [`Remote::publish`], and resolves to whether a device on another node
+    /// took it (or, for a probe, is online).
+    fn ask(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = bool> + Send>>;
+}
+
+/// Queues `out` on the devices of a topic's `members` that `fanout` reaches: every
+/// member's, except the sending connection `except_conn` among the sender's. Returns
+/// how many devices of members other than the sender took it.
+pub fn to_members<'a>(
+    fanout: &dyn Fanout,
+    members: impl IntoIterator<Item = &'a crate::store::Member>,
+    from_uuid: u64,
+    except_conn: Option<u64>,
+    out: &Outbound,
+) -> usize {
+    let mut n = 0;
+    for member in members {
+        let audience = Audience {
+            except_conn: except_conn.filter(|_| member.uuid == from_uuid),
+            only_resource: None,
+        };
+        let got = fanout.to_user(member.uuid, audience, out);
+        if member.uuid != from_uuid {
+            n += got;
+        }
+    }
+    n
+}
+
 /// One committed item, in commit order.
 pub enum Committed {
     /// A message committed (or transient) in this batch: deliver it, then ack.
@@ -76,22 +118,36 @@ pub enum Committed {
 /// Starts the stage; it ends when the sender side is dropped and what was sent is done.
 pub fn start(
     fanout: Arc<dyn Fanout>,
+    remote: Option<Arc<dyn Remote>>,
 ) -> (mpsc::Sender<Vec<Committed>>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(FANOUT_QUEUE_BATCHES);
     let stage = Stage {
         fanout,
-        undelivered: LruCache::new(
+        remote,
+        undelivered: Arc::new(Mutex::new(LruCache::new(
             NonZeroUsize::new(UNDELIVERED_REMEMBERED).unwrap_or(NonZeroUsize::MIN),
-        ),
+        ))),
         tally: Tally::default(),
     };
     (tx, tokio::spawn(stage.run(rx)))
 }
 
+/// (sender uuid, packetId) of transient sends no device took.
+type Undelivered = Arc<Mutex<LruCache<(u64, String), ()>>>;
+
+/// How far a message got on this node, and what the other nodes still owe.
+struct Reach {
+    /// Devices of recipients (not the sender's own) that took it here.
+    here: usize,
+    /// The other nodes' answer, for a transient message no device here took.
+    elsewhere: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+}
+
 struct Stage {
     fanout: Arc<dyn Fanout>,
-    /// (sender uuid, packetId) of transient sends no device took.
-    undelivered: LruCache<(u64, String), ()>,
+    /// The other nodes, in a cluster.
+    remote: Option<Arc<dyn Remote>>,
+    undelivered: Undelivered,
     /// Counted per batch, recorded once per batch.
     tally: Tally,
 }
@@ -138,9 +194,13 @@ impl Stage {
                 frame,
                 topic,
             } => {
-                let reached = match &topic {
-                    Some(view) => self.to_topic(&sub, seq, frame, view),
-                    None => self.to_users(&sub, seq, frame),
+                let out = Outbound {
+                    seq: if sub.persist { seq } else { 0 },
+                    frame,
+                };
+                let reach = match &topic {
+                    Some(view) => self.to_topic(&sub, out, view),
+                    None => self.to_users(&sub, out),
                 };
                 // Index into Tally::sends: p2p, topic, push_p2p, push_topic.
                 let kind = match (sub.from_conn.is_some(), topic.is_some()) {
@@ -150,53 +210,60 @@ impl Stage {
                     (false, true) => 3,
                 };
                 self.tally.sends[kind] += 1;
-                self.tally.deliveries += reached as u64;
-                let delivered = sub.persist || reached > 0;
-                if !delivered {
-                    self.undelivered
-                        .put((sub.envelope.from_uuid, sub.envelope.packet_id.clone()), ());
+                self.tally.deliveries += reach.here as u64;
+                if let Some(elsewhere) = reach.elsewhere {
+                    // Answered when the other nodes have: later acks of this
+                    // connection may overtake it (acks are matched by packetId).
+                    let undelivered = self.undelivered.clone();
+                    tokio::spawn(async move {
+                        let delivered = elsewhere.await;
+                        answer(&undelivered, sub, seq, ts, delivered);
+                    });
+                    return;
                 }
-                ack(sub.ack, &sub.envelope.packet_id, seq, ts, delivered);
+                let delivered = sub.persist || reach.here > 0;
+                answer(&self.undelivered, sub, seq, ts, delivered);
             }
             Committed::Retry { sub, seq, ts } => {
                 let key = (sub.envelope.from_uuid, sub.envelope.packet_id.clone());
-                let delivered = self.undelivered.peek(&key).is_none();
+                let delivered = self.undelivered.lock().peek(&key).is_none();
                 ack(sub.ack, &sub.envelope.packet_id, seq, ts, delivered);
             }
             Committed::Answer { sub, ack } => send_ack(sub.ack, ack),
         }
     }
 
-    /// Queues a topic message on every member's devices but the sending one;
-    /// returns how many devices of other members took it.
-    fn to_topic(&self, sub: &Submission, seq: u64, frame: Bytes, view: &TopicView) -> usize {
-        let out = Outbound {
-            seq: if sub.persist { seq } else { 0 },
-            frame,
+    /// Queues a topic message on every member's devices but the sending one, here
+    /// and (in a cluster) on the other nodes.
+    fn to_topic(&self, sub: &Submission, out: Outbound, view: &TopicView) -> Reach {
+        let from_uuid = sub.envelope.from_uuid;
+        let here = to_members(
+            self.fanout.as_ref(),
+            &view.topic.members,
+            from_uuid,
+            sub.from_conn,
+            &out,
+        );
+        let remote = || Delivery {
+            topic_id: view.topic.topic_id,
+            from_uuid,
+            except_conn: sub.from_conn.unwrap_or(0),
+            sequence: out.seq,
+            frame: out.frame.clone(),
+            ..Delivery::default()
         };
-        let mut n = 0;
-        for member in &view.topic.members {
-            let except_conn = sub
-                .from_conn
-                .filter(|_| member.uuid == sub.envelope.from_uuid);
-            let audience = Audience {
-                except_conn,
-                only_resource: None,
-            };
-            let got = self.fanout.to_user(member.uuid, audience, &out);
-            if member.uuid != sub.envelope.from_uuid {
-                n += got;
-            }
+        Reach {
+            here,
+            elsewhere: self.to_remote(remote, !sub.persist && here == 0),
         }
-        n
     }
 
     /// Queues a p2p message on the recipient's devices and the sender's other
-    /// devices; returns how many recipient devices took it.
-    fn to_users(&self, sub: &Submission, seq: u64, frame: Bytes) -> usize {
-        let out = Outbound {
-            seq: if sub.persist { seq } else { 0 },
-            frame,
+    /// devices, here and (in a cluster) on the other nodes.
+    fn to_users(&self, sub: &Submission, out: Outbound) -> Reach {
+        let nobody = Reach {
+            here: 0,
+            elsewhere: None,
         };
         let Target::User {
             uuid,
@@ -205,16 +272,32 @@ impl Stage {
             ..
         } = &sub.envelope.target
         else {
-            return 0;
+            return nobody;
         };
         let (to_uuid, to_resource) = (*uuid, resource.as_deref());
+        let from_uuid = sub.envelope.from_uuid;
         let except_conn = sub.from_conn;
-        if to_uuid == sub.envelope.from_uuid {
+        let remote = |uuid, except_conn: Option<u64>, only_resource: Option<&str>, probe| Delivery {
+            uuid,
+            from_uuid,
+            except_conn: except_conn.unwrap_or(0),
+            only_resource: only_resource.map(str::to_owned),
+            sequence: out.seq,
+            frame: out.frame.clone(),
+            probe,
+            ..Delivery::default()
+        };
+        if to_uuid == from_uuid {
             let audience = Audience {
                 except_conn,
                 only_resource: to_resource,
             };
-            return self.fanout.to_user(to_uuid, audience, &out);
+            let here = self.fanout.to_user(to_uuid, audience, &out);
+            let elsewhere = self.to_remote(
+                || remote(to_uuid, except_conn, to_resource, false),
+                !sub.persist && here == 0,
+            );
+            return Reach { here, elsewhere };
         }
         let to_recipient = Audience {
             except_conn: None,
@@ -222,19 +305,53 @@ impl Stage {
         };
         // A recipient who blacklisted the sender gets nothing, and the sender's ack
         // reads as if it had (the sender is not told).
-        let n = if *blocked {
+        let here = if *blocked {
             self.fanout.online(to_uuid, to_recipient)
         } else {
             self.fanout.to_user(to_uuid, to_recipient, &out)
+        };
+        let ask = !sub.persist && here == 0;
+        // A blocked message goes to no other node, unless its ack needs a count.
+        let elsewhere = if *blocked && !ask {
+            None
+        } else {
+            self.to_remote(|| remote(to_uuid, None, to_resource, *blocked), ask)
         };
         // The sender's other devices keep their view of the conversation.
         let to_sender = Audience {
             except_conn,
             only_resource: None,
         };
-        self.fanout.to_user(sub.envelope.from_uuid, to_sender, &out);
-        n
+        self.fanout.to_user(from_uuid, to_sender, &out);
+        self.to_remote(|| remote(from_uuid, except_conn, None, false), false);
+        Reach { here, elsewhere }
     }
+
+    /// Hands a delivery to the other nodes (none without a cluster); with `ask`,
+    /// returns their answer to come.
+    fn to_remote(
+        &self,
+        delivery: impl FnOnce() -> Delivery,
+        ask: bool,
+    ) -> Option<Pin<Box<dyn Future<Output = bool> + Send>>> {
+        let remote = self.remote.as_ref()?;
+        if ask {
+            return Some(remote.ask(delivery()));
+        }
+        remote.publish(delivery());
+        None
+    }
+}
+
+/// Acks a message that went through, and remembers a transient one no device took
+/// (for its retries).
+fn answer(undelivered: &Undelivered, sub: Submission, seq: u64, ts: u64, delivered: bool) {
+    if !delivered {
+        undelivered
+            .lock()
+            .put((sub.envelope.from_uuid, sub.envelope.packet_id.clone()), ());
+    }
+    ack(sub.ack, &sub.envelope.packet_id, seq, ts, delivered);
 }
 
 /// Answers a send that went through.
@@ -314,7 +431,7 @@ mod tests {
         let queue = DeviceQueue::new(16, 1 << 20);
         let device = DeviceHandle::new(7, "phone".into(), queue.clone());
         hub.register(2, device).unwrap();
-        let (stage, task) = start(hub.clone());
+        let (stage, task) = start(hub.clone(), None);
 
         let (stored_tx, stored_rx) = oneshot::channel();
         let (lost_tx, lost_rx) = oneshot::channel();

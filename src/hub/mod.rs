@@ -29,6 +29,11 @@ pub struct Outbound {
     pub frame: Bytes,
 }
 
+/// The `seq` of a frameless [`Outbound`] that asks the device's connection to
+/// resync: read its backlog again from its cursor (after a NATS interruption, what
+/// other nodes published meanwhile was not received).
+pub const RESYNC: u64 = u64::MAX;
+
 /// Why a connection must end, set once by whoever ends it.
 #[derive(Debug, Default)]
 pub struct KillSwitch {
@@ -340,6 +345,38 @@ impl Hub {
                 d.kick(reason);
             }
         }
+    }
+
+    /// Kicks and removes the user's devices of `resource`, but connection
+    /// `except_conn`: a device of that resource logged in on another node.
+    pub fn kick_resource(&self, uuid: u64, resource: &str, except_conn: u64) {
+        self.users.remove_if_mut(&uuid, |_, devices| {
+            devices.retain(|d| {
+                if *d.resource == *resource && d.conn_id != except_conn {
+                    d.kick(KickReason::Replaced);
+                    false
+                } else {
+                    true
+                }
+            });
+            devices.is_empty()
+        });
+    }
+
+    /// Asks every device's connection to resync from the store ([`RESYNC`]).
+    /// Returns how many were asked.
+    pub fn resync_all(&self) -> usize {
+        let marker = Outbound {
+            seq: RESYNC,
+            frame: Bytes::new(),
+        };
+        let mut n = 0;
+        for entry in self.users.iter() {
+            for d in entry.value() {
+                n += usize::from(d.push(marker.clone()));
+            }
+        }
+        n
     }
 
     /// Kicks every device (shutdown).

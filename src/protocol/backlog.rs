@@ -67,6 +67,29 @@ pub fn relays(seq: u64, backlog_through: u64) -> bool {
     seq == 0 || seq > backlog_through
 }
 
+/// Which live frames a device still needs once its backlog was sent.
+#[derive(Debug, Default)]
+pub struct LiveFilter {
+    /// The newest sequence the backlog carried.
+    through: u64,
+    /// In a cluster, the sequences the backlog carried, sorted: another node may
+    /// commit a smaller sequence after the backlog was read, so only these are
+    /// skipped. On one node commits come in sequence order, and everything up to
+    /// `through` was carried.
+    carried: Option<Vec<u64>>,
+}
+
+impl LiveFilter {
+    /// Whether a live frame of sequence `seq` must be written.
+    pub fn relays(&self, seq: u64) -> bool {
+        match &self.carried {
+            _ if relays(seq, self.through) => true,
+            None => false,
+            Some(carried) => carried.binary_search(&seq).is_err(),
+        }
+    }
+}
+
 /// The login backlog of one device, step by step: count, then pages, then done.
 #[derive(Debug)]
 pub struct BacklogSync {
@@ -75,6 +98,8 @@ pub struct BacklogSync {
     last: u64,
     sent: u64,
     newest_only: bool,
+    /// The sequences sent, when the live filter needs them (cluster).
+    carried: Option<Vec<u64>>,
 }
 
 /// What the driver does next for the backlog.
@@ -98,8 +123,14 @@ impl BacklogSync {
             last: after,
             sent: 0,
             newest_only: false,
+            carried: None,
         };
         (sync, (after, rules.limit.saturating_add(1)))
+    }
+
+    /// Keeps the sequences it sends, for an exact [`LiveFilter`] (cluster).
+    pub fn keep_carried(&mut self) {
+        self.carried = Some(Vec::new());
     }
 
     /// Given how many entries are pending: more than the limit reads only the newest
@@ -117,6 +148,9 @@ impl BacklogSync {
     /// Takes a page read as asked; returns the frames to write now and the next step.
     pub fn on_page(&mut self, mut page: Vec<pb::Deliver>) -> (Vec<Bytes>, BacklogStep) {
         let mut frames = Vec::new();
+        if let Some(carried) = &mut self.carried {
+            carried.extend(page.iter().map(|d| d.sequence));
+        }
         if self.newest_only {
             page.reverse();
             if let (Some(first), Some(tail)) = (page.first(), page.last()) {
@@ -157,6 +191,18 @@ impl BacklogSync {
     /// Live frames with a sequence up to this were carried by the backlog.
     pub fn through(&self) -> u64 {
         self.last
+    }
+
+    /// The filter of live frames once this backlog is complete.
+    pub fn live_filter(&mut self) -> LiveFilter {
+        LiveFilter {
+            through: self.last,
+            carried: self.carried.take().map(|mut c| {
+                c.sort_unstable();
+                c.shrink_to_fit();
+                c
+            }),
+        }
     }
 
     fn done(&self) -> Bytes {

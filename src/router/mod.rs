@@ -70,6 +70,7 @@ impl Router {
         config: RouterConfig,
         store: Arc<dyn Store>,
         fanout: Arc<dyn Fanout>,
+        remote: Option<Arc<dyn fanout::Remote>>,
         directory: Arc<Directory>,
         outbox: Arc<OutboxFeed>,
         stop: CancellationToken,
@@ -80,7 +81,7 @@ impl Router {
             .max(sequence::floor_at(now_ms()));
         let last_seq = Arc::new(AtomicU64::new(last));
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let (fanout_tx, fanout_task) = fanout::start(fanout.clone());
+        let (fanout_tx, fanout_task) = fanout::start(fanout.clone(), remote);
         let commit = CommitLoop {
             store,
             fanout: fanout_tx,
@@ -499,6 +500,7 @@ mod tests {
             config,
             store.clone(),
             Arc::new(Hub::new()),
+            None,
             directory,
             OutboxFeed::new(),
             stop.clone(),

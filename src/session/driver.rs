@@ -29,10 +29,12 @@ use tokio::time::Instant;
 
 use super::Inbound;
 use crate::auth;
-use crate::hub::{DeviceHandle, DeviceQueue, Outbound};
+use crate::hub::{self, DeviceHandle, DeviceQueue, Outbound};
 use crate::message::{Envelope, Target};
 use crate::pb;
-use crate::protocol::backlog::{self, BacklogRules, BacklogStep, BacklogSync, PageRead};
+use crate::protocol::backlog::{
+    self, BacklogRules, BacklogStep, BacklogSync, LiveFilter, PageRead,
+};
 use crate::protocol::session::{Identity, Session, SessionEvent};
 use crate::protocol::{codec, KickReason, Status};
 use crate::router::{self, AckSink, RouterError, Submission};
@@ -80,8 +82,8 @@ struct Connection<E> {
     inflight: Arc<Semaphore>,
     /// The registered device and its user, once logged in.
     device: Option<(u64, DeviceHandle)>,
-    /// Live frames with a sequence up to this were already sent in the backlog.
-    backlog_through: u64,
+    /// Which live frames the backlog already carried.
+    live: LiveFilter,
     /// A Kick frame was sent (or attempted).
     kicked: bool,
     /// The transport's name in metrics.
@@ -105,7 +107,7 @@ pub async fn drive<E: Display>(io: FrameIo<E>, state: Arc<AppState>, transport: 
         queue,
         inflight,
         device: None,
-        backlog_through: 0,
+        live: LiveFilter::default(),
         kicked: false,
         transport,
     };
@@ -118,6 +120,9 @@ pub async fn drive<E: Display>(io: FrameIo<E>, state: Arc<AppState>, transport: 
     }
     if let Some((uuid, device)) = &conn.device {
         conn.state.hub.unregister(*uuid, device.conn_id);
+        if let Some(cluster) = &conn.state.cluster {
+            cluster.leave(*uuid);
+        }
         metrics::gauge!(telemetry::SESSIONS, "transport" => transport).decrement(1);
     }
     metrics::gauge!(telemetry::CONNECTIONS, "transport" => transport).decrement(1);
@@ -263,7 +268,7 @@ impl<E: Display> Connection<E> {
                 if let Some(id) = self.session.identity() {
                     // No sequence above the newest assigned one exists yet: an ack
                     // beyond it would make this device skip messages to come.
-                    let seq = backlog::clamp_ack(seq, self.state.router.last_sequence());
+                    let seq = backlog::clamp_ack(seq, self.state.newest_ackable());
                     self.state.cursors.advance(id.uuid, &id.resource, seq);
                 }
                 Flow::Continue
@@ -307,6 +312,12 @@ impl<E: Display> Connection<E> {
             return Flow::Close;
         }
         self.device = Some((identity.uuid, device));
+        if let Some(cluster) = self.state.cluster.clone() {
+            // Subscribed before the backlog is read: what other nodes commit from
+            // now on arrives live. Then a device of this resource elsewhere goes.
+            cluster.join(identity.uuid).await;
+            cluster.kick_elsewhere(identity.uuid, &identity.resource, self.conn_id);
+        }
         self.session.login_succeeded(identity.clone());
         metrics::counter!(telemetry::LOGINS, "result" => "ok").increment(1);
         metrics::gauge!(telemetry::SESSIONS, "transport" => self.transport).increment(1);
@@ -355,13 +366,12 @@ impl<E: Display> Connection<E> {
         Ok(start)
     }
 
-    /// LoginResult, then the backlog as `protocol::backlog::BacklogSync` plans it,
-    /// then SyncDone.
-    async fn sync_backlog(&mut self, id: &Identity) -> Result<Flow, StoreError> {
+    /// The backlog rules of the device's app.
+    fn backlog_rules(&self, id: &Identity) -> BacklogRules {
         let cfg = &self.state.config;
         let app = self.state.directory.cached_app(id.app_id);
         let settings = app.as_ref().map(|e| &e.settings);
-        let rules = BacklogRules {
+        BacklogRules {
             limit: settings
                 .and_then(|s| s.backlog_limit)
                 .map_or(cfg.backlog_limit, |n| n as usize),
@@ -370,15 +380,37 @@ impl<E: Display> Connection<E> {
                 .and_then(|s| s.offline_ttl_secs)
                 .unwrap_or(cfg.offline_ttl_secs)
                 .saturating_mul(1000),
-        };
+        }
+    }
+
+    /// LoginResult, then the backlog.
+    async fn sync_backlog(&mut self, id: &Identity) -> Result<Flow, StoreError> {
+        let rules = self.backlog_rules(id);
         let cursor = self.start_cursor(id).await?;
-        let now = now_ms();
-        let (mut sync, (after, cap)) = BacklogSync::start(cursor, now, rules);
-        let Some(result) = self.session.login_result(cursor, now) else {
+        let Some(result) = self.session.login_result(cursor, now_ms()) else {
             return Ok(Flow::Close);
         };
         if let Flow::Close = self.write_one(result).await {
             return Ok(Flow::Close);
+        }
+        self.send_backlog(id, cursor, rules).await
+    }
+
+    /// The backlog after `cursor` as `protocol::backlog::BacklogSync` plans it, then
+    /// SyncDone. In a cluster it starts `cluster_overlap_ms` before the cursor (a
+    /// message another node committed late is not skipped; the device deduplicates
+    /// by sequence).
+    async fn send_backlog(
+        &mut self,
+        id: &Identity,
+        cursor: u64,
+        rules: BacklogRules,
+    ) -> Result<Flow, StoreError> {
+        let overlap = self.state.cluster.as_ref().map(|c| c.overlap());
+        let from = cursor.saturating_sub(overlap.unwrap_or(0));
+        let (mut sync, (after, cap)) = BacklogSync::start(from, now_ms(), rules);
+        if overlap.is_some() {
+            sync.keep_carried();
         }
         let store = self.state.store.clone();
         let pending = store.count_after(id.uuid, &id.resource, after, cap).await?;
@@ -395,12 +427,29 @@ impl<E: Display> Connection<E> {
             match step {
                 BacklogStep::Read(next) => read = next,
                 BacklogStep::Finish(last) => {
-                    self.backlog_through = sync.through();
+                    self.live = sync.live_filter();
                     metrics::histogram!(telemetry::BACKLOG_MESSAGES).record(sync.sent() as f64);
                     return Ok(self.write_all(last).await);
                 }
             }
         }
+    }
+
+    /// Reads the backlog again from the device's cursor (a cluster asked: NATS was
+    /// interrupted, or a node dropped deliveries).
+    async fn resync(&mut self) -> Flow {
+        let Some(id) = self.session.identity().cloned() else {
+            return Flow::Continue;
+        };
+        let rules = self.backlog_rules(&id);
+        let sent = match self.start_cursor(&id).await {
+            Ok(cursor) => self.send_backlog(&id, cursor, rules).await,
+            Err(e) => Err(e),
+        };
+        sent.unwrap_or_else(|e| {
+            crate::log_limited!(warn, conn = self.conn_id, error = %e, "resync failed: store unavailable; the device gets its messages at its next login");
+            Flow::Continue
+        })
     }
 
     async fn send(&mut self, mut send: pb::Send) -> Flow {
@@ -535,12 +584,14 @@ impl<E: Display> Connection<E> {
         }
     }
 
-    /// Writes queued live frames, skipping those the backlog already carried.
+    /// Writes queued live frames, skipping those the backlog already carried; then
+    /// resyncs if asked to ([`hub::RESYNC`]).
     async fn relay(&mut self, queued: VecDeque<Outbound>) -> Result<(), ()> {
-        let through = self.backlog_through;
+        let resync = queued.iter().any(|o| o.seq == hub::RESYNC);
+        let live = std::mem::take(&mut self.live);
         let mut frames = queued
             .into_iter()
-            .filter(|o| backlog::relays(o.seq, through))
+            .filter(|o| o.seq != hub::RESYNC && live.relays(o.seq))
             .peekable();
         let (mut delivers, mut acks) = (0u64, 0u64);
         // In writes of about RELAY_WRITE_BYTES, each with its own write timeout: a
@@ -560,8 +611,14 @@ impl<E: Display> Connection<E> {
                 return Err(());
             }
         }
+        self.live = live;
         metrics::counter!(telemetry::FRAMES_OUT, "type" => "deliver").increment(delivers);
         metrics::counter!(telemetry::FRAMES_OUT, "type" => "server_ack").increment(acks);
+        if resync {
+            if let Flow::Close = Box::pin(self.resync()).await {
+                return Err(());
+            }
+        }
         Ok(())
     }
 

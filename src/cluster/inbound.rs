@@ -1,0 +1,264 @@
+//! The receiving side of a node: its NATS subscriptions (one per user it holds a
+//! device of, counted per device; all topics; control) and what it does with what
+//! arrives — queue deliveries on its devices, answer online-only requests, kick,
+//! drop cached entries, check clocks, resync — plus its heartbeat and the NATS
+//! connection's events. One task, so subscription changes never race each other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{SelectAll, TakeUntil};
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::subject::{self, Subjects};
+use super::{Cluster, RECEIVED};
+use crate::cluster_pb::{cluster_message::Kind, invalidate, Delivery, Heartbeat, Reached};
+use crate::fanout::{self, Fanout};
+use crate::hub::{Audience, Outbound};
+use crate::state::AppState;
+use crate::time::now_ms;
+
+/// How often a node publishes its heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A subscription change, from the connections of this node.
+pub(super) enum Command {
+    /// A device of `uuid` logged in; `done` once the subscription is asked for.
+    Join { uuid: u64, done: oneshot::Sender<()> },
+    /// A device of `uuid` that joined is gone.
+    Leave { uuid: u64 },
+}
+
+/// A subscription that ends when its stop sender is dropped or fires.
+type Feed = TakeUntil<async_nats::Subscriber, oneshot::Receiver<()>>;
+
+pub(super) struct Inbound {
+    cluster: Arc<Cluster>,
+    state: Arc<AppState>,
+    subjects: Subjects,
+    /// Per user: devices here that joined, and the stop of its subscription.
+    users: HashMap<u64, (usize, oneshot::Sender<()>)>,
+    /// Stops of the topic and control subscriptions (kept for the task's life).
+    shared: Vec<oneshot::Sender<()>>,
+    feeds: SelectAll<Feed>,
+    /// NATS went away since the last connect.
+    disconnected: bool,
+}
+
+impl Inbound {
+    pub(super) fn new(cluster: Arc<Cluster>, state: Arc<AppState>) -> Self {
+        Inbound {
+            subjects: cluster.subjects.clone(),
+            cluster,
+            state,
+            users: HashMap::new(),
+            shared: Vec::new(),
+            feeds: SelectAll::new(),
+            disconnected: false,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::UnboundedReceiver<async_nats::Event>,
+        stop: CancellationToken,
+    ) {
+        for shared in [self.subjects.all_topics(), self.subjects.control()] {
+            match self.subscribe(shared.clone()).await {
+                Some(stop) => self.shared.push(stop),
+                None => tracing::error!(subject = shared, "cluster: cannot subscribe"),
+            }
+        }
+        let mut topic_changes = self.state.topics.subscribe();
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                Some(command) = commands.recv() => self.command(command).await,
+                Some(event) = events.recv() => self.event(event),
+                Some(msg) = self.feeds.next(), if !self.feeds.is_empty() => self.dispatch(msg).await,
+                change = topic_changes.recv() => match change {
+                    Ok(change) => self.cluster.invalidate(invalidate::What::TopicId(change.topic_id)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        crate::log_limited!(warn, missed = n, "cluster: topic change events lagged; other nodes may keep stale topics until their next read");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = beat.tick() => {
+                    let beat = Kind::Heartbeat(Heartbeat {
+                        node_id: u32::from(self.cluster.node_id),
+                        unix_ms: now_ms(),
+                    });
+                    self.cluster.enqueue(self.subjects.control(), subject::encode(beat), "heartbeat");
+                }
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, subject: String) -> Option<oneshot::Sender<()>> {
+        match self.cluster.client.subscribe(subject).await {
+            Ok(subscriber) => {
+                let (stop, stopped) = oneshot::channel();
+                self.feeds.push(subscriber.take_until(stopped));
+                Some(stop)
+            }
+            Err(e) => {
+                crate::log_limited!(warn, error = %e, "cluster: subscribe failed");
+                None
+            }
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Join { uuid, done } => {
+                if let Some((devices, _)) = self.users.get_mut(&uuid) {
+                    *devices += 1;
+                } else if let Some(stop) = self.subscribe(self.subjects.user(uuid)).await {
+                    self.users.insert(uuid, (1, stop));
+                }
+                let _ = done.send(());
+            }
+            Command::Leave { uuid } => {
+                if let Some((devices, _)) = self.users.get_mut(&uuid) {
+                    *devices -= 1;
+                    if *devices == 0 {
+                        // Dropping the stop ends the feed; the subscriber, dropped,
+                        // unsubscribes.
+                        self.users.remove(&uuid);
+                    }
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, event: async_nats::Event) {
+        match event {
+            async_nats::Event::Disconnected => {
+                self.disconnected = true;
+                tracing::warn!("cluster: NATS connection lost; serving this node's devices, reconnecting");
+            }
+            async_nats::Event::Connected => {
+                if std::mem::take(&mut self.disconnected) {
+                    let n = self.state.hub.resync_all();
+                    tracing::info!(devices = n, "cluster: NATS reconnected; resyncing this node's devices from the store");
+                } else {
+                    tracing::info!("cluster: connected to NATS");
+                }
+            }
+            other => crate::log_limited!(warn, event = %other, "cluster: NATS event"),
+        }
+    }
+
+    async fn dispatch(&mut self, msg: async_nats::Message) {
+        let kind = match subject::decode(msg.payload) {
+            Ok(kind) => kind,
+            Err(e) => {
+                crate::log_limited!(warn, subject = %msg.subject, error = %e, "cluster: message ignored");
+                return;
+            }
+        };
+        match kind {
+            Kind::Delivery(delivery) => {
+                metrics::counter!(RECEIVED).increment(1);
+                let n = self.deliver(&delivery).await;
+                if let (Some(reply), true) = (msg.reply, n > 0) {
+                    let answer = subject::encode(Kind::Reached(Reached { devices: n as u64 }));
+                    if let Err(e) = self.cluster.client.publish(reply, answer).await {
+                        crate::log_limited!(warn, error = %e, "cluster: answer failed");
+                    }
+                }
+            }
+            Kind::Kick(kick) => self
+                .state
+                .hub
+                .kick_resource(kick.uuid, &kick.resource, kick.conn_id),
+            Kind::Invalidate(inv) => self.invalidate(inv.what),
+            Kind::Heartbeat(beat) => self.heartbeat(beat),
+            Kind::Resync(r) => {
+                let n = self.state.hub.resync_all();
+                tracing::info!(node = r.node_id, devices = n, "cluster: a node dropped deliveries; resyncing this node's devices");
+            }
+            // Answers go to request inboxes, not to these subscriptions.
+            Kind::Reached(_) => {}
+        }
+    }
+
+    /// Queues a delivery on this node's devices; returns how many took it (for a
+    /// probe: how many are online).
+    async fn deliver(&self, d: &Delivery) -> usize {
+        let hub = self.state.hub.as_ref();
+        let out = Outbound {
+            seq: d.sequence,
+            frame: d.frame.clone(),
+        };
+        let except_conn = (d.except_conn != 0).then_some(d.except_conn);
+        if d.topic_id == 0 {
+            let audience = Audience {
+                except_conn,
+                only_resource: d.only_resource.as_deref(),
+            };
+            return if d.probe {
+                hub.online(d.uuid, audience)
+            } else {
+                hub.to_user(d.uuid, audience, &out)
+            };
+        }
+        let view = match self.state.directory.topic(d.topic_id).await {
+            Ok(Some(view)) => view,
+            Ok(None) => return 0,
+            Err(e) => {
+                crate::log_limited!(warn, topic = d.topic_id, error = %e, "cluster: topic delivery dropped: store unavailable (devices get it on resync)");
+                return 0;
+            }
+        };
+        fanout::to_members(hub, &view.topic.members, d.from_uuid, except_conn, &out)
+    }
+
+    fn invalidate(&self, what: Option<invalidate::What>) {
+        let state = self.state.clone();
+        match what {
+            Some(invalidate::What::TopicId(topic_id)) => {
+                tokio::spawn(async move {
+                    if let Err(e) = state.directory.refresh_topic(topic_id).await {
+                        crate::log_limited!(warn, topic_id, error = %e, "cluster: topic refresh failed");
+                    }
+                });
+            }
+            Some(invalidate::What::BlacklistOwner(owner)) => state.blacklists.forget(owner),
+            Some(invalidate::What::AppId(app_id)) => {
+                tokio::spawn(async move {
+                    if let Err(e) = state.directory.reload_app(app_id).await {
+                        crate::log_limited!(warn, app_id, error = %e, "cluster: app reload failed");
+                    }
+                });
+            }
+            None => {}
+        }
+    }
+
+    fn heartbeat(&self, beat: Heartbeat) {
+        if beat.node_id == u32::from(self.cluster.node_id) {
+            crate::log_limited!(
+                error,
+                node = beat.node_id,
+                "cluster: another node uses this node's node_id (and another database?); sequences may collide"
+            );
+        }
+        if let Some(off) = subject::clock_off_by(beat.unix_ms, now_ms(), self.cluster.overlap_ms) {
+            crate::log_limited!(
+                warn,
+                node = beat.node_id,
+                off_ms = off,
+                overlap_ms = self.cluster.overlap_ms,
+                "cluster: clock of node {} is off by {off} ms, more than cluster_overlap_ms: a device may miss a message that node commits late",
+                beat.node_id
+            );
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Cluster mode: several identical nodes share one PostgreSQL database and one NATS
+//! server (docs/cluster.md). This module owns everything that travels between
+//! nodes; the store is already shared, so only what is live goes over NATS:
+//!
+//! - **Deliveries.** The fanout stage hands each committed (or online-only) message
+//!   to [`Cluster`] once per destination — the recipient, the sender's other devices,
+//!   the topic — and it is published on that destination's subject (`subject`). A
+//!   node subscribes to a user's subject while it holds a device of that user, so a
+//!   delivery reaches exactly the nodes with devices to take it. NATS does not echo a
+//!   node's own messages back to it: its own devices were served by its hub.
+//! - **Online-only answers.** A transient message no device of this node took is
+//!   published as a request; a node whose devices took it answers with their count.
+//! - **Kicks.** A login publishes a kick of its resource on the user's subject: the
+//!   single-resource rule holds across nodes.
+//! - **Invalidations.** Topic, blacklist and app changes tell the other nodes to
+//!   read the entry again.
+//! - **Heartbeats** every second carry each node's clock; a node whose clock is off
+//!   by more than `cluster_overlap_ms` is warned about.
+//! - **Resyncs.** After NATS was unreachable, or after another node dropped
+//!   deliveries it could not publish, every device of this node reads its backlog
+//!   again from its cursor (minus the overlap window) and deduplicates by sequence.
+//!
+//! Publishing never waits: deliveries go through a bounded queue
+//! (`cluster_publish_queue`) to one publisher task. A NATS that is down fills it;
+//! then deliveries are dropped (counted, logged) and the other nodes are told to
+//! resync once NATS takes messages again. Local delivery never depends on NATS.
+
+pub mod subject;
+
+mod inbound;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::client::RequestErrorKind;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster_pb::{cluster_message::Kind, invalidate, Delivery, Invalidate, Kick, Resync};
+use crate::config::Config;
+use crate::fanout::Remote;
+use crate::state::AppState;
+use subject::Subjects;
+
+/// NATS messages published and dropped, by `kind`.
+pub const PUBLISHED: &str = "courier_cluster_published_total";
+/// Deliveries dropped because the publish queue was full (NATS down or slow).
+pub const DROPPED: &str = "courier_cluster_dropped_total";
+/// Deliveries received from other nodes.
+pub const RECEIVED: &str = "courier_cluster_received_total";
+
+/// Why the cluster could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("nats_url {0:?} is not a NATS URL: {1}")]
+    BadUrl(String, String),
+}
+
+/// This node's link to the others.
+pub struct Cluster {
+    client: async_nats::Client,
+    node_id: u8,
+    subjects: Subjects,
+    /// (subject, payload) for the publisher task.
+    outgoing: mpsc::Sender<(String, Bytes)>,
+    /// Subscription changes for the inbound task.
+    commands: mpsc::UnboundedSender<inbound::Command>,
+    request_timeout: Duration,
+    overlap_ms: u64,
+    /// Deliveries were dropped since the last resync request.
+    dropped: AtomicBool,
+}
+
+/// What [`Cluster::start`] runs: the receiving ends of the cluster's channels.
+pub struct Pending {
+    outgoing: mpsc::Receiver<(String, Bytes)>,
+    commands: mpsc::UnboundedReceiver<inbound::Command>,
+    events: mpsc::UnboundedReceiver<async_nats::Event>,
+}
+
+/// The cluster's running tasks.
+#[derive(Debug)]
+pub struct ClusterTasks {
+    inbound: JoinHandle<()>,
+    publisher: JoinHandle<()>,
+}
+
+impl ClusterTasks {
+    /// Waits for the tasks after their stop token fired (the publisher first sends
+    /// what is queued, for at most `grace`).
+    pub async fn join(self, grace: Duration) {
+        let _ = self.inbound.await;
+        if tokio::time::timeout(grace, self.publisher).await.is_err() {
+            tracing::warn!("shutdown: cluster publisher did not finish in time");
+        }
+    }
+}
+
+impl Cluster {
+    /// Connects to NATS (in the background: a NATS that is down does not stop the
+    /// node; it connects, and resyncs, when NATS is up).
+    pub async fn connect(config: &Config) -> Result<(Arc<Cluster>, Pending), ClusterError> {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let request_timeout = Duration::from_millis(config.cluster_request_timeout_ms);
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("courier node {}", config.node_id))
+            .no_echo()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .request_timeout(Some(request_timeout))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((attempts as u64).saturating_mul(100).min(2000))
+            })
+            .event_callback(move |event| {
+                let events_tx = events_tx.clone();
+                async move {
+                    let _ = events_tx.send(event);
+                }
+            });
+        let client = options
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|e| ClusterError::BadUrl(config.nats_url.clone(), e.to_string()))?;
+        let (outgoing_tx, outgoing) = mpsc::channel(config.cluster_publish_queue);
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Cluster {
+            client,
+            node_id: config.node_id,
+            subjects: Subjects::new(&config.cluster_subject_prefix),
+            outgoing: outgoing_tx,
+            commands: commands_tx,
+            request_timeout,
+            overlap_ms: config.cluster_overlap_ms,
+            dropped: AtomicBool::new(false),
+        });
+        let pending = Pending {
+            outgoing,
+            commands,
+            events,
+        };
+        Ok((cluster, pending))
+    }
+
+    /// Starts receiving and publishing; both stop when `stop` fires.
+    pub fn start(
+        self: &Arc<Self>,
+        pending: Pending,
+        state: Arc<AppState>,
+        stop: CancellationToken,
+    ) -> ClusterTasks {
+        let inbound = inbound::Inbound::new(self.clone(), state);
+        let inbound = tokio::spawn(inbound.run(pending.commands, pending.events, stop.clone()));
+        let publisher = tokio::spawn(self.clone().publish_loop(pending.outgoing, stop));
+        ClusterTasks { inbound, publisher }
+    }
+
+    pub fn node_id(&self) -> u8 {
+        self.node_id
+    }
+
+    /// How far (in sequence units) a login backlog reaches back before a cursor.
+    pub fn overlap(&self) -> u64 {
+        crate::sequence::span_of_ms(self.overlap_ms)
+    }
+
+    pub fn overlap_ms(&self) -> u64 {
+        self.overlap_ms
+    }
+
+    /// Subscribes this node to `uuid`'s subject (one call per device logging in;
+    /// [`Cluster::leave`] once per device leaving) and waits until NATS has it, so
+    /// whatever another node publishes after this returns reaches this node. Gives
+    /// up after `cluster_request_timeout_ms` (NATS down): the device is served from
+    /// this node meanwhile, and resynced when NATS is back.
+    pub async fn join(&self, uuid: u64) {
+        let (done, subscribed) = oneshot::channel();
+        if self
+            .commands
+            .send(inbound::Command::Join { uuid, done })
+            .is_err()
+        {
+            return;
+        }
+        let confirmed = async {
+            let _ = subscribed.await;
+            self.client.flush().await
+        };
+        if !matches!(
+            tokio::time::timeout(self.request_timeout, confirmed).await,
+            Ok(Ok(()))
+        ) {
+            crate::log_limited!(
+                warn,
+                uuid,
+                "cluster: NATS did not confirm a login's subscription in time; the device is resynced when NATS is back"
+            );
+        }
+    }
+
+    /// The device that joined for `uuid` left.
+    pub fn leave(&self, uuid: u64) {
+        let _ = self.commands.send(inbound::Command::Leave { uuid });
+    }
+
+    /// A device of `resource` logged in here as connection `conn_id`: other nodes
+    /// kick theirs.
+    pub fn kick_elsewhere(&self, uuid: u64, resource: &str, conn_id: u64) {
+        let kick = Kind::Kick(Kick {
+            uuid,
+            resource: resource.to_owned(),
+            conn_id,
+        });
+        self.enqueue(self.subjects.user(uuid), subject::encode(kick), "kick");
+    }
+
+    /// Tells the other nodes to read a cached entry again.
+    pub fn invalidate(&self, what: invalidate::What) {
+        let msg = Kind::Invalidate(Invalidate { what: Some(what) });
+        self.enqueue(self.subjects.control(), subject::encode(msg), "invalidate");
+    }
+
+    /// Queues a publication; a full queue drops it and marks a resync as owed.
+    fn enqueue(&self, subject: String, payload: Bytes, kind: &'static str) {
+        match self.outgoing.try_send((subject, payload)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.store(true, Ordering::Release);
+                metrics::counter!(DROPPED).increment(1);
+                crate::log_limited!(
+                    warn,
+                    kind,
+                    "cluster: publish queue full (NATS down or slow); dropped, other nodes will resync"
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Publishes what is queued, in order, until `stop` (then what is left, briefly).
+    /// Once the queue is empty after drops, asks the other nodes to resync.
+    async fn publish_loop(
+        self: Arc<Self>,
+        mut outgoing: mpsc::Receiver<(String, Bytes)>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let next = tokio::select! {
+                next = outgoing.recv() => next,
+                _ = stop.cancelled() => break,
+            };
+            let Some((subject, payload)) = next else {
+                return;
+            };
+            self.publish_now(subject, payload).await;
+            if outgoing.is_empty() && self.dropped.swap(false, Ordering::AcqRel) {
+                tracing::warn!("cluster: deliveries were dropped; asking the other nodes to resync");
+                let resync = Kind::Resync(Resync {
+                    node_id: u32::from(self.node_id),
+                });
+                self.publish_now(self.subjects.control(), subject::encode(resync))
+                    .await;
+            }
+        }
+        while let Ok((subject, payload)) = outgoing.try_recv() {
+            self.publish_now(subject, payload).await;
+        }
+        let _ = tokio::time::timeout(self.request_timeout, self.client.flush()).await;
+    }
+
+    async fn publish_now(&self, subject: String, payload: Bytes) {
+        match self.client.publish(subject, payload).await {
+            Ok(()) => metrics::counter!(PUBLISHED).increment(1),
+            Err(e) => {
+                self.dropped.store(true, Ordering::Release);
+                crate::log_limited!(warn, error = %e, "cluster: publish failed");
+            }
+        }
+    }
+
+    fn delivery_subject(&self, delivery: &Delivery) -> String {
+        if delivery.topic_id != 0 {
+            self.subjects.topic(delivery.topic_id)
+        } else {
+            self.subjects.user(delivery.uuid)
+        }
+    }
+}
+
+impl Remote for Cluster {
+    fn publish(&self, delivery: Delivery) {
+        let subject = self.delivery_subject(&delivery);
+        self.enqueue(
+            subject,
+            subject::encode(Kind::Delivery(delivery)),
+            "delivery",
+        );
+    }
+
+    fn ask(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        let subject = self.delivery_subject(&delivery);
+        let payload = subject::encode(Kind::Delivery(delivery));
+        let client = self.client.clone();
+        let limit = self.request_timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, client.request(subject, payload)).await {
+                Ok(Ok(answer)) => matches!(
+                    subject::decode(answer.payload),
+                    Ok(Kind::Reached(r)) if r.devices > 0
+                ),
+                // Nobody holds a device of that user (or topic): not delivered.
+                Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => false,
+                // Nodes hold devices but none took it, or NATS is down.
+                Ok(Err(_)) | Err(_) => false,
+            }
+        })
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` without credentials, for logs and the start banner.
+pub fn redacted_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}{}", &one[..scheme + 3], &one[at + 1..])
+            }
+            (None, Some(at)) => one[at + 1..].to_owned(),
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            super::redacted_url("nats://u:p@10.0.0.1:4222,nats://h2:4222"),
+            "nats://10.0.0.1:4222,nats://h2:4222"
+        );
+        assert_eq!(super::redacted_url("tok@h:4222"), "h:4222");
+        assert_eq!(super::redacted_url("nats://h:4222"), "nats://h:4222");
+    }
+}
