@@ -598,6 +598,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Not the URL: it may hold a password.
         println!("  store:     PostgreSQL (postgres_url); the data dir keeps only the certificate");
     }
+    if !config.nats_url.is_empty() {
+        println!(
+            "  cluster:   node {} via NATS {} (subjects {}.*)",
+            config.node_id,
+            courier::cluster::redacted_url(&config.nats_url),
+            config.cluster_subject_prefix
+        );
+    }
     if config.admin_token.is_empty() {
         println!(
             "  admin API: off (start with COURIER_ADMIN_TOKEN=… to manage apps and callbacks)"

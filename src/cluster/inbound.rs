@@ -27,7 +27,10 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A subscription change, from the connections of this node.
 pub(super) enum Command {
     /// A device of `uuid` logged in; `done` once the subscription is asked for.
-    Join { uuid: u64, done: oneshot::Sender<()> },
+    Join {
+        uuid: u64,
+        done: oneshot::Sender<()>,
+    },
     /// A device of `uuid` that joined is gone.
     Leave { uuid: u64 },
 }
@@ -141,12 +144,17 @@ impl Inbound {
         match event {
             async_nats::Event::Disconnected => {
                 self.disconnected = true;
-                tracing::warn!("cluster: NATS connection lost; serving this node's devices, reconnecting");
+                tracing::warn!(
+                    "cluster: NATS connection lost; serving this node's devices, reconnecting"
+                );
             }
             async_nats::Event::Connected => {
                 if std::mem::take(&mut self.disconnected) {
                     let n = self.state.hub.resync_all();
-                    tracing::info!(devices = n, "cluster: NATS reconnected; resyncing this node's devices from the store");
+                    tracing::info!(
+                        devices = n,
+                        "cluster: NATS reconnected; resyncing this node's devices from the store"
+                    );
                 } else {
                     tracing::info!("cluster: connected to NATS");
                 }
@@ -174,15 +182,20 @@ impl Inbound {
                     }
                 }
             }
-            Kind::Kick(kick) => self
-                .state
-                .hub
-                .kick_resource(kick.uuid, &kick.resource, kick.conn_id),
+            Kind::Kick(kick) => {
+                self.state
+                    .hub
+                    .kick_resource(kick.uuid, &kick.resource, kick.conn_id)
+            }
             Kind::Invalidate(inv) => self.invalidate(inv.what),
             Kind::Heartbeat(beat) => self.heartbeat(beat),
             Kind::Resync(r) => {
                 let n = self.state.hub.resync_all();
-                tracing::info!(node = r.node_id, devices = n, "cluster: a node dropped deliveries; resyncing this node's devices");
+                tracing::info!(
+                    node = r.node_id,
+                    devices = n,
+                    "cluster: a node dropped deliveries; resyncing this node's devices"
+                );
             }
             // Answers go to request inboxes, not to these subscriptions.
             Kind::Reached(_) => {}

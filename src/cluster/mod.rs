@@ -258,7 +258,9 @@ impl Cluster {
             };
             self.publish_now(subject, payload).await;
             if outgoing.is_empty() && self.dropped.swap(false, Ordering::AcqRel) {
-                tracing::warn!("cluster: deliveries were dropped; asking the other nodes to resync");
+                tracing::warn!(
+                    "cluster: deliveries were dropped; asking the other nodes to resync"
+                );
                 let resync = Kind::Resync(Resync {
                     node_id: u32::from(self.node_id),
                 });

@@ -277,16 +277,17 @@ impl Stage {
         let (to_uuid, to_resource) = (*uuid, resource.as_deref());
         let from_uuid = sub.envelope.from_uuid;
         let except_conn = sub.from_conn;
-        let remote = |uuid, except_conn: Option<u64>, only_resource: Option<&str>, probe| Delivery {
-            uuid,
-            from_uuid,
-            except_conn: except_conn.unwrap_or(0),
-            only_resource: only_resource.map(str::to_owned),
-            sequence: out.seq,
-            frame: out.frame.clone(),
-            probe,
-            ..Delivery::default()
-        };
+        let remote =
+            |uuid, except_conn: Option<u64>, only_resource: Option<&str>, probe| Delivery {
+                uuid,
+                from_uuid,
+                except_conn: except_conn.unwrap_or(0),
+                only_resource: only_resource.map(str::to_owned),
+                sequence: out.seq,
+                frame: out.frame.clone(),
+                probe,
+                ..Delivery::default()
+            };
         if to_uuid == from_uuid {
             let audience = Audience {
                 except_conn,
