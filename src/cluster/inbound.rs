@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{SelectAll, TakeUntil};
 use futures_util::StreamExt;
@@ -23,6 +23,10 @@ use crate::time::now_ms;
 
 /// How often a node publishes its heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A node not heard from for this long is taken for lost: it may have committed
+/// messages it never published, so this node's devices resync.
+const PEER_LOST: Duration = Duration::from_secs(3);
 
 /// A subscription change, from the connections of this node.
 pub(super) enum Command {
@@ -47,8 +51,10 @@ pub(super) struct Inbound {
     /// Stops of the topic and control subscriptions (kept for the task's life).
     shared: Vec<oneshot::Sender<()>>,
     feeds: SelectAll<Feed>,
-    /// NATS went away since the last connect.
-    disconnected: bool,
+    /// When NATS went away (Unix ms), until it is back.
+    disconnected_at: Option<u64>,
+    /// Other nodes heard from: the clock of their last heartbeat, and when it came.
+    peers: HashMap<u32, (u64, Instant)>,
 }
 
 impl Inbound {
@@ -60,7 +66,8 @@ impl Inbound {
             users: HashMap::new(),
             shared: Vec::new(),
             feeds: SelectAll::new(),
-            disconnected: false,
+            disconnected_at: None,
+            peers: HashMap::new(),
         }
     }
 
@@ -93,6 +100,7 @@ impl Inbound {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = beat.tick() => {
+                    self.forget_lost_peers();
                     let beat = Kind::Heartbeat(Heartbeat {
                         node_id: u32::from(self.cluster.node_id),
                         unix_ms: now_ms(),
@@ -143,14 +151,20 @@ impl Inbound {
     fn event(&mut self, event: async_nats::Event) {
         match event {
             async_nats::Event::Disconnected => {
-                self.disconnected = true;
+                self.disconnected_at.get_or_insert_with(now_ms);
                 tracing::warn!(
                     "cluster: NATS connection lost; serving this node's devices, reconnecting"
                 );
             }
             async_nats::Event::Connected => {
-                if std::mem::take(&mut self.disconnected) {
-                    let n = self.state.hub.resync_all();
+                if let Some(at) = self.disconnected_at.take() {
+                    let now = Instant::now();
+                    self.peers.values_mut().for_each(|(_, heard)| *heard = now);
+                    // Twice the window: other nodes' clocks, then their commits.
+                    let from = self
+                        .cluster
+                        .reach_back(at.saturating_sub(self.cluster.overlap_ms));
+                    let n = self.state.hub.resync_all(from);
                     tracing::info!(
                         devices = n,
                         "cluster: NATS reconnected; resyncing this node's devices from the store"
@@ -174,6 +188,12 @@ impl Inbound {
         match kind {
             Kind::Delivery(delivery) => {
                 metrics::counter!(RECEIVED).increment(1);
+                if let Some(origin) = delivery.origin {
+                    // Its sequence's time is on its clock, like a heartbeat's.
+                    let clock = (delivery.sequence != 0)
+                        .then(|| crate::sequence::time_of(delivery.sequence));
+                    self.heard_from(origin, clock);
+                }
                 let n = self.deliver(&delivery).await;
                 if let (Some(reply), true) = (msg.reply, n > 0) {
                     let answer = subject::encode(Kind::Reached(Reached { devices: n as u64 }));
@@ -190,7 +210,10 @@ impl Inbound {
             Kind::Invalidate(inv) => self.invalidate(inv.what),
             Kind::Heartbeat(beat) => self.heartbeat(beat),
             Kind::Resync(r) => {
-                let n = self.state.hub.resync_all();
+                let n = self
+                    .state
+                    .hub
+                    .resync_all(self.cluster.reach_back(r.since_unix_ms));
                 tracing::info!(
                     node = r.node_id,
                     devices = n,
@@ -255,7 +278,45 @@ impl Inbound {
         }
     }
 
-    fn heartbeat(&self, beat: Heartbeat) {
+    /// Resyncs this node's devices for each node not heard from for [`PEER_LOST`]:
+    /// back to its last heartbeat (everything it queued before that heartbeat was
+    /// published before it; the window covers its commits under way).
+    fn forget_lost_peers(&mut self) {
+        if self.disconnected_at.is_some() {
+            // Nobody is heard while NATS is away; the reconnect resyncs.
+            return;
+        }
+        let lost: Vec<(u32, u64)> = self
+            .peers
+            .iter()
+            .filter(|(_, (_, heard))| heard.elapsed() > PEER_LOST)
+            .map(|(node, (clock, _))| (*node, *clock))
+            .collect();
+        for (node, clock) in lost {
+            self.peers.remove(&node);
+            let n = self.state.hub.resync_all(self.cluster.reach_back(clock));
+            tracing::warn!(node, devices = n, "cluster: node {node} went silent (stopped, or cut off from NATS); resyncing this node's devices");
+        }
+    }
+
+    /// Notes that `node` is up, and how far its clock got (if known).
+    fn heard_from(&mut self, node: u32, clock: Option<u64>) {
+        let now = Instant::now();
+        match self.peers.get_mut(&node) {
+            Some((last, heard)) => {
+                *last = (*last).max(clock.unwrap_or(0));
+                *heard = now;
+            }
+            None => {
+                let clock = clock.unwrap_or_else(now_ms);
+                self.peers.insert(node, (clock, now));
+                tracing::info!(node, "cluster: node {node} is up");
+            }
+        }
+    }
+
+    fn heartbeat(&mut self, beat: Heartbeat) {
+        self.heard_from(beat.node_id, Some(beat.unix_ms));
         if beat.node_id == u32::from(self.cluster.node_id) {
             crate::log_limited!(
                 error,

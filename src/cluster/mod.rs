@@ -31,7 +31,7 @@ mod inbound;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,8 +72,9 @@ pub struct Cluster {
     commands: mpsc::UnboundedSender<inbound::Command>,
     request_timeout: Duration,
     overlap_ms: u64,
-    /// Deliveries were dropped since the last resync request.
-    dropped: AtomicBool,
+    /// When the first delivery was dropped since the last resync request (Unix ms;
+    /// 0: none).
+    dropped_since: AtomicU64,
 }
 
 /// What [`Cluster::start`] runs: the receiving ends of the cluster's channels.
@@ -136,7 +137,7 @@ impl Cluster {
             commands: commands_tx,
             request_timeout,
             overlap_ms: config.cluster_overlap_ms,
-            dropped: AtomicBool::new(false),
+            dropped_since: AtomicU64::new(0),
         });
         let pending = Pending {
             outgoing,
@@ -229,7 +230,7 @@ impl Cluster {
         match self.outgoing.try_send((subject, payload)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.dropped.store(true, Ordering::Release);
+                self.note_drop();
                 metrics::counter!(DROPPED).increment(1);
                 crate::log_limited!(
                     warn,
@@ -257,12 +258,17 @@ impl Cluster {
                 return;
             };
             self.publish_now(subject, payload).await;
-            if outgoing.is_empty() && self.dropped.swap(false, Ordering::AcqRel) {
+            let since = match outgoing.is_empty() {
+                true => self.dropped_since.swap(0, Ordering::AcqRel),
+                false => 0,
+            };
+            if since != 0 {
                 tracing::warn!(
                     "cluster: deliveries were dropped; asking the other nodes to resync"
                 );
                 let resync = Kind::Resync(Resync {
                     node_id: u32::from(self.node_id),
+                    since_unix_ms: since,
                 });
                 self.publish_now(self.subjects.control(), subject::encode(resync))
                     .await;
@@ -278,10 +284,27 @@ impl Cluster {
         match self.client.publish(subject, payload).await {
             Ok(()) => metrics::counter!(PUBLISHED).increment(1),
             Err(e) => {
-                self.dropped.store(true, Ordering::Release);
+                self.note_drop();
                 crate::log_limited!(warn, error = %e, "cluster: publish failed");
             }
         }
+    }
+
+    /// Remembers when deliveries started to be dropped.
+    fn note_drop(&self) {
+        let _ = self.dropped_since.compare_exchange(
+            0,
+            crate::time::now_ms().max(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// The sequence a resync reaches back to when what was published after
+    /// `since_ms` (Unix ms) may have been missed: the overlap window before it
+    /// (commit latency, clocks).
+    fn reach_back(&self, since_ms: u64) -> u64 {
+        crate::sequence::floor_at(since_ms.saturating_sub(self.overlap_ms))
     }
 
     fn delivery_subject(&self, delivery: &Delivery) -> String {
@@ -294,7 +317,8 @@ impl Cluster {
 }
 
 impl Remote for Cluster {
-    fn publish(&self, delivery: Delivery) {
+    fn publish(&self, mut delivery: Delivery) {
+        delivery.origin = Some(u32::from(self.node_id));
         let subject = self.delivery_subject(&delivery);
         self.enqueue(
             subject,
@@ -303,7 +327,8 @@ impl Remote for Cluster {
         );
     }
 
-    fn ask(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+    fn ask(&self, mut delivery: Delivery) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        delivery.origin = Some(u32::from(self.node_id));
         let subject = self.delivery_subject(&delivery);
         let payload = subject::encode(Kind::Delivery(delivery));
         let client = self.client.clone();

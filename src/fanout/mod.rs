@@ -214,6 +214,9 @@ impl Stage {
                 if let Some(elsewhere) = reach.elsewhere {
                     // Answered when the other nodes have: later acks of this
                     // connection may overtake it (acks are matched by packetId).
+                    // A retry meanwhile is told "not delivered" (not yet known).
+                    let key = (sub.envelope.from_uuid, sub.envelope.packet_id.clone());
+                    self.undelivered.lock().put(key, ());
                     let undelivered = self.undelivered.clone();
                     tokio::spawn(async move {
                         let delivered = elsewhere.await;
@@ -347,10 +350,11 @@ impl Stage {
 /// Acks a message that went through, and remembers a transient one no device took
 /// (for its retries).
 fn answer(undelivered: &Undelivered, sub: Submission, seq: u64, ts: u64, delivered: bool) {
-    if !delivered {
-        undelivered
-            .lock()
-            .put((sub.envelope.from_uuid, sub.envelope.packet_id.clone()), ());
+    let key = (sub.envelope.from_uuid, sub.envelope.packet_id.clone());
+    if delivered {
+        undelivered.lock().pop(&key);
+    } else {
+        undelivered.lock().put(key, ());
     }
     ack(sub.ack, &sub.envelope.packet_id, seq, ts, delivered);
 }

@@ -29,10 +29,28 @@ pub struct Outbound {
     pub frame: Bytes,
 }
 
-/// The `seq` of a frameless [`Outbound`] that asks the device's connection to
-/// resync: read its backlog again from its cursor (after a NATS interruption, what
-/// other nodes published meanwhile was not received).
+/// The `seq` of an [`Outbound`] that is no frame but asks the device's connection
+/// to resync: read its backlog again, from its cursor or from the sequence the
+/// marker carries, whichever is older (in a cluster, after a NATS interruption or
+/// a node's loss: what other nodes published meanwhile was not received).
 pub const RESYNC: u64 = u64::MAX;
+
+/// A resync marker reaching back to sequence `from` at least.
+pub fn resync_marker(from: u64) -> Outbound {
+    Outbound {
+        seq: RESYNC,
+        frame: Bytes::copy_from_slice(&from.to_be_bytes()),
+    }
+}
+
+/// The sequence a resync marker reaches back to (`None`: not a marker).
+pub fn resync_from(out: &Outbound) -> Option<u64> {
+    if out.seq != RESYNC {
+        return None;
+    }
+    let bytes: [u8; 8] = out.frame.as_ref().try_into().unwrap_or([0; 8]);
+    Some(u64::from_be_bytes(bytes))
+}
 
 /// Why a connection must end, set once by whoever ends it.
 #[derive(Debug, Default)]
@@ -363,13 +381,10 @@ impl Hub {
         });
     }
 
-    /// Asks every device's connection to resync from the store ([`RESYNC`]).
-    /// Returns how many were asked.
-    pub fn resync_all(&self) -> usize {
-        let marker = Outbound {
-            seq: RESYNC,
-            frame: Bytes::new(),
-        };
+    /// Asks every device's connection to resync from the store, reaching back to
+    /// sequence `from` at least ([`RESYNC`]). Returns how many were asked.
+    pub fn resync_all(&self, from: u64) -> usize {
+        let marker = resync_marker(from);
         let mut n = 0;
         for entry in self.users.iter() {
             for d in entry.value() {

@@ -393,23 +393,27 @@ impl<E: Display> Connection<E> {
         if let Flow::Close = self.write_one(result).await {
             return Ok(Flow::Close);
         }
-        self.send_backlog(id, cursor, rules).await
+        let from = cursor.saturating_sub(self.overlap());
+        self.send_backlog(id, from, rules).await
     }
 
-    /// The backlog after `cursor` as `protocol::backlog::BacklogSync` plans it, then
-    /// SyncDone. In a cluster it starts `cluster_overlap_ms` before the cursor (a
+    /// How far a backlog reaches back before the cursor (0 on one node).
+    fn overlap(&self) -> u64 {
+        self.state.cluster.as_ref().map_or(0, |c| c.overlap())
+    }
+
+    /// The backlog after `from` as `protocol::backlog::BacklogSync` plans it, then
+    /// SyncDone. In a cluster `from` is `cluster_overlap_ms` before the cursor (a
     /// message another node committed late is not skipped; the device deduplicates
     /// by sequence).
     async fn send_backlog(
         &mut self,
         id: &Identity,
-        cursor: u64,
+        from: u64,
         rules: BacklogRules,
     ) -> Result<Flow, StoreError> {
-        let overlap = self.state.cluster.as_ref().map(|c| c.overlap());
-        let from = cursor.saturating_sub(overlap.unwrap_or(0));
         let (mut sync, (after, cap)) = BacklogSync::start(from, now_ms(), rules);
-        if overlap.is_some() {
+        if self.state.cluster.is_some() {
             sync.keep_carried();
         }
         let store = self.state.store.clone();
@@ -435,15 +439,19 @@ impl<E: Display> Connection<E> {
         }
     }
 
-    /// Reads the backlog again from the device's cursor (a cluster asked: NATS was
-    /// interrupted, or a node dropped deliveries).
-    async fn resync(&mut self) -> Flow {
+    /// Reads the backlog again from the device's cursor, or from `reach` if older
+    /// (a cluster asked: NATS was interrupted, a node was lost or dropped
+    /// deliveries).
+    async fn resync(&mut self, reach: u64) -> Flow {
         let Some(id) = self.session.identity().cloned() else {
             return Flow::Continue;
         };
         let rules = self.backlog_rules(&id);
         let sent = match self.start_cursor(&id).await {
-            Ok(cursor) => self.send_backlog(&id, cursor, rules).await,
+            Ok(cursor) => {
+                let from = cursor.saturating_sub(self.overlap()).min(reach);
+                self.send_backlog(&id, from, rules).await
+            }
             Err(e) => Err(e),
         };
         sent.unwrap_or_else(|e| {
@@ -476,8 +484,16 @@ impl<E: Display> Connection<E> {
             }
         }
         let lookup = if send.topic_id != 0 {
-            // The router checks membership on this snapshot or a newer one.
-            directory.topic(send.topic_id).await.map(|t| (0, t))
+            // The router checks membership on this snapshot or a newer one. In a
+            // cluster another node may have just added the sender: a snapshot
+            // without it is read again before the router refuses.
+            let mut topic = directory.topic(send.topic_id).await;
+            if self.state.cluster.is_some()
+                && matches!(&topic, Ok(Some(view)) if !view.is_member(id.uuid))
+            {
+                topic = directory.refresh_topic(send.topic_id).await;
+            }
+            topic.map(|t| (0, t))
         } else if let Some(uuid) = directory.cached_uuid(id.app_id, &send.to_account) {
             Ok((uuid, None))
         } else {
@@ -587,7 +603,7 @@ impl<E: Display> Connection<E> {
     /// Writes queued live frames, skipping those the backlog already carried; then
     /// resyncs if asked to ([`hub::RESYNC`]).
     async fn relay(&mut self, queued: VecDeque<Outbound>) -> Result<(), ()> {
-        let resync = queued.iter().any(|o| o.seq == hub::RESYNC);
+        let resync = queued.iter().filter_map(hub::resync_from).min();
         let live = std::mem::take(&mut self.live);
         let mut frames = queued
             .into_iter()
@@ -614,8 +630,8 @@ impl<E: Display> Connection<E> {
         self.live = live;
         metrics::counter!(telemetry::FRAMES_OUT, "type" => "deliver").increment(delivers);
         metrics::counter!(telemetry::FRAMES_OUT, "type" => "server_ack").increment(acks);
-        if resync {
-            if let Flow::Close = Box::pin(self.resync()).await {
+        if let Some(reach) = resync {
+            if let Flow::Close = Box::pin(self.resync(reach)).await {
                 return Err(());
             }
         }

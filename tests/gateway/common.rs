@@ -41,7 +41,10 @@ macro_rules! both_transports {
 pub(crate) use both_transports;
 
 pub struct TestServer {
+    /// Node 0 (the only node, unless this is a cluster).
     pub server: Option<RunningServer>,
+    /// The other nodes of a cluster (node ids 1, 2, …).
+    pub peers: Vec<RunningServer>,
     pub app: App,
     pub config: Config,
     /// What `connect`, `open` and `url` use.
@@ -50,21 +53,50 @@ pub struct TestServer {
 }
 
 /// With `COURIER_TEST_STORE=postgres` (and `COURIER_TEST_POSTGRES_URL`), every
-/// test server runs on PostgreSQL, each in a fresh schema of that database:
-/// `scripts/test` runs the suite once that way.
-async fn suite_postgres_url() -> Option<String> {
+/// test server runs on PostgreSQL, each in a fresh schema of that database; with
+/// `COURIER_TEST_STORE=cluster` (and `COURIER_TEST_NATS_URL`), every test server is
+/// a cluster of [`SUITE_CLUSTER_NODES`] nodes on such a schema, and each connection
+/// and call goes to a random node. `scripts/test` runs the suite both ways.
+fn suite_store() -> Option<String> {
+    let store = std::env::var("COURIER_TEST_STORE").ok()?;
+    assert!(
+        ["postgres", "cluster"].contains(&store.as_str()),
+        "COURIER_TEST_STORE is postgres or cluster"
+    );
+    Some(store)
+}
+
+/// Nodes of each test server when the suite runs on a cluster.
+pub const SUITE_CLUSTER_NODES: usize = 3;
+
+/// Points `config` at a fresh schema of the suite's PostgreSQL (and, for a cluster,
+/// at its NATS, with the schema's name as the subject prefix).
+async fn suite_config(config: &mut Config, store: &str) {
+    let name = fresh_schema_name();
+    config.store_kind = "postgres".into();
+    config.postgres_url = schema_url(&name).await;
+    if store == "cluster" {
+        config.nats_url = std::env::var("COURIER_TEST_NATS_URL")
+            .expect("COURIER_TEST_STORE=cluster needs COURIER_TEST_NATS_URL");
+        config.cluster_subject_prefix = name;
+    }
+}
+
+/// A schema name no other test server of this run uses.
+pub fn fresh_schema_name() -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    if std::env::var("COURIER_TEST_STORE").ok().as_deref() != Some("postgres") {
-        return None;
-    }
-    let base = std::env::var("COURIER_TEST_POSTGRES_URL")
-        .expect("COURIER_TEST_STORE=postgres needs COURIER_TEST_POSTGRES_URL");
-    let name = format!(
+    format!(
         "suite_{}_{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
-    );
+    )
+}
+
+/// A URL of the suite's PostgreSQL whose tables live in the new schema `name`.
+async fn schema_url(name: &str) -> String {
+    let base = std::env::var("COURIER_TEST_POSTGRES_URL")
+        .expect("COURIER_TEST_STORE needs COURIER_TEST_POSTGRES_URL");
     let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
         .await
         .expect("connect to COURIER_TEST_POSTGRES_URL");
@@ -74,7 +106,7 @@ async fn suite_postgres_url() -> Option<String> {
         .await
         .expect("create a schema");
     let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options=-csearch_path%3D{name}"))
+    format!("{base}{sep}options=-csearch_path%3D{name}")
 }
 
 /// The admin token of test servers.
@@ -106,46 +138,98 @@ impl TestServer {
     pub async fn on_with(transport: Transport, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path().to_path_buf());
-        if let Some(url) = suite_postgres_url().await {
-            config.store_kind = "postgres".into();
-            config.postgres_url = url;
+        let store = suite_store();
+        if let Some(store) = &store {
+            suite_config(&mut config, store).await;
         }
         tweak(&mut config);
+        let nodes = match config.nats_url.is_empty() {
+            true => 1,
+            false => SUITE_CLUSTER_NODES,
+        };
+        TestServer::nodes(config, nodes, transport, dir).await
+    }
+
+    /// Starts `nodes` nodes of `config` (node ids 0, 1, …; a cluster when it has a
+    /// `nats_url`), one after the other: the first creates the app.
+    pub async fn nodes(
+        config: Config,
+        nodes: usize,
+        transport: Transport,
+        dir: tempfile::TempDir,
+    ) -> TestServer {
         let server = server::start(config.clone()).await.unwrap();
         let app = server
             .created_app
             .clone()
             .expect("fresh data dir creates an app");
-        TestServer {
+        let mut s = TestServer {
             server: Some(server),
+            peers: Vec::new(),
             app,
             config,
             transport,
             _dir: Some(dir),
+        };
+        for id in 1..nodes {
+            let server = server::start(s.peer_config(id)).await.unwrap();
+            s.peers.push(server);
         }
+        s
+    }
+
+    /// Node `id`'s configuration: node 0's, with its own id. The data dir (which
+    /// holds only the certificate, the store being PostgreSQL) is shared, so every
+    /// node presents the same certificate.
+    fn peer_config(&self, id: usize) -> Config {
+        let mut config = self.config.clone();
+        config.node_id = id as u8;
+        config
     }
 
     fn running(&self) -> &RunningServer {
         self.server.as_ref().expect("server running")
     }
 
-    pub fn http(&self) -> String {
-        self.running().http_url()
-    }
-
-    pub fn ws(&self) -> String {
-        self.running().ws_url()
-    }
-
-    /// Where the test's clients connect: the WebSocket or the QUIC URL.
-    pub fn url(&self) -> String {
-        match self.transport {
-            Transport::Ws => self.ws(),
-            Transport::Quic => self.running().quic_url().expect("QUIC is on"),
+    /// Node `i` (0: [`TestServer::server`]).
+    pub fn node(&self, i: usize) -> &RunningServer {
+        match i {
+            0 => self.running(),
+            i => &self.peers[i - 1],
         }
     }
 
-    /// Connection options trusting exactly this server's certificate.
+    /// A random node of a cluster; the server otherwise.
+    fn pick(&self) -> &RunningServer {
+        match self.peers.len() {
+            0 => self.running(),
+            n => self.node(rand::random_range(0..=n)),
+        }
+    }
+
+    pub fn http(&self) -> String {
+        self.pick().http_url()
+    }
+
+    pub fn ws(&self) -> String {
+        self.pick().ws_url()
+    }
+
+    /// Where the test's clients connect: the WebSocket or the QUIC URL (of a random
+    /// node of a cluster).
+    pub fn url(&self) -> String {
+        self.url_of(self.pick())
+    }
+
+    fn url_of(&self, node: &RunningServer) -> String {
+        match self.transport {
+            Transport::Ws => node.ws_url(),
+            Transport::Quic => node.quic_url().expect("QUIC is on"),
+        }
+    }
+
+    /// Connection options trusting exactly this server's certificate (the nodes of
+    /// a cluster share it).
     pub fn options(&self) -> ConnectOptions {
         let trust = match self.running().cert_fingerprint {
             Some(fp) => ClientTrust::Pinned(fp),
@@ -166,12 +250,47 @@ impl TestServer {
         Client::connect_with(&self.url(), &self.options(), token, resource).await
     }
 
-    /// Shuts down gracefully and starts again on the same data dir (new port).
+    /// Connects to node `i` and logs in.
+    pub async fn connect_at(&self, i: usize, account: &str, resource: &str) -> Client {
+        let token = self.token(account).await;
+        Client::connect_with(
+            &self.url_of(self.node(i)),
+            &self.options(),
+            &token,
+            resource,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Connects to node `i`, logs in and reads the backlog up to SyncDone.
+    pub async fn connect_synced_at(
+        &self,
+        i: usize,
+        account: &str,
+        resource: &str,
+    ) -> (Client, Vec<pb::Deliver>) {
+        let mut client = self.connect_at(i, account, resource).await;
+        let backlog = read_backlog(&mut client).await;
+        (client, backlog)
+    }
+
+    /// Shuts down gracefully and starts again on the same data dir (new port);
+    /// every node of a cluster.
     pub async fn restart(&mut self) {
+        let peers = std::mem::take(&mut self.peers);
+        let nodes = 1 + peers.len();
+        for peer in peers {
+            peer.shutdown().await.unwrap();
+        }
         self.server.take().unwrap().shutdown().await.unwrap();
         let server = server::start(self.config.clone()).await.unwrap();
         assert!(server.created_app.is_none(), "restart keeps the apps");
         self.server = Some(server);
+        for id in 1..nodes {
+            let server = server::start(self.peer_config(id)).await.unwrap();
+            self.peers.push(server);
+        }
     }
 
     pub async fn token(&self, account: &str) -> String {
@@ -374,8 +493,32 @@ impl TestServer {
         auth: &Auth,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
+        self.call_on(&self.http(), method, path, auth, body).await
+    }
+
+    /// Calls the REST API of node `i`.
+    pub async fn call_at(
+        &self,
+        i: usize,
+        method: reqwest::Method,
+        path: &str,
+        auth: &Auth,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let base = self.node(i).http_url();
+        self.call_on(&base, method, path, auth, body).await
+    }
+
+    async fn call_on(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path: &str,
+        auth: &Auth,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let mut req = reqwest::Client::new()
-            .request(method, format!("{}{}", self.http(), path))
+            .request(method, format!("{base}{path}"))
             .header("Content-Type", "application/json");
         let app_headers = |req: reqwest::RequestBuilder, account: &str| {
             req.header("appId", self.app.app_id.to_string())
@@ -416,7 +559,10 @@ impl Binary {
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("COURIER_TEST_BINARY_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
