@@ -119,6 +119,12 @@ pub fn store_config(config: &Config) -> StoreConfig {
 
 /// Opens the store, binds the listener and starts serving.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    start_with_clock(config, Clock::default()).await
+}
+
+/// [`start`], with the clock expiry decisions use (tests move it; the nodes of a
+/// test cluster share one).
+pub async fn start_with_clock(config: Config, clock: Clock) -> Result<RunningServer, ServerError> {
     config.validate()?;
     let store = store::open(&store_config(&config)).await?;
     let created_app = if store.list_apps().await?.is_empty() {
@@ -130,7 +136,6 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let shutdown = CancellationToken::new();
     let router_stop = CancellationToken::new();
     let hub = Arc::new(Hub::with_device_limit(config.max_devices_per_user));
-    let clock = Clock::default();
     let directory = Arc::new(Directory::new(
         store.clone(),
         config.account_cache,
@@ -186,6 +191,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         directory.clone(),
         router.clone(),
         config.topic_member_limit,
+        cluster.as_ref().map(|(c, _)| c.clone()),
     );
     let state = Arc::new(AppState {
         directory,

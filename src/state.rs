@@ -67,9 +67,10 @@ impl AppState {
     }
 
     /// Tells the other nodes of a cluster (if any) to read a cached entry again.
-    pub fn cluster_invalidate(&self, what: crate::cluster_pb::invalidate::What) {
+    /// Waits (briefly) until they have.
+    pub async fn cluster_invalidate(&self, what: crate::cluster_pb::invalidate::What) {
         if let Some(cluster) = &self.cluster {
-            cluster.invalidate(what);
+            cluster.invalidate(self.store.as_ref(), what).await;
         }
     }
 

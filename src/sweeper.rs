@@ -47,11 +47,17 @@ pub async fn round(state: &AppState) -> Result<SweepReport, crate::store::StoreE
         // they expired (the store retired those without the sweep seeing them).
         for &uuid in report.expired.iter().chain(&report.purged) {
             state.hub.kick_user(uuid, KickReason::AccountExpired);
+            if let Some(cluster) = &state.cluster {
+                cluster.kick_expired_elsewhere(uuid);
+            }
         }
         for &topic_id in &report.topics {
             if let Err(e) = state.directory.refresh_topic(topic_id).await {
                 tracing::warn!(topic_id, error = %e, "sweep: cannot reload a topic");
             }
+            state
+                .cluster_invalidate(crate::cluster_pb::invalidate::What::TopicId(topic_id))
+                .await;
         }
         total.messages += report.messages;
         total.purged.extend(report.purged);

@@ -80,7 +80,9 @@ async fn reload(state: &AppState, app_id: u64) -> Result<(), ApiError> {
         .reload_app(app_id)
         .await
         .map_err(ApiError::internal)?;
-    state.cluster_invalidate(crate::cluster_pb::invalidate::What::AppId(app_id));
+    state
+        .cluster_invalidate(crate::cluster_pb::invalidate::What::AppId(app_id))
+        .await;
     Ok(())
 }
 

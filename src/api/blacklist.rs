@@ -100,9 +100,11 @@ pub async fn add(
         .add(caller.uuid, black_uuid)
         .await
         .map_err(ApiError::internal)?;
-    state.cluster_invalidate(crate::cluster_pb::invalidate::What::BlacklistOwner(
-        caller.uuid,
-    ));
+    state
+        .cluster_invalidate(crate::cluster_pb::invalidate::What::BlacklistOwner(
+            caller.uuid,
+        ))
+        .await;
     Ok(success(serde_json::Value::Null))
 }
 
@@ -123,9 +125,11 @@ pub async fn remove(
             .remove(caller.uuid, black_uuid)
             .await
             .map_err(ApiError::internal)?;
-        state.cluster_invalidate(crate::cluster_pb::invalidate::What::BlacklistOwner(
-            caller.uuid,
-        ));
+        state
+            .cluster_invalidate(crate::cluster_pb::invalidate::What::BlacklistOwner(
+                caller.uuid,
+            ))
+            .await;
     }
     Ok(success(serde_json::Value::Null))
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SelectAll, TakeUntil};
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::subject::{self, Subjects};
@@ -73,17 +73,16 @@ impl Inbound {
 
     pub(super) async fn run(
         mut self,
+        shared: Vec<async_nats::Subscriber>,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut events: mpsc::UnboundedReceiver<async_nats::Event>,
         stop: CancellationToken,
     ) {
-        for shared in [self.subjects.all_topics(), self.subjects.control()] {
-            match self.subscribe(shared.clone()).await {
-                Some(stop) => self.shared.push(stop),
-                None => tracing::error!(subject = shared, "cluster: cannot subscribe"),
-            }
+        for subscriber in shared {
+            let (stop, stopped) = oneshot::channel();
+            self.feeds.push(subscriber.take_until(stopped));
+            self.shared.push(stop);
         }
-        let mut topic_changes = self.state.topics.subscribe();
         let mut beat = tokio::time::interval(HEARTBEAT);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -92,13 +91,6 @@ impl Inbound {
                 Some(command) = commands.recv() => self.command(command).await,
                 Some(event) = events.recv() => self.event(event),
                 Some(msg) = self.feeds.next(), if !self.feeds.is_empty() => self.dispatch(msg).await,
-                change = topic_changes.recv() => match change {
-                    Ok(change) => self.cluster.invalidate(invalidate::What::TopicId(change.topic_id)),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        crate::log_limited!(warn, missed = n, "cluster: topic change events lagged; other nodes may keep stale topics until their next read");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
                 _ = beat.tick() => {
                     self.forget_lost_peers();
                     let beat = Kind::Heartbeat(Heartbeat {
@@ -194,7 +186,7 @@ impl Inbound {
                         .then(|| crate::sequence::time_of(delivery.sequence));
                     self.heard_from(origin, clock);
                 }
-                let n = self.deliver(&delivery).await;
+                let n = self.deliver_counted(&delivery).await;
                 if let (Some(reply), true) = (msg.reply, n > 0) {
                     let answer = subject::encode(Kind::Reached(Reached { devices: n as u64 }));
                     if let Err(e) = self.cluster.client.publish(reply, answer).await {
@@ -202,12 +194,16 @@ impl Inbound {
                     }
                 }
             }
+            Kind::Kick(kick) if kick.account_expired => self
+                .state
+                .hub
+                .kick_user(kick.uuid, crate::protocol::KickReason::AccountExpired),
             Kind::Kick(kick) => {
                 self.state
                     .hub
                     .kick_resource(kick.uuid, &kick.resource, kick.conn_id)
             }
-            Kind::Invalidate(inv) => self.invalidate(inv.what),
+            Kind::Invalidate(inv) => self.invalidate(inv.what, msg.reply),
             Kind::Heartbeat(beat) => self.heartbeat(beat),
             Kind::Resync(r) => {
                 let n = self
@@ -256,26 +252,49 @@ impl Inbound {
         fanout::to_members(hub, &view.topic.members, d.from_uuid, except_conn, &out)
     }
 
-    fn invalidate(&self, what: Option<invalidate::What>) {
+    /// Queues a delivery here, counted like the fanout stage's.
+    async fn deliver_counted(&self, d: &Delivery) -> usize {
+        let n = self.deliver(d).await;
+        if !d.probe {
+            metrics::counter!(crate::telemetry::DELIVERIES).increment(n as u64);
+        }
+        n
+    }
+
+    /// Reads a changed entry again (in a task of its own: it reads the store), then
+    /// confirms to the node that changed it.
+    fn invalidate(&self, what: Option<invalidate::What>, reply: Option<async_nats::Subject>) {
         let state = self.state.clone();
-        match what {
-            Some(invalidate::What::TopicId(topic_id)) => {
-                tokio::spawn(async move {
-                    if let Err(e) = state.directory.refresh_topic(topic_id).await {
-                        crate::log_limited!(warn, topic_id, error = %e, "cluster: topic refresh failed");
+        let client = self.cluster.client.clone();
+        tokio::spawn(async move {
+            match what {
+                Some(invalidate::What::TopicId(topic_id)) => {
+                    match state.directory.refresh_topic(topic_id).await {
+                        Ok(Some(view)) => state.topics.announce(crate::topics::TopicChanged {
+                            topic_id,
+                            version: view.topic.version,
+                        }),
+                        Ok(None) => {}
+                        Err(e) => {
+                            crate::log_limited!(warn, topic_id, error = %e, "cluster: topic refresh failed");
+                        }
                     }
-                });
-            }
-            Some(invalidate::What::BlacklistOwner(owner)) => state.blacklists.forget(owner),
-            Some(invalidate::What::AppId(app_id)) => {
-                tokio::spawn(async move {
+                }
+                Some(invalidate::What::BlacklistOwner(owner)) => state.blacklists.forget(owner),
+                Some(invalidate::What::AppId(app_id)) => {
                     if let Err(e) = state.directory.reload_app(app_id).await {
                         crate::log_limited!(warn, app_id, error = %e, "cluster: app reload failed");
                     }
-                });
+                }
+                None => {}
             }
-            None => {}
-        }
+            if let Some(reply) = reply {
+                let done = subject::encode(Kind::Reached(Reached { devices: 0 }));
+                if let Err(e) = client.publish(reply, done).await {
+                    crate::log_limited!(warn, error = %e, "cluster: invalidation answer failed");
+                }
+            }
+        });
     }
 
     /// Resyncs this node's devices for each node not heard from for [`PEER_LOST`]:
@@ -294,6 +313,7 @@ impl Inbound {
             .collect();
         for (node, clock) in lost {
             self.peers.remove(&node);
+            self.count_peers();
             let n = self.state.hub.resync_all(self.cluster.reach_back(clock));
             tracing::warn!(node, devices = n, "cluster: node {node} went silent (stopped, or cut off from NATS); resyncing this node's devices");
         }
@@ -310,9 +330,16 @@ impl Inbound {
             None => {
                 let clock = clock.unwrap_or_else(now_ms);
                 self.peers.insert(node, (clock, now));
+                self.count_peers();
                 tracing::info!(node, "cluster: node {node} is up");
             }
         }
+    }
+
+    fn count_peers(&self) {
+        self.cluster
+            .live_peers
+            .store(self.peers.len(), std::sync::atomic::Ordering::Release);
     }
 
     fn heartbeat(&mut self, beat: Heartbeat) {

@@ -31,12 +31,13 @@ mod inbound;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::client::RequestErrorKind;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -75,10 +76,14 @@ pub struct Cluster {
     /// When the first delivery was dropped since the last resync request (Unix ms;
     /// 0: none).
     dropped_since: AtomicU64,
+    /// Other nodes heard from lately (kept by the inbound task).
+    live_peers: AtomicUsize,
 }
 
 /// What [`Cluster::start`] runs: the receiving ends of the cluster's channels.
 pub struct Pending {
+    /// The subscriptions every node has: all topics, control.
+    shared: Vec<async_nats::Subscriber>,
     outgoing: mpsc::Receiver<(String, Bytes)>,
     commands: mpsc::UnboundedReceiver<inbound::Command>,
     events: mpsc::UnboundedReceiver<async_nats::Event>,
@@ -127,19 +132,36 @@ impl Cluster {
             .connect(config.nats_url.as_str())
             .await
             .map_err(|e| ClusterError::BadUrl(config.nats_url.clone(), e.to_string()))?;
+        let subjects = Subjects::new(&config.cluster_subject_prefix);
+        let mut shared = Vec::new();
+        for subject in [subjects.all_topics(), subjects.control()] {
+            match client.subscribe(subject.clone()).await {
+                Ok(subscriber) => shared.push(subscriber),
+                Err(e) => tracing::error!(subject, error = %e, "cluster: cannot subscribe"),
+            }
+        }
+        // Subscribed before serving, when NATS is up (else once it is).
+        if !matches!(
+            tokio::time::timeout(request_timeout, client.flush()).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!(url = %redacted_url(&config.nats_url), "cluster: NATS is not reachable yet; serving this node's devices meanwhile");
+        }
         let (outgoing_tx, outgoing) = mpsc::channel(config.cluster_publish_queue);
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
             client,
             node_id: config.node_id,
-            subjects: Subjects::new(&config.cluster_subject_prefix),
+            subjects,
             outgoing: outgoing_tx,
             commands: commands_tx,
             request_timeout,
             overlap_ms: config.cluster_overlap_ms,
             dropped_since: AtomicU64::new(0),
+            live_peers: AtomicUsize::new(0),
         });
         let pending = Pending {
+            shared,
             outgoing,
             commands,
             events,
@@ -155,7 +177,12 @@ impl Cluster {
         stop: CancellationToken,
     ) -> ClusterTasks {
         let inbound = inbound::Inbound::new(self.clone(), state);
-        let inbound = tokio::spawn(inbound.run(pending.commands, pending.events, stop.clone()));
+        let inbound = tokio::spawn(inbound.run(
+            pending.shared,
+            pending.commands,
+            pending.events,
+            stop.clone(),
+        ));
         let publisher = tokio::spawn(self.clone().publish_loop(pending.outgoing, stop));
         ClusterTasks { inbound, publisher }
     }
@@ -215,14 +242,70 @@ impl Cluster {
             uuid,
             resource: resource.to_owned(),
             conn_id,
+            account_expired: false,
         });
         self.enqueue(self.subjects.user(uuid), subject::encode(kick), "kick");
     }
 
-    /// Tells the other nodes to read a cached entry again.
-    pub fn invalidate(&self, what: invalidate::What) {
-        let msg = Kind::Invalidate(Invalidate { what: Some(what) });
-        self.enqueue(self.subjects.control(), subject::encode(msg), "invalidate");
+    /// The account of `uuid` expired (or its app is gone): other nodes kick its
+    /// devices too.
+    pub fn kick_expired_elsewhere(&self, uuid: u64) {
+        let kick = Kind::Kick(Kick {
+            uuid,
+            account_expired: true,
+            ..Kick::default()
+        });
+        self.enqueue(self.subjects.user(uuid), subject::encode(kick), "kick");
+    }
+
+    /// Tells the other nodes to read a cached entry again, and waits until every
+    /// node heard from lately has (at most `cluster_request_timeout_ms`): a change
+    /// made through one node applies on all when the call that made it returns.
+    pub async fn invalidate(&self, store: &dyn crate::store::Store, what: invalidate::What) {
+        let payload = subject::encode(Kind::Invalidate(Invalidate { what: Some(what) }));
+        let control = self.subjects.control();
+        // Every node with the store open (each holds its node-id lock there), or
+        // at least those heard from.
+        let holding = match store.live_nodes().await {
+            Ok(nodes) => nodes.iter().filter(|&&n| n != self.node_id).count(),
+            Err(e) => {
+                crate::log_limited!(warn, error = %e, "cluster: cannot list the live nodes");
+                0
+            }
+        };
+        let expected = holding.max(self.live_peers.load(Ordering::Acquire));
+        if expected == 0 {
+            self.enqueue(control, payload, "invalidate");
+            return;
+        }
+        let inbox = self.client.new_inbox();
+        let answers = match self.client.subscribe(inbox.clone()).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                crate::log_limited!(warn, error = %e, "cluster: invalidation not confirmed");
+                self.enqueue(control, payload, "invalidate");
+                return;
+            }
+        };
+        if let Err(e) = self
+            .client
+            .publish_with_reply(control, inbox, payload)
+            .await
+        {
+            crate::log_limited!(warn, error = %e, "cluster: invalidation not published");
+            return;
+        }
+        let confirmed = answers.take(expected).count();
+        if tokio::time::timeout(self.request_timeout, confirmed)
+            .await
+            .is_err()
+        {
+            crate::log_limited!(
+                warn,
+                expected,
+                "cluster: not every node confirmed a cache invalidation in time"
+            );
+        }
     }
 
     /// Queues a publication; a full queue drops it and marks a resync as owed.

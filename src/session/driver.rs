@@ -122,6 +122,12 @@ pub async fn drive<E: Display>(io: FrameIo<E>, state: Arc<AppState>, transport: 
         conn.state.hub.unregister(*uuid, device.conn_id);
         if let Some(cluster) = &conn.state.cluster {
             cluster.leave(*uuid);
+            // The device may log in on another node next, which reads the store.
+            let state = &conn.state;
+            state
+                .cursors
+                .flush_device(state.store.as_ref(), *uuid, &device.resource)
+                .await;
         }
         metrics::gauge!(telemetry::SESSIONS, "transport" => transport).decrement(1);
     }
@@ -363,6 +369,12 @@ impl<E: Display> Connection<E> {
             cursors.pending_max(id.uuid),
         );
         cursors.advance(id.uuid, &id.resource, start);
+        if self.state.cluster.is_some() {
+            // Another node must find this device known from now on.
+            cursors
+                .flush_device(store.as_ref(), id.uuid, &id.resource)
+                .await;
+        }
         Ok(start)
     }
 

@@ -80,6 +80,27 @@ impl CursorBuffer {
         }
     }
 
+    /// Writes one device's buffered cursor now (in a cluster: before its device
+    /// may log in again on another node, which reads the store).
+    pub async fn flush_device(&self, store: &dyn Store, uuid: u64, resource: &Arc<str>) {
+        let key = (uuid, resource.clone());
+        let Some(seq) = self.pending.lock().get(&key).copied() else {
+            return;
+        };
+        match store
+            .set_cursors(vec![(uuid, resource.to_string(), seq)])
+            .await
+        {
+            Ok(()) => {
+                let mut pending = self.pending.lock();
+                if pending.get(&key) == Some(&seq) {
+                    pending.remove(&key);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cursor write failed; the flusher retries"),
+        }
+    }
+
     /// Flushes every `interval` until `stop`, then once more.
     pub async fn run_flusher(
         self: Arc<Self>,

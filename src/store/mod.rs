@@ -463,6 +463,15 @@ pub trait Store:
     /// Commits what is queued and releases the backend (blocking: call it from a
     /// blocking context at shutdown).
     fn close(&self);
+
+    /// The node ids of the nodes that have this store open now (a shared store
+    /// knows; one that only this node opens answers none).
+    fn live_nodes(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<Vec<u8>>> + Send + '_>>
+    {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
 }
 
 /// A new app with fresh random credentials (any backend stores what this makes).

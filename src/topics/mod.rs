@@ -4,9 +4,8 @@
 //! [`Topics`]: it checks the member limit before any account is created, reads the
 //! sequence boundary of the change from the router, writes the store in one
 //! transaction, refreshes the directory's snapshot (which the router checks sends
-//! against), and publishes a [`TopicChanged`] event. Today the directory of this node
-//! is refreshed directly and the event has local subscribers only; in a cluster the
-//! event is what other nodes receive to drop their cached snapshot.
+//! against), publishes a [`TopicChanged`] event to local subscribers, and in a cluster
+//! waits until the other nodes have read the topic again (`Cluster::invalidate`).
 //!
 //! Boundaries: members added by a change read from the newest sequence assigned
 //! after the router's view includes them (so a message is either before their
@@ -59,6 +58,8 @@ pub struct Topics {
     router: Router,
     default_limit: usize,
     changes: broadcast::Sender<TopicChanged>,
+    /// The other nodes, told of every change (cluster mode).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Topics {
@@ -67,6 +68,7 @@ impl Topics {
         directory: Arc<Directory>,
         router: Router,
         default_limit: usize,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Self {
         Topics {
             store,
@@ -74,7 +76,23 @@ impl Topics {
             router,
             default_limit,
             changes: broadcast::channel(CHANGE_EVENTS).0,
+            cluster,
         }
+    }
+
+    /// The newest sequence assigned so far: this node's; in a cluster also any
+    /// other node's up to now (their sequences carry their clocks).
+    fn newest_sequence(&self) -> u64 {
+        let last = self.router.last_sequence();
+        match &self.cluster {
+            Some(_) => last.max(crate::sequence::floor_at(crate::time::now_ms())),
+            None => last,
+        }
+    }
+
+    /// Tells local subscribers of a change another node made (cluster mode).
+    pub fn announce(&self, change: TopicChanged) {
+        let _ = self.changes.send(change);
     }
 
     /// Change events from now on.
@@ -121,7 +139,7 @@ impl Topics {
             });
         }
         let members = self.directory.uuids(app_id, names).await?;
-        let boundary = self.router.last_sequence();
+        let boundary = self.newest_sequence();
         let topic = self
             .store
             .create_topic(app_id, owner_uuid, name, members, limit, boundary)
@@ -150,7 +168,7 @@ impl Topics {
             });
         }
         let members = self.directory.uuids(topic.app_id, names).await?;
-        let boundary = self.router.last_sequence();
+        let boundary = self.newest_sequence();
         let added = self
             .store
             .add_members(topic.topic_id, members, limit, boundary)
@@ -164,7 +182,7 @@ impl Topics {
         topic_id: u64,
         uuids: Vec<u64>,
     ) -> Result<Arc<TopicView>, TopicError> {
-        let boundary = self.router.last_sequence().saturating_add(1);
+        let boundary = self.newest_sequence().saturating_add(1);
         self.store.remove_members(topic_id, uuids, boundary).await?;
         self.changed(topic_id).await
     }
@@ -181,7 +199,7 @@ impl Topics {
 
     /// Dismisses the topic: every membership ends now.
     pub async fn dismiss(&self, topic_id: u64) -> Result<(), TopicError> {
-        let boundary = self.router.last_sequence().saturating_add(1);
+        let boundary = self.newest_sequence().saturating_add(1);
         self.store.dismiss_topic(topic_id, boundary).await?;
         self.changed(topic_id).await.map(|_| ())
     }
@@ -193,7 +211,7 @@ impl Topics {
     async fn admit(&self, topic_id: u64, added: Vec<u64>) -> Result<Arc<TopicView>, TopicError> {
         let view = self.changed(topic_id).await?;
         if !added.is_empty() {
-            let boundary = self.router.last_sequence();
+            let boundary = self.newest_sequence();
             self.store
                 .start_memberships(topic_id, added, boundary)
                 .await?;
@@ -208,11 +226,16 @@ impl Topics {
             .refresh_topic(topic_id)
             .await?
             .ok_or(TopicError::Unknown(topic_id))?;
-        // No subscriber is fine: the event is for other nodes' caches.
+        // No subscriber is fine.
         let _ = self.changes.send(TopicChanged {
             topic_id,
             version: view.topic.version,
         });
+        // The change applies on every node when the call returns.
+        if let Some(cluster) = &self.cluster {
+            let what = crate::cluster_pb::invalidate::What::TopicId(topic_id);
+            cluster.invalidate(self.store.as_ref(), what).await;
+        }
         Ok(view)
     }
 }

@@ -447,6 +447,8 @@ async fn a_non_reading_device_is_kicked_at_its_byte_budget() {
 #[tokio::test]
 async fn devices_per_user_are_capped_and_the_newest_is_refused() {
     let s = TestServer::start_with(|c| c.max_devices_per_user = 2).await;
+    // The limit is each node's (docs/cluster.md).
+    s.pin();
     let (_a, _) = s.connect_synced("bob", "phone").await;
     let (_b, _) = s.connect_synced("bob", "pad").await;
     let token = s.token("bob").await;
@@ -526,6 +528,8 @@ async fn state_creating_calls_have_quotas_and_caches_evict_correctly() {
         c.topic_cache = 16;
     })
     .await;
+    // Quotas are counted by each node (docs/cluster.md).
+    s.pin();
     let path = format!("/api/topic/{}", s.app.app_id);
     let owner = Auth::Token(s.token("owner").await);
     let (mut refused, mut created) = (0, 0);

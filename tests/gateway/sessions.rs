@@ -179,6 +179,8 @@ async fn ping_gets_pong(t: Transport) {
 /// Shutdown kicks sessions with a reason and acked messages survive it.
 async fn graceful_shutdown_kicks_and_keeps_messages(t: Transport) {
     let mut s = TestServer::on(t).await;
+    // Node 0 is shut down: its devices are the ones kicked.
+    s.pin();
     let (mut a, _) = s.connect_synced("alice", "phone").await;
     let ack = send_acked(&mut a, "before-stop", "bob", "kept").await;
     let shutdown = tokio::spawn({

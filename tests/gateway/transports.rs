@@ -408,6 +408,7 @@ async fn a_second_quic_stream_is_refused_and_the_session_goes_on() {
 #[tokio::test]
 async fn shutdown_closes_quic_connections_that_have_no_session_yet() {
     let mut s = TestServer::on(Transport::Quic).await;
+    s.pin();
     let mut c = s.open().await;
     s.server.take().unwrap().shutdown().await.unwrap();
     // Closed at once with the normal code, not after the login timeout with 0x11.
@@ -453,6 +454,8 @@ async fn a_stream_reset_mid_frame_ends_only_that_session() {
 #[tokio::test]
 async fn quic_connections_over_the_limit_are_refused() {
     let s = TestServer::on_with(Transport::Quic, |c| c.max_connections = 2).await;
+    // Each node counts its own connections.
+    s.pin();
     let tokens = [s.token("a").await, s.token("b").await, s.token("c").await];
     // The token calls' HTTP connections give their slots back first.
     until_open_slots(&s, 0).await;

@@ -237,6 +237,30 @@ impl Store for PgStore {
     fn close(&self) {
         PgStore::close(self);
     }
+
+    /// The nodes holding a node-id lock on this schema (see [`claim_node_id`]).
+    fn live_nodes(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<Vec<u8>>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT (objid::bigint - $1::bigint)::int FROM pg_locks
+                     WHERE locktype = 'advisory' AND objsubid = 2 AND granted
+                       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                       AND classid = hashtext(current_schema())::oid
+                       AND objid::bigint BETWEEN $1::bigint AND $1::bigint + 15",
+                    &[&i64::from(NODE_LOCK_BASE)],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| u8::try_from(r.get::<_, i32>(0)).ok())
+                .collect())
+        })
+    }
 }
 
 #[async_trait]
