@@ -24,8 +24,10 @@ pub struct Gateway {
     pub app_id: u64,
     pub app_key: String,
     pub app_secret: String,
-    /// Where connections go (the WebSocket or the QUIC URL).
+    /// Where connections go (the WebSocket or the QUIC URL; node 0's).
     pub url: String,
+    /// Every node's such URL (connections go to them in turn).
+    urls: Vec<String>,
     pub transport: Transport,
     /// One set of options per source address, used in turn.
     options: Vec<ConnectOptions>,
@@ -33,7 +35,8 @@ pub struct Gateway {
     http_client: reqwest::Client,
     /// Callbacks the in-process receiver got (`--callbacks receiver`).
     pub callbacks: Option<Arc<AtomicU64>>,
-    child: Option<Child>,
+    /// The started nodes.
+    children: Vec<Child>,
     _dir: Option<TempDir>,
 }
 
@@ -48,7 +51,7 @@ impl Drop for TempDir {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
+        for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -66,7 +69,7 @@ impl Gateway {
     /// Starts a gateway (or describes the running one given with `--server`) and
     /// prepares connections over `load.transport`.
     pub fn start(t: &Target, load: &LoadArgs) -> anyhow::Result<Gateway> {
-        let (printed, app, child, dir, callbacks) = match &t.server {
+        let (mut printed, app, children, dir, callbacks) = match &t.server {
             Some(server) => {
                 let fingerprint = t
                     .cert_fingerprint
@@ -83,13 +86,27 @@ impl Gateway {
                     t.app_key.clone().context("--app-key")?,
                     t.app_secret.clone().context("--app-secret")?,
                 );
-                (printed, app, None, None, None)
+                (vec![printed], app, Vec::new(), None, None)
             }
             None => {
-                let (printed, app, child, dir, callbacks) = spawn(t)?;
-                (printed, app, Some(child), Some(dir), callbacks)
+                let (printed, app, children, dir, callbacks) = spawn(t)?;
+                (printed, app, children, Some(dir), callbacks)
             }
         };
+        let node_url = |p: &Printed| -> anyhow::Result<String> {
+            match load.transport {
+                Transport::Ws => Ok(format!("{}/ws", p.http.replacen("http", "ws", 1))),
+                Transport::Quic => p
+                    .quic
+                    .clone()
+                    .context("the gateway has no QUIC listener (give --quic-url)"),
+            }
+        };
+        let urls = printed
+            .iter()
+            .map(node_url)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let printed = printed.swap_remove(0);
         let ws = format!("{}/ws", printed.http.replacen("http", "ws", 1));
         let url = match load.transport {
             Transport::Ws => ws.clone(),
@@ -123,37 +140,30 @@ impl Gateway {
             app_key: app.1,
             app_secret: app.2,
             url,
+            urls,
             transport: load.transport,
             options,
             next: AtomicUsize::new(0),
             callbacks,
-            child,
+            children,
             _dir: dir,
         })
     }
 
-    /// Server resident memory in KiB (only for a server this tool started).
+    /// Server resident memory in KiB, all nodes together (only for servers this
+    /// tool started).
     pub fn rss_kib(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        let each = self.children.iter().map(|c| rss_kib_of(c.id()));
+        each.sum::<Option<u64>>()
+            .filter(|_| !self.children.is_empty())
     }
 
-    /// CPU time the server process has used (user + system), in microseconds
-    /// (only for a server this tool started).
+    /// CPU time the server processes have used (user + system), in microseconds
+    /// (only for servers this tool started).
     pub fn cpu_us(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name (which may hold spaces): utime is the 12th
-        // and stime the 13th of them, in clock ticks (100 per second on Linux).
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(ticks * 10_000)
+        let each = self.children.iter().map(|c| cpu_us_of(c.id()));
+        each.sum::<Option<u64>>()
+            .filter(|_| !self.children.is_empty())
     }
 
     /// A token for `account`.
@@ -170,10 +180,15 @@ impl Gateway {
         .token)
     }
 
-    /// Logs in with `token`, from the next source address in turn.
+    /// Logs in with `token`, from the next source address in turn, to the next
+    /// node in turn.
     pub async fn login(&self, token: &str, resource: &str) -> anyhow::Result<Client> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.options.len();
-        Ok(Client::connect_with(&self.url, &self.options[i], token, resource).await?)
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let (url, options) = (
+            &self.urls[k % self.urls.len()],
+            &self.options[k % self.options.len()],
+        );
+        Ok(Client::connect_with(url, options, token, resource).await?)
     }
 
     /// Logs in as `account` and skips the login backlog.
@@ -284,16 +299,36 @@ fn callback_receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
     Ok((url, count))
 }
 
+/// Resident memory of process `pid`, KiB.
+fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// CPU time process `pid` has used (user + system), microseconds.
+fn cpu_us_of(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): utime is the 12th
+    // and stime the 13th of them, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000)
+}
+
 /// The started gateway, its app, and the callback counter.
 type Spawned = (
-    Printed,
+    Vec<Printed>,
     (u64, String, String),
-    Child,
+    Vec<Child>,
     TempDir,
     Option<Arc<AtomicU64>>,
 );
 
-/// Starts `courier serve` in a temp dir with one app.
+/// Starts `courier serve` (`--nodes` of them) in a temp dir with one app.
 fn spawn(t: &Target) -> anyhow::Result<Spawned> {
     let dir = std::env::temp_dir().join(format!("courier-loadtest-{}", std::process::id()));
     let dir = TempDir(dir);
@@ -346,10 +381,37 @@ fn spawn(t: &Target) -> anyhow::Result<Spawned> {
     if !args.iter().any(|a| a.starts_with("--max-connections")) {
         args.extend(["--max-connections".into(), "19900".into()]);
     }
+    if t.nodes > 1 && !args.iter().any(|a| a == "--nats-url") {
+        bail!(
+            "--nodes {} needs --server-args with --nats-url (and a PostgreSQL store)",
+            t.nodes
+        );
+    }
+    let app = (
+        app["appId"].as_u64().context("appId")?,
+        app["appKey"].as_str().context("appKey")?.to_owned(),
+        app["appSecret"].as_str().context("appSecret")?.to_owned(),
+    );
+    let mut printed = Vec::new();
+    let mut children = Vec::new();
+    for node in 0..t.nodes.max(1) {
+        let mut node_args = args.clone();
+        if t.nodes > 1 {
+            node_args.extend(["--node-id".into(), node.to_string()]);
+        }
+        let (p, child) = spawn_node(t, &dir, &node_args)?;
+        printed.push(p);
+        children.push(child);
+    }
+    Ok((printed, app, children, dir, callbacks))
+}
+
+/// Starts one `courier serve` and reads what it printed about itself.
+fn spawn_node(t: &Target, dir: &TempDir, args: &[String]) -> anyhow::Result<(Printed, Child)> {
     let mut child = Command::new(&t.courier_bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir.0)
-        .args(&args)
+        .args(args)
         .env(
             "RUST_LOG",
             std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into()),
@@ -378,10 +440,5 @@ fn spawn(t: &Target) -> anyhow::Result<Spawned> {
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    let app = (
-        app["appId"].as_u64().context("appId")?,
-        app["appKey"].as_str().context("appKey")?.to_owned(),
-        app["appSecret"].as_str().context("appSecret")?.to_owned(),
-    );
-    Ok((printed, app, child, dir, callbacks))
+    Ok((printed, child))
 }

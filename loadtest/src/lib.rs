@@ -66,6 +66,12 @@ pub struct Target {
     /// they set it, `--max-connections 19900` is added.
     #[arg(long, global = true, default_value = "", allow_hyphen_values = true)]
     pub server_args: String,
+    /// Nodes to start (node ids 0, 1, …), a cluster when more than one: the
+    /// server args must then name a shared PostgreSQL and NATS
+    /// (`--store-kind postgres --postgres-url URL --nats-url URL`). Connections go
+    /// to the nodes in turn.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub nodes: usize,
     /// Message callbacks of the started gateway's app: `off`; `receiver` (an HTTP
     /// receiver in this process answers 200 at once and counts them); `dead` (the
     /// callback URL is a closed port: every attempt fails and is retried).
