@@ -32,14 +32,11 @@ use crate::auth;
 use crate::hub::{self, DeviceHandle, DeviceQueue, Outbound};
 use crate::message::{Envelope, Target};
 use crate::pb;
-use crate::protocol::backlog::{
-    self, BacklogRules, BacklogStep, BacklogSync, LiveFilter, PageRead,
-};
+use crate::protocol::backlog::{self, LiveFilter};
 use crate::protocol::session::{Identity, Session, SessionEvent};
 use crate::protocol::{codec, KickReason, Status};
-use crate::router::{self, AckSink, RouterError, Submission};
+use crate::router::{AckSink, RouterError, Submission};
 use crate::state::AppState;
-use crate::store::{Order, StoreError, TimelineRange};
 use crate::telemetry;
 use crate::time::now_ms;
 
@@ -66,28 +63,28 @@ const RELAY_WRITE_BYTES: usize = 256 * 1024;
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether the connection goes on after handling something.
-enum Flow {
+pub(super) enum Flow {
     Continue,
     Close,
 }
 
-struct Connection<E> {
-    state: Arc<AppState>,
-    conn_id: u64,
-    session: Session,
-    io: FrameIo<E>,
+pub(super) struct Connection<E> {
+    pub(super) state: Arc<AppState>,
+    pub(super) conn_id: u64,
+    pub(super) session: Session,
+    pub(super) io: FrameIo<E>,
     /// The device's live queue and kill switch.
-    queue: Arc<DeviceQueue>,
+    pub(super) queue: Arc<DeviceQueue>,
     /// One permit per Send that may wait for its ack.
-    inflight: Arc<Semaphore>,
+    pub(super) inflight: Arc<Semaphore>,
     /// The registered device and its user, once logged in.
-    device: Option<(u64, DeviceHandle)>,
+    pub(super) device: Option<(u64, DeviceHandle)>,
     /// Which live frames the backlog already carried.
-    live: LiveFilter,
+    pub(super) live: LiveFilter,
     /// A Kick frame was sent (or attempted).
-    kicked: bool,
+    pub(super) kicked: bool,
     /// The transport's name in metrics.
-    transport: &'static str,
+    pub(super) transport: &'static str,
 }
 
 /// Runs a connection until it ends.
@@ -354,124 +351,6 @@ impl<E: Display> Connection<E> {
             .map_err(unauthorized)
     }
 
-    /// The device's starting cursor (rules in `protocol::backlog`); a new device's
-    /// start is recorded at once.
-    async fn start_cursor(&mut self, id: &Identity) -> Result<u64, StoreError> {
-        let store = &self.state.store;
-        let cursors = &self.state.cursors;
-        let stored = store.cursor(id.uuid, &id.resource).await?;
-        let pending = cursors.pending(id.uuid, &id.resource);
-        if let Some(start) = backlog::known_device_cursor(stored, pending) {
-            return Ok(start);
-        }
-        let start = backlog::new_device_cursor(
-            store.max_cursor(id.uuid).await?,
-            cursors.pending_max(id.uuid),
-        );
-        cursors.advance(id.uuid, &id.resource, start);
-        if self.state.cluster.is_some() {
-            // Another node must find this device known from now on.
-            cursors
-                .flush_device(store.as_ref(), id.uuid, &id.resource)
-                .await;
-        }
-        Ok(start)
-    }
-
-    /// The backlog rules of the device's app.
-    fn backlog_rules(&self, id: &Identity) -> BacklogRules {
-        let cfg = &self.state.config;
-        let app = self.state.directory.cached_app(id.app_id);
-        let settings = app.as_ref().map(|e| &e.settings);
-        BacklogRules {
-            limit: settings
-                .and_then(|s| s.backlog_limit)
-                .map_or(cfg.backlog_limit, |n| n as usize),
-            batch: cfg.backlog_batch,
-            ttl_ms: settings
-                .and_then(|s| s.offline_ttl_secs)
-                .unwrap_or(cfg.offline_ttl_secs)
-                .saturating_mul(1000),
-        }
-    }
-
-    /// LoginResult, then the backlog.
-    async fn sync_backlog(&mut self, id: &Identity) -> Result<Flow, StoreError> {
-        let rules = self.backlog_rules(id);
-        let cursor = self.start_cursor(id).await?;
-        let Some(result) = self.session.login_result(cursor, now_ms()) else {
-            return Ok(Flow::Close);
-        };
-        if let Flow::Close = self.write_one(result).await {
-            return Ok(Flow::Close);
-        }
-        let from = cursor.saturating_sub(self.overlap());
-        self.send_backlog(id, from, rules).await
-    }
-
-    /// How far a backlog reaches back before the cursor (0 on one node).
-    fn overlap(&self) -> u64 {
-        self.state.cluster.as_ref().map_or(0, |c| c.overlap())
-    }
-
-    /// The backlog after `from` as `protocol::backlog::BacklogSync` plans it, then
-    /// SyncDone. In a cluster `from` is `cluster_overlap_ms` before the cursor (a
-    /// message another node committed late is not skipped; the device deduplicates
-    /// by sequence).
-    async fn send_backlog(
-        &mut self,
-        id: &Identity,
-        from: u64,
-        rules: BacklogRules,
-    ) -> Result<Flow, StoreError> {
-        let (mut sync, (after, cap)) = BacklogSync::start(from, now_ms(), rules);
-        if self.state.cluster.is_some() {
-            sync.keep_carried();
-        }
-        let store = self.state.store.clone();
-        let pending = store.count_after(id.uuid, &id.resource, after, cap).await?;
-        let mut read = sync.on_count(pending);
-        loop {
-            let page = store
-                .timeline(timeline_range(id.uuid, read), &id.resource)
-                .await?;
-            let page = page.into_iter().map(router::stored_to_deliver).collect();
-            let (frames, step) = sync.on_page(page);
-            if let Flow::Close = self.write_all(frames).await {
-                return Ok(Flow::Close);
-            }
-            match step {
-                BacklogStep::Read(next) => read = next,
-                BacklogStep::Finish(last) => {
-                    self.live = sync.live_filter();
-                    metrics::histogram!(telemetry::BACKLOG_MESSAGES).record(sync.sent() as f64);
-                    return Ok(self.write_all(last).await);
-                }
-            }
-        }
-    }
-
-    /// Reads the backlog again from the device's cursor, or from `reach` if older
-    /// (a cluster asked: NATS was interrupted, a node was lost or dropped
-    /// deliveries).
-    async fn resync(&mut self, reach: u64) -> Flow {
-        let Some(id) = self.session.identity().cloned() else {
-            return Flow::Continue;
-        };
-        let rules = self.backlog_rules(&id);
-        let sent = match self.start_cursor(&id).await {
-            Ok(cursor) => {
-                let from = cursor.saturating_sub(self.overlap()).min(reach);
-                self.send_backlog(&id, from, rules).await
-            }
-            Err(e) => Err(e),
-        };
-        sent.unwrap_or_else(|e| {
-            crate::log_limited!(warn, conn = self.conn_id, error = %e, "resync failed: store unavailable; the device gets its messages at its next login");
-            Flow::Continue
-        })
-    }
-
     async fn send(&mut self, mut send: pb::Send) -> Flow {
         let (Some(id), Some((_, device))) = (self.session.identity(), &self.device) else {
             return Flow::Continue;
@@ -585,33 +464,6 @@ impl<E: Display> Connection<E> {
         Flow::Continue
     }
 
-    async fn pull(&mut self, pull: pb::Pull) -> Flow {
-        let Some(id) = self.session.identity().cloned() else {
-            return Flow::Continue;
-        };
-        let (read, limit) = backlog::pull_read(&pull, self.state.config.backlog_batch);
-        match self
-            .state
-            .store
-            .timeline(timeline_range(id.uuid, read), &id.resource)
-            .await
-        {
-            Ok(page) => {
-                let page = page.into_iter().map(router::stored_to_deliver).collect();
-                self.write_one(backlog::pull_result(page, limit)).await
-            }
-            Err(e) => {
-                crate::log_limited!(error, error = %e, "pull failed");
-                self.write_one(codec::error_frame(
-                    Status::Internal,
-                    "store unavailable",
-                    "",
-                ))
-                .await
-            }
-        }
-    }
-
     /// Writes queued live frames, skipping those the backlog already carried; then
     /// resyncs if asked to ([`hub::RESYNC`]).
     async fn relay(&mut self, queued: VecDeque<Outbound>) -> Result<(), ()> {
@@ -670,7 +522,7 @@ impl<E: Display> Connection<E> {
         .await;
     }
 
-    async fn write_one(&mut self, frame: Bytes) -> Flow {
+    pub(super) async fn write_one(&mut self, frame: Bytes) -> Flow {
         self.write_all([frame]).await
     }
 
@@ -680,7 +532,7 @@ impl<E: Display> Connection<E> {
     ///
     /// Boxed: its future (a timer and the transport's write state) is allocated while
     /// a write runs instead of being part of every idle connection's task.
-    fn write_all<'a>(
+    pub(super) fn write_all<'a>(
         &'a mut self,
         frames: impl IntoIterator<Item = Bytes, IntoIter: Send> + Send + 'a,
     ) -> Pin<Box<dyn Future<Output = Flow> + Send + 'a>> {
@@ -717,20 +569,5 @@ impl<E: Display> Connection<E> {
                 Flow::Close
             }
         }
-    }
-}
-
-/// The store's form of a page read for the user `uuid`.
-fn timeline_range(uuid: u64, read: PageRead) -> TimelineRange {
-    TimelineRange {
-        uuid,
-        after: read.after,
-        before: read.before,
-        limit: read.limit,
-        order: if read.newest_first {
-            Order::NewestFirst
-        } else {
-            Order::OldestFirst
-        },
     }
 }

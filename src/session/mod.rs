@@ -4,6 +4,7 @@
 //! items and writes the frames it is given.
 
 mod driver;
+mod sync;
 
 pub use driver::{drive, FrameIo, FrameTransport};
 
