@@ -489,4 +489,86 @@ mod tests {
         let kind = pb::Frame::decode(frame.as_ref()).unwrap().kind.unwrap();
         assert!(matches!(kind, Kind::ServerAck(_)));
     }
+
+    /// What a cluster's other nodes were handed.
+    #[derive(Default)]
+    struct FakeRemote {
+        published: parking_lot::Mutex<Vec<Delivery>>,
+        asked: parking_lot::Mutex<Vec<Delivery>>,
+        /// What the other nodes answer to an ask.
+        answer: bool,
+    }
+
+    impl Remote for FakeRemote {
+        fn publish(&self, delivery: Delivery) {
+            self.published.lock().push(delivery);
+        }
+
+        fn ask(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+            self.asked.lock().push(delivery);
+            let answer = self.answer;
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn message(sub: Submission, seq: u64) -> Committed {
+        Committed::Message {
+            sub,
+            seq,
+            ts: 1,
+            frame: Bytes::from_static(b"frame"),
+            topic: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cluster_gets_each_delivery_once_per_destination_and_answers_transients() {
+        let remote = Arc::new(FakeRemote {
+            answer: true,
+            ..FakeRemote::default()
+        });
+        let (stage, task) = start(Arc::new(Hub::new()), Some(remote.clone()));
+        let (stored_tx, stored_rx) = oneshot::channel();
+        let (typing_tx, typing_rx) = oneshot::channel();
+        let (retry_tx, retry_rx) = oneshot::channel();
+        let mut stored = submission(2, true, AckSink::Caller(stored_tx));
+        stored.from_conn = Some(77);
+        stage
+            .send(vec![
+                message(stored, 10),
+                // Transient, to user 3: no device here; a device elsewhere takes it.
+                message(submission(3, false, AckSink::Caller(typing_tx)), 11),
+            ])
+            .await
+            .unwrap();
+        let stored = stored_rx.await.unwrap();
+        assert_eq!((stored.sequence, stored.delivered), (10, true));
+        let typing = typing_rx.await.unwrap();
+        assert!(typing.delivered, "the other nodes' answer: {typing:?}");
+        // Its retry reports the same outcome.
+        stage
+            .send(vec![Committed::Retry {
+                sub: submission(3, false, AckSink::Caller(retry_tx)),
+                seq: 11,
+                ts: 1,
+            }])
+            .await
+            .unwrap();
+        assert!(retry_rx.await.unwrap().delivered);
+        drop(stage);
+        task.await.unwrap();
+
+        // The stored message: the recipient's subject and the sender's (its other
+        // devices, not the sending connection), each once, with the sequence.
+        let published = remote.published.lock();
+        let to: Vec<(u64, u64, u64)> = published
+            .iter()
+            .map(|d| (d.uuid, d.except_conn, d.sequence))
+            .collect();
+        assert_eq!(to, [(2, 0, 10), (1, 77, 10), (1, 0, 0)]);
+        // The transient went to user 3 as a question, sequence 0.
+        let asked = remote.asked.lock();
+        assert_eq!(asked.len(), 1);
+        assert_eq!((asked[0].uuid, asked[0].sequence), (3, 0));
+    }
 }

@@ -509,4 +509,27 @@ mod tests {
         hub.register(7, a2).unwrap();
         assert_eq!(hub.device_count(7), 2);
     }
+
+    #[tokio::test]
+    async fn another_nodes_login_kicks_one_resource_and_resync_markers_reach_every_device() {
+        let hub = Hub::new();
+        let (phone, phone_q) = device(1, "phone", 8);
+        let (pad, pad_q) = device(2, "pad", 8);
+        hub.register(7, phone).unwrap();
+        hub.register(7, pad).unwrap();
+        // A login of "phone" elsewhere (connection 99): this node's phone goes.
+        hub.kick_resource(7, "phone", 99);
+        assert_eq!(phone_q.kill.reason(), Some(KickReason::Replaced));
+        assert_eq!(pad_q.kill.reason(), None);
+        assert_eq!(hub.device_count(7), 1);
+        // The kick of this very connection (its own login echoed) spares it.
+        hub.kick_resource(7, "pad", 2);
+        assert_eq!(hub.device_count(7), 1);
+
+        assert_eq!(hub.resync_all(12_345), 1);
+        let queued = pad_q.take().await;
+        assert_eq!(queued.len(), 1);
+        assert_eq!(resync_from(&queued[0]), Some(12_345));
+        assert_eq!(resync_from(&out(5)), None, "a delivery is no marker");
+    }
 }

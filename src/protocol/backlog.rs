@@ -297,6 +297,31 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_live_filter_skips_only_what_the_backlog_carried() {
+        let rules = BacklogRules {
+            limit: 100,
+            batch: 10,
+            ttl_ms: u64::MAX,
+        };
+        let page = |seqs: &[u64]| seqs.iter().map(|&s| msg(s, 1)).collect::<Vec<_>>();
+        // One node: everything up to the newest carried is skipped.
+        let (mut one, _) = BacklogSync::start(0, 0, rules);
+        one.on_count(3);
+        one.on_page(page(&[10, 30, 50]));
+        let live = one.live_filter();
+        assert!(!live.relays(20) && !live.relays(50) && live.relays(51) && live.relays(0));
+        // A cluster: 20 was committed by another node after the read: it is relayed.
+        let (mut many, _) = BacklogSync::start(0, 0, rules);
+        many.keep_carried();
+        many.on_count(3);
+        many.on_page(page(&[10, 30, 50]));
+        let live = many.live_filter();
+        assert!(live.relays(20), "a late commit below the newest carried");
+        assert!(!live.relays(10) && !live.relays(30) && !live.relays(50));
+        assert!(live.relays(51) && live.relays(0));
+    }
+
+    #[test]
     fn large_pages_are_split_by_bytes_and_pulls_cut_short() {
         let big: Vec<_> = (1..=40).map(|s| msg(s, 15 * 1024)).collect();
         let frames = batch_frames(big.clone());
