@@ -463,3 +463,27 @@ async fn a_nats_restart_loses_no_acked_message() {
     }
     assert!(expected.is_subset(&got));
 }
+
+#[tokio::test]
+async fn a_node_starts_and_serves_its_own_devices_while_nats_is_down() {
+    let nats = Nats::private();
+    nats.stop();
+    let pg = Postgres::start();
+    let name = fresh_schema_name();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path().to_path_buf());
+    config.store_kind = "postgres".into();
+    config.postgres_url = pg.fresh(&name).await;
+    config.nats_url = nats.url.clone();
+    config.cluster_subject_prefix = name;
+    let s = TestServer::nodes(config, 1, Transport::Ws, dir).await;
+    let (mut bob, _) = s.connect_synced_at(0, "bob", "phone").await;
+    let (mut alice, _) = s.connect_synced_at(0, "alice", "phone").await;
+    let ack = send_acked(&mut alice, "m1", "bob", "no NATS needed").await;
+    assert_eq!(next_deliver(&mut bob).await.sequence, ack.sequence);
+    alice.send_frame(transient("t1", "bob", "")).await.unwrap();
+    assert!(
+        next_ack(&mut alice).await.delivered,
+        "a device of this node took it"
+    );
+}
