@@ -21,12 +21,15 @@ use crate::hub::{Audience, Outbound};
 use crate::state::AppState;
 use crate::time::now_ms;
 
-/// How often a node publishes its heartbeat.
-const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often this node checks for silent peers.
+const PEER_CHECK: Duration = Duration::from_secs(1);
 
 /// A node not heard from for this long is taken for lost: it may have committed
 /// messages it never published, so this node's devices resync.
 const PEER_LOST: Duration = Duration::from_secs(3);
+
+/// Sequences are below 2^53 (`crate::sequence`); [`crate::hub::RESYNC`] is above.
+const MAX_SEQUENCE: u64 = 1 << 53;
 
 /// A subscription change, from the connections of this node.
 pub(super) enum Command {
@@ -46,27 +49,35 @@ pub(super) struct Inbound {
     cluster: Arc<Cluster>,
     state: Arc<AppState>,
     subjects: Subjects,
-    /// Per user: devices here that joined, and the stop of its subscription.
-    users: HashMap<u64, (usize, oneshot::Sender<()>)>,
+    /// Per user: devices here that joined, and the stop of its subscription (none
+    /// if subscribing failed).
+    users: HashMap<u64, (usize, Option<oneshot::Sender<()>>)>,
     /// Stops of the topic and control subscriptions (kept for the task's life).
     shared: Vec<oneshot::Sender<()>>,
     feeds: SelectAll<Feed>,
     /// When NATS went away (Unix ms), until it is back.
     disconnected_at: Option<u64>,
+    /// When anything last came from NATS (Unix ms): a connection that died silently
+    /// is noticed late, but nothing came after this.
+    last_heard_ms: u64,
     /// Other nodes heard from: the clock of their last heartbeat, and when it came.
     peers: HashMap<u32, (u64, Instant)>,
 }
 
 impl Inbound {
-    pub(super) fn new(cluster: Arc<Cluster>, state: Arc<AppState>) -> Self {
+    pub(super) fn new(cluster: Arc<Cluster>, state: Arc<AppState>, connected: bool) -> Self {
+        let now = now_ms();
         Inbound {
+            // Not connected at start: the first connect resyncs (devices may log
+            // in meanwhile).
+            disconnected_at: (!connected).then_some(now),
+            last_heard_ms: now,
             subjects: cluster.subjects.clone(),
             cluster,
             state,
             users: HashMap::new(),
             shared: Vec::new(),
             feeds: SelectAll::new(),
-            disconnected_at: None,
             peers: HashMap::new(),
         }
     }
@@ -83,22 +94,15 @@ impl Inbound {
             self.feeds.push(subscriber.take_until(stopped));
             self.shared.push(stop);
         }
-        let mut beat = tokio::time::interval(HEARTBEAT);
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check = tokio::time::interval(PEER_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 Some(command) = commands.recv() => self.command(command).await,
                 Some(event) = events.recv() => self.event(event),
                 Some(msg) = self.feeds.next(), if !self.feeds.is_empty() => self.dispatch(msg).await,
-                _ = beat.tick() => {
-                    self.forget_lost_peers();
-                    let beat = Kind::Heartbeat(Heartbeat {
-                        node_id: u32::from(self.cluster.node_id),
-                        unix_ms: now_ms(),
-                    });
-                    self.cluster.enqueue(self.subjects.control(), subject::encode(beat), "heartbeat");
-                }
+                _ = check.tick() => self.forget_lost_peers(),
             }
         }
     }
@@ -122,7 +126,8 @@ impl Inbound {
             Command::Join { uuid, done } => {
                 if let Some((devices, _)) = self.users.get_mut(&uuid) {
                     *devices += 1;
-                } else if let Some(stop) = self.subscribe(self.subjects.user(uuid)).await {
+                } else {
+                    let stop = self.subscribe(self.subjects.user(uuid)).await;
                     self.users.insert(uuid, (1, stop));
                 }
                 let _ = done.send(());
@@ -143,7 +148,9 @@ impl Inbound {
     fn event(&mut self, event: async_nats::Event) {
         match event {
             async_nats::Event::Disconnected => {
-                self.disconnected_at.get_or_insert_with(now_ms);
+                // Nothing came after the last message heard: reach back to it.
+                let heard = self.last_heard_ms;
+                self.disconnected_at.get_or_insert(heard);
                 tracing::warn!(
                     "cluster: NATS connection lost; serving this node's devices, reconnecting"
                 );
@@ -157,6 +164,8 @@ impl Inbound {
                         .cluster
                         .reach_back(at.saturating_sub(self.cluster.overlap_ms));
                     let n = self.state.hub.resync_all(from);
+                    // What this node published meanwhile may be lost too.
+                    self.cluster.ask_resync(at);
                     tracing::info!(
                         devices = n,
                         "cluster: NATS reconnected; resyncing this node's devices from the store"
@@ -165,11 +174,23 @@ impl Inbound {
                     tracing::info!("cluster: connected to NATS");
                 }
             }
+            async_nats::Event::SlowConsumer(_) => {
+                // NATS dropped messages of a subscription this node did not read in
+                // time: its devices read their backlog again.
+                let from = self.cluster.reach_back(now_ms());
+                let n = self.state.hub.resync_all(from);
+                crate::log_limited!(
+                    warn,
+                    devices = n,
+                    "cluster: this node fell behind NATS and lost messages; resyncing its devices"
+                );
+            }
             other => crate::log_limited!(warn, event = %other, "cluster: NATS event"),
         }
     }
 
     async fn dispatch(&mut self, msg: async_nats::Message) {
+        self.last_heard_ms = now_ms();
         let kind = match subject::decode(msg.payload) {
             Ok(kind) => kind,
             Err(e) => {
@@ -178,6 +199,9 @@ impl Inbound {
             }
         };
         match kind {
+            Kind::Delivery(delivery) if delivery.sequence >= MAX_SEQUENCE => {
+                crate::log_limited!(warn, subject = %msg.subject, "cluster: delivery with an impossible sequence ignored");
+            }
             Kind::Delivery(delivery) => {
                 metrics::counter!(RECEIVED).increment(1);
                 if let Some(origin) = delivery.origin {
@@ -189,9 +213,13 @@ impl Inbound {
                 let n = self.deliver_counted(&delivery).await;
                 if let (Some(reply), true) = (msg.reply, n > 0) {
                     let answer = subject::encode(Kind::Reached(Reached { devices: n as u64 }));
-                    if let Err(e) = self.cluster.client.publish(reply, answer).await {
-                        crate::log_limited!(warn, error = %e, "cluster: answer failed");
-                    }
+                    let client = self.cluster.client.clone();
+                    // Not awaited here: a full NATS buffer must not stall receiving.
+                    tokio::spawn(async move {
+                        if let Err(e) = client.publish(reply, answer).await {
+                            crate::log_limited!(warn, error = %e, "cluster: answer failed");
+                        }
+                    });
                 }
             }
             Kind::Kick(kick) if kick.account_expired => self
@@ -245,7 +273,9 @@ impl Inbound {
             Ok(Some(view)) => view,
             Ok(None) => return 0,
             Err(e) => {
-                crate::log_limited!(warn, topic = d.topic_id, error = %e, "cluster: topic delivery dropped: store unavailable (devices get it on resync)");
+                crate::log_limited!(warn, topic = d.topic_id, error = %e, "cluster: topic delivery dropped: store unavailable; resyncing this node's devices");
+                let since = crate::sequence::time_of(d.sequence.max(1));
+                self.state.hub.resync_all(self.cluster.reach_back(since));
                 return 0;
             }
         };
@@ -343,6 +373,13 @@ impl Inbound {
     }
 
     fn heartbeat(&mut self, beat: Heartbeat) {
+        if beat.leaving {
+            if self.peers.remove(&beat.node_id).is_some() {
+                self.count_peers();
+                tracing::info!(node = beat.node_id, "cluster: node {} left", beat.node_id);
+            }
+            return;
+        }
         self.heard_from(beat.node_id, Some(beat.unix_ms));
         if beat.node_id == u32::from(self.cluster.node_id) {
             crate::log_limited!(

@@ -42,7 +42,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster_pb::{cluster_message::Kind, invalidate, Delivery, Invalidate, Kick, Resync};
+use crate::cluster_pb::{
+    cluster_message::Kind, invalidate, Delivery, Heartbeat, Invalidate, Kick, Resync,
+};
 use crate::config::Config;
 use crate::fanout::Remote;
 use crate::state::AppState;
@@ -54,6 +56,9 @@ pub const PUBLISHED: &str = "courier_cluster_published_total";
 pub const DROPPED: &str = "courier_cluster_dropped_total";
 /// Deliveries received from other nodes.
 pub const RECEIVED: &str = "courier_cluster_received_total";
+
+/// How often a node publishes its heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Why the cluster could not be joined.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +87,8 @@ pub struct Cluster {
 
 /// What [`Cluster::start`] runs: the receiving ends of the cluster's channels.
 pub struct Pending {
+    /// NATS answered at start.
+    connected: bool,
     /// The subscriptions every node has: all topics, control.
     shared: Vec<async_nats::Subscriber>,
     outgoing: mpsc::Receiver<(String, Bytes)>,
@@ -100,7 +107,11 @@ impl ClusterTasks {
     /// Waits for the tasks after their stop token fired (the publisher first sends
     /// what is queued, for at most `grace`).
     pub async fn join(self, grace: Duration) {
-        let _ = self.inbound.await;
+        let inbound = self.inbound.abort_handle();
+        if tokio::time::timeout(grace, self.inbound).await.is_err() {
+            tracing::warn!("shutdown: cluster receiver did not stop in time");
+            inbound.abort();
+        }
         if tokio::time::timeout(grace, self.publisher).await.is_err() {
             tracing::warn!("shutdown: cluster publisher did not finish in time");
         }
@@ -119,6 +130,8 @@ impl Cluster {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .request_timeout(Some(request_timeout))
+            // A connection that went silent is noticed within ~10 s.
+            .ping_interval(Duration::from_secs(5))
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((attempts as u64).saturating_mul(100).min(2000))
             })
@@ -128,10 +141,16 @@ impl Cluster {
                     let _ = events_tx.send(event);
                 }
             });
+        let addrs = config
+            .nats_url
+            .split(',')
+            .map(|one| one.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClusterError::BadUrl(redacted_url(&config.nats_url), e.to_string()))?;
         let client = options
-            .connect(config.nats_url.as_str())
+            .connect(addrs)
             .await
-            .map_err(|e| ClusterError::BadUrl(config.nats_url.clone(), e.to_string()))?;
+            .map_err(|e| ClusterError::BadUrl(redacted_url(&config.nats_url), e.to_string()))?;
         let subjects = Subjects::new(&config.cluster_subject_prefix);
         let mut shared = Vec::new();
         for subject in [subjects.all_topics(), subjects.control()] {
@@ -141,11 +160,18 @@ impl Cluster {
             }
         }
         // Subscribed before serving, when NATS is up (else once it is).
-        if !matches!(
-            tokio::time::timeout(request_timeout, client.flush()).await,
-            Ok(Ok(()))
-        ) {
+        let connected = round_trip(&client, subjects.probe(config.node_id), request_timeout).await;
+        if !connected {
             tracing::warn!(url = %redacted_url(&config.nats_url), "cluster: NATS is not reachable yet; serving this node's devices meanwhile");
+        }
+        let max_payload = client.server_info().max_payload;
+        let largest = config.max_payload_bytes + 2048;
+        if connected && max_payload < largest {
+            tracing::error!(
+                max_payload,
+                largest,
+                "cluster: NATS's max_payload is below the largest delivery (max_payload_bytes + 2 KiB); larger messages reach other nodes' devices only at their next login"
+            );
         }
         let (outgoing_tx, outgoing) = mpsc::channel(config.cluster_publish_queue);
         let (commands_tx, commands) = mpsc::unbounded_channel();
@@ -161,6 +187,7 @@ impl Cluster {
             live_peers: AtomicUsize::new(0),
         });
         let pending = Pending {
+            connected,
             shared,
             outgoing,
             commands,
@@ -176,7 +203,8 @@ impl Cluster {
         state: Arc<AppState>,
         stop: CancellationToken,
     ) -> ClusterTasks {
-        let inbound = inbound::Inbound::new(self.clone(), state);
+        let inbound = inbound::Inbound::new(self.clone(), state, pending.connected);
+        tokio::spawn(self.clone().heartbeat_loop(stop.clone()));
         let inbound = tokio::spawn(inbound.run(
             pending.shared,
             pending.commands,
@@ -205,29 +233,35 @@ impl Cluster {
     /// whatever another node publishes after this returns reaches this node. Gives
     /// up after `cluster_request_timeout_ms` (NATS down): the device is served from
     /// this node meanwhile, and resynced when NATS is back.
-    pub async fn join(&self, uuid: u64) {
+    /// Returns whether NATS confirmed in time; if not, the caller resyncs the device
+    /// once it is logged in.
+    pub async fn join(&self, uuid: u64) -> bool {
         let (done, subscribed) = oneshot::channel();
         if self
             .commands
             .send(inbound::Command::Join { uuid, done })
             .is_err()
         {
-            return;
+            return false;
         }
+        // A round trip after the subscription: NATS has it.
         let confirmed = async {
             let _ = subscribed.await;
-            self.client.flush().await
+            let probe = self.subjects.probe(self.node_id);
+            round_trip(&self.client, probe, self.request_timeout).await
         };
-        if !matches!(
+        let confirmed = matches!(
             tokio::time::timeout(self.request_timeout, confirmed).await,
-            Ok(Ok(()))
-        ) {
+            Ok(true)
+        );
+        if !confirmed {
             crate::log_limited!(
                 warn,
                 uuid,
-                "cluster: NATS did not confirm a login's subscription in time; the device is resynced when NATS is back"
+                "cluster: NATS did not confirm a login's subscription in time; the device will be resynced"
             );
         }
+        confirmed
     }
 
     /// The device that joined for `uuid` left.
@@ -262,6 +296,19 @@ impl Cluster {
     /// node heard from lately has (at most `cluster_request_timeout_ms`): a change
     /// made through one node applies on all when the call that made it returns.
     pub async fn invalidate(&self, store: &dyn crate::store::Store, what: invalidate::What) {
+        let all = self.invalidate_everywhere(store, what);
+        if tokio::time::timeout(self.request_timeout * 2, all)
+            .await
+            .is_err()
+        {
+            crate::log_limited!(
+                warn,
+                "cluster: a cache invalidation was not confirmed in time (NATS or the store slow)"
+            );
+        }
+    }
+
+    async fn invalidate_everywhere(&self, store: &dyn crate::store::Store, what: invalidate::What) {
         let payload = subject::encode(Kind::Invalidate(Invalidate { what: Some(what) }));
         let control = self.subjects.control();
         // Every node with the store open (each holds its node-id lock there), or
@@ -341,7 +388,11 @@ impl Cluster {
                 return;
             };
             self.publish_now(subject, payload).await;
-            let since = match outgoing.is_empty() {
+            // Once the queue drained, or a second after the first drop at the latest.
+            let owed = self.dropped_since.load(Ordering::Acquire);
+            let due = owed != 0
+                && (outgoing.is_empty() || crate::time::now_ms() >= owed.saturating_add(1000));
+            let since = match due {
                 true => self.dropped_since.swap(0, Ordering::AcqRel),
                 false => 0,
             };
@@ -360,6 +411,14 @@ impl Cluster {
         while let Ok((subject, payload)) = outgoing.try_recv() {
             self.publish_now(subject, payload).await;
         }
+        // Gone on purpose: the other nodes need not resync for this silence.
+        let leaving = Kind::Heartbeat(Heartbeat {
+            node_id: u32::from(self.node_id),
+            unix_ms: crate::time::now_ms(),
+            leaving: true,
+        });
+        self.publish_now(self.subjects.control(), subject::encode(leaving))
+            .await;
         let _ = tokio::time::timeout(self.request_timeout, self.client.flush()).await;
     }
 
@@ -371,6 +430,35 @@ impl Cluster {
                 crate::log_limited!(warn, error = %e, "cluster: publish failed");
             }
         }
+    }
+
+    /// Publishes this node's heartbeat every [`HEARTBEAT`] until `stop` (its own
+    /// task: a busy receiving side does not silence it).
+    async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = beat.tick() => {}
+            }
+            let beat = Kind::Heartbeat(Heartbeat {
+                node_id: u32::from(self.node_id),
+                unix_ms: crate::time::now_ms(),
+                leaving: false,
+            });
+            self.enqueue(self.subjects.control(), subject::encode(beat), "heartbeat");
+        }
+    }
+
+    /// Asks the other nodes to resync their devices back to `since_ms` (this node
+    /// may have lost publications: it was cut off from NATS).
+    fn ask_resync(&self, since_ms: u64) {
+        let resync = Kind::Resync(Resync {
+            node_id: u32::from(self.node_id),
+            since_unix_ms: since_ms,
+        });
+        self.enqueue(self.subjects.control(), subject::encode(resync), "resync");
     }
 
     /// Remembers when deliveries started to be dropped.
@@ -443,6 +531,19 @@ impl std::fmt::Debug for Cluster {
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether NATS answers within `limit`: a request on `probe`, which nobody
+/// subscribes to, is answered by NATS itself ("no responders") after everything this
+/// connection sent before it.
+async fn round_trip(client: &async_nats::Client, probe: String, limit: Duration) -> bool {
+    let answered = async {
+        match client.request(probe, Bytes::new()).await {
+            Ok(_) => true,
+            Err(e) => e.kind() == RequestErrorKind::NoResponders,
+        }
+    };
+    matches!(tokio::time::timeout(limit, answered).await, Ok(true))
 }
 
 /// `url` without credentials, for logs and the start banner.

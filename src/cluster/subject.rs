@@ -50,6 +50,12 @@ impl Subjects {
         format!("{}.t.*", self.prefix)
     }
 
+    /// A subject nobody subscribes to: a request on it is answered by NATS itself
+    /// ("no responders"), after everything sent before it (a round trip).
+    pub fn probe(&self, node_id: u8) -> String {
+        format!("{}.probe.{node_id}", self.prefix)
+    }
+
     /// Heartbeats, invalidations, resyncs.
     pub fn control(&self) -> String {
         format!("{}.ctl", self.prefix)
@@ -77,8 +83,9 @@ pub fn decode(payload: Bytes) -> Result<Kind, Undecodable> {
 /// How far another node's clock is from ours, in milliseconds, if by more than
 /// `limit_ms` (a heartbeat's `unix_ms` against ours when it arrived).
 pub fn clock_off_by(theirs_ms: u64, ours_ms: u64, limit_ms: u64) -> Option<i64> {
-    let off = theirs_ms as i64 - ours_ms as i64;
-    (off.unsigned_abs() > limit_ms).then_some(off)
+    let off = i128::from(theirs_ms) - i128::from(ours_ms);
+    (off.unsigned_abs() > u128::from(limit_ms))
+        .then(|| off.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
 }
 
 #[cfg(test)]
@@ -121,6 +128,7 @@ mod tests {
         let beat = encode(Kind::Heartbeat(Heartbeat {
             node_id: 3,
             unix_ms: 1,
+            leaving: false,
         }));
         assert!(matches!(decode(beat), Ok(Kind::Heartbeat(_))));
         assert!(decode(Bytes::from_static(&[0xff, 0xff, 0xff])).is_err());
@@ -132,5 +140,10 @@ mod tests {
         assert_eq!(clock_off_by(10_000, 10_500, 1000), None);
         assert_eq!(clock_off_by(10_000, 12_000, 1000), Some(-2000));
         assert_eq!(clock_off_by(13_000, 12_000, 999), Some(1000));
+        assert_eq!(
+            clock_off_by(u64::MAX, 0, 1000),
+            Some(i64::MAX),
+            "no overflow"
+        );
     }
 }

@@ -318,7 +318,12 @@ impl<E: Display> Connection<E> {
         if let Some(cluster) = self.state.cluster.clone() {
             // Subscribed before the backlog is read: what other nodes commit from
             // now on arrives live. Then a device of this resource elsewhere goes.
-            cluster.join(identity.uuid).await;
+            if !cluster.join(identity.uuid).await {
+                // Not confirmed: once logged in, the device reads its backlog again.
+                if let Some((_, device)) = &self.device {
+                    device.push(hub::resync_marker(u64::MAX));
+                }
+            }
             cluster.kick_elsewhere(identity.uuid, &identity.resource, self.conn_id);
         }
         self.session.login_succeeded(identity.clone());
