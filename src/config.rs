@@ -237,6 +237,12 @@ settings! {
         /// Sends queued to the router before senders wait.
         router_queue: usize = 16_384, env "COURIER_ROUTER_QUEUE", range 1 => 10_000_000;
     }
+    demo {
+        /// Serve the web demo at /demo (a chat page built from the JavaScript SDK).
+        demo: bool = true, env "COURIER_DEMO";
+        /// Who may get tokens from the demo's POST /demo/token, for any account of the app named "default": "loopback" (only when the HTTP listener is on a loopback address), "on" (anyone who can reach the gateway: for a private network only), "off".
+        demo_tokens: String = "loopback".to_owned(), env "COURIER_DEMO_TOKENS";
+    }
     cluster {
         /// NATS server(s) of a cluster, e.g. nats://10.0.0.7:4222 (comma-separated for several); empty = one node, no cluster. Needs store_kind = "postgres", and a node_id of its own per node.
         nats_url: String = String::new(), env "COURIER_NATS_URL";
@@ -354,6 +360,9 @@ impl Config {
             }
             "postgres" => {}
             _ => return bad("store_kind must be \"embedded\" or \"postgres\""),
+        }
+        if !["loopback", "on", "off"].contains(&self.demo_tokens.as_str()) {
+            return bad("demo_tokens must be \"loopback\", \"on\" or \"off\"");
         }
         if !self.nats_url.is_empty() && self.store_kind != "postgres" {
             return bad("a cluster (nats_url) needs store_kind = \"postgres\": its nodes share one database");

@@ -617,6 +617,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     println!("  API description: {}/openapi.json", server.http_url());
+    if config.demo {
+        let tokens = if courier::api::demo::tokens_allowed(&config) {
+            "open it in two browsers and chat"
+        } else {
+            "its token endpoint is off here (demo_tokens; docs/demo.md)"
+        };
+        println!("  web demo:  {}/demo/  ({tokens})", server.http_url());
+    }
     match &server.created_app {
         Some(app) => {
             println!("created the default app (`courier app list` shows it again):");

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod blacklist;
 pub mod caller;
 pub mod contact;
+pub mod demo;
 pub mod history;
 pub mod openapi;
 pub mod push;
@@ -362,6 +363,10 @@ fn api_routes() -> Routes {
         .at("/metrics", GET, get(metrics_text))
         .at("/openapi.json", GET, get(openapi::serve))
         .both("/api/account/token", POST, post(token::issue))
+        .at("/demo", GET, get(demo::index))
+        .at("/demo/", GET, get(demo::file))
+        .at("/demo/{file}", GET, get(demo::file))
+        .at("/demo/token", POST, post(demo::token))
         .both("/api/topic/{app_id}", POST, post(topic::create))
         .both("/api/topic/{app_id}/account", GET, get(topic::mine))
         .both(

@@ -34,8 +34,19 @@ pub use crate::wire::rest::TokenData;
 pub async fn issue(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
     let body = read_body(&state, body, state.config.body_limit_token_bytes).await?;
     let req: TokenRequest = parse_json(&body)?;
-    let account = crate::names::name("appAccount", &req.app_account)?.to_owned();
+    crate::names::name("appAccount", &req.app_account)?;
     let app = app_from_credentials(&state, req.app_id, &req.app_key, &req.app_secret).await?;
+    issue_for(&state, &app, &req.app_account).await
+}
+
+/// The token API's answer for `account` (created on first use) of `app`, whose
+/// credentials the caller checked.
+pub async fn issue_for(
+    state: &AppState,
+    app: &crate::store::App,
+    account: &str,
+) -> Result<Response, ApiError> {
+    let account = crate::names::name("appAccount", account)?.to_owned();
     state.quotas.charge(app.app_id, None, 1, now_ms())?;
     let record = state
         .directory

@@ -11,6 +11,7 @@ mod common;
 mod contacts;
 mod crash;
 mod dedup;
+mod demo;
 mod history;
 mod lifetimes;
 mod observability;
