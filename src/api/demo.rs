@@ -93,8 +93,7 @@ pub async fn token(State(state): State<Arc<AppState>>, body: Body) -> Result<Res
             info,
             "demo token refused: demo_tokens does not allow it here"
         );
-        return Err(ApiError::new(403, 
-            "demo tokens are off: the gateway is not on loopback (demo_tokens = \"on\" allows them, for anyone who can reach it)",
+        return Err(ApiError::new(403, "demo tokens are off: the gateway is not on loopback (demo_tokens = \"on\" allows them, for anyone who can reach it)",
         ));
     }
     let body = read_body(&state, body, state.config.body_limit_token_bytes).await?;
