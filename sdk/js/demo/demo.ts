@@ -150,11 +150,14 @@ async function join(account: string): Promise<void> {
   client = new CourierClient({ url: wsUrl.href, resource, tokenFetcher: fetchToken });
   client.on("state", (s) => {
     const el = $("state");
+    // A kick's reason stays on show.
+    if (s === "closed" && document.body.dataset.kicked) return;
     el.className = `state ${s}`;
     el.textContent = s === "online" ? `online as ${me} (${resource})` : s;
   });
   client.on("message", (m) => add(m));
   client.on("kick", (k) => {
+    $("state").className = "state closed";
     $("state").textContent = `kicked: ${k.reason}`;
     document.body.dataset.kicked = String(k.code);
   });
