@@ -58,6 +58,8 @@ export interface ClientEvents {
   state: [state: ConnectionState];
   /** A new message (deduplicated by sequence); `backlog` until the login's SyncDone. */
   message: [message: Message, info: { backlog: boolean }];
+  /** The server's answer to one of this client's sends (also resolves its promise). */
+  serverAck: [ack: ServerAck];
   /** Logged in (again): the server's LoginResult. */
   login: [result: LoginResult];
   /** The login backlog (or a resync) is complete. */
@@ -270,6 +272,7 @@ export class CourierClient extends Emitter<ClientEvents> {
         const ack = event.ack;
         const pending = this.sends.get(ack.packetId);
         if (ack.code === 200 && ack.sequence > 0) this.noteSeen(ack.sequence);
+        this.emit("serverAck", ack);
         if (!pending) return;
         this.sends.delete(ack.packetId);
         clearTimeout(pending.timer);

@@ -14,3 +14,4 @@ export { backoffDelay, DEFAULT_BACKOFF } from "./backoff.js";
 export type { BackoffOptions } from "./backoff.js";
 export { SequenceWindow } from "./dedup.js";
 export { CourierRest } from "./rest.js";
+export type { TopicInfo, TopicView } from "./rest.js";

@@ -83,6 +83,8 @@ test("a send not acknowledged before a disconnect is sent again with the same pa
   const first = await FakeSocket.nth(1);
   await first.acceptLogin();
   await done;
+  const acks: number[] = [];
+  c.on("serverAck", (a) => acks.push(a.sequence));
   const sent = c.sendMessage("bob", "hello");
   const original = await first.next("send");
   assert.equal(original.kind.case, "send");
@@ -98,6 +100,7 @@ test("a send not acknowledged before a disconnect is sent again with the same pa
   });
   const ack = await sent;
   assert.equal(ack.sequence, 42);
+  assert.deepEqual(acks, [42], "the serverAck event too");
   c.logout();
 });
 
