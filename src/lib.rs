@@ -23,6 +23,7 @@ pub mod fanout;
 pub mod hub;
 pub mod logging;
 pub mod message;
+pub mod mimc;
 pub mod names;
 pub mod protocol;
 pub mod quota;
