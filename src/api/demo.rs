@@ -1,5 +1,5 @@
-//! The web demo at `/demo` (sdk/js/demo, bundled with the SDK by `npm run build:demo`
-//! into `src/api/demo/`, embedded in the binary): a page to chat as any account of the
+//! The web demo at `/demo` (sdk/js/demo: its page and style embedded as they are, its
+//! script bundled with the SDK by `npm run build:demo` into `src/api/demo/demo.js`): a page to chat as any account of the
 //! default app. `POST /demo/token {"account": …}` hands the page a token for that
 //! account — anyone who can reach it can act as any account of the default app, so it
 //! answers only when the HTTP listener is on a loopback address, unless `demo_tokens =
@@ -16,9 +16,10 @@ use serde::Deserialize;
 use super::{parse_json, read_body, ApiError};
 use crate::state::AppState;
 
-const INDEX_HTML: &str = include_str!("demo/index.html");
+// The page and its style as written; the script as bundled from the SDK.
+const INDEX_HTML: &str = include_str!("../../sdk/js/demo/index.html");
 const DEMO_JS: &str = include_str!("demo/demo.js");
-const DEMO_CSS: &str = include_str!("demo/demo.css");
+const DEMO_CSS: &str = include_str!("../../sdk/js/demo/demo.css");
 
 /// The name of the app the demo hands out tokens of (created on a fresh data dir).
 pub const DEMO_APP: &str = "default";

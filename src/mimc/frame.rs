@@ -126,23 +126,7 @@ mod tests {
         max_payload_bytes: 64 * 1024,
     };
 
-    /// The CONN frame the SDK sent (mimc-wire.md §3): header {server "xiaomi.com",
-    /// cmd "CONN", id "web17956953887130"}, payload XMMsgConn {106, "Netscape", "",
-    /// "websocket", 31}; its trailer is 0xdcc31401.
-    fn captured_conn() -> (Vec<u8>, Vec<u8>) {
-        let mut header = vec![0x1a, 10];
-        header.extend_from_slice(b"xiaomi.com");
-        header.extend_from_slice(&[0x2a, 4]);
-        header.extend_from_slice(b"CONN");
-        header.extend_from_slice(&[0x3a, 17]);
-        header.extend_from_slice(b"web17956953887130");
-        let mut payload = vec![0x08, 106, 0x12, 8];
-        payload.extend_from_slice(b"Netscape");
-        payload.extend_from_slice(&[0x1a, 0, 0x22, 9]);
-        payload.extend_from_slice(b"websocket");
-        payload.extend_from_slice(&[0x28, 31]);
-        (header, payload)
-    }
+    use crate::mimc::captured_conn;
 
     #[test]
     fn the_captured_conn_frame_round_trips_with_its_checksum() {

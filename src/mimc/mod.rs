@@ -19,31 +19,39 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/mimc.rs"));
 }
 
+/// The CONN frame the SDK sent (mimc-wire.md §3), as (header, payload): header
+/// {server "xiaomi.com", cmd "CONN", id "web17956953887130"}, payload XMMsgConn {106,
+/// "Netscape", "", "websocket", 31}; framed, its trailer is 0xdcc31401.
+#[cfg(test)]
+pub(crate) fn captured_conn() -> (Vec<u8>, Vec<u8>) {
+    let mut header = vec![0x1a, 10];
+    header.extend_from_slice(b"xiaomi.com");
+    header.extend_from_slice(&[0x2a, 4]);
+    header.extend_from_slice(b"CONN");
+    header.extend_from_slice(&[0x3a, 17]);
+    header.extend_from_slice(b"web17956953887130");
+    let mut payload = vec![0x08, 106, 0x12, 8];
+    payload.extend_from_slice(b"Netscape");
+    payload.extend_from_slice(&[0x1a, 0, 0x22, 9]);
+    payload.extend_from_slice(b"websocket");
+    payload.extend_from_slice(&[0x28, 31]);
+    (header, payload)
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
 
-    use super::{ims, pb};
+    use super::{captured_conn, ims, pb};
 
     #[test]
     fn the_schemas_read_the_captured_conn_and_write_the_noted_packet() {
-        // The CONN frame's header and payload (mimc-wire.md §3).
-        let mut header = vec![0x1a, 10];
-        header.extend_from_slice(b"xiaomi.com");
-        header.extend_from_slice(&[0x2a, 4]);
-        header.extend_from_slice(b"CONN");
-        header.extend_from_slice(&[0x3a, 17]);
-        header.extend_from_slice(b"web17956953887130");
+        let (header, payload) = captured_conn();
         let h = ims::ClientHeader::decode(header.as_slice()).unwrap();
         assert_eq!(
             (h.cmd(), h.id(), h.server()),
             ("CONN", "web17956953887130", "xiaomi.com")
         );
-        let mut payload = vec![0x08, 106, 0x12, 8];
-        payload.extend_from_slice(b"Netscape");
-        payload.extend_from_slice(&[0x1a, 0, 0x22, 9]);
-        payload.extend_from_slice(b"websocket");
-        payload.extend_from_slice(&[0x28, 31]);
         let conn = ims::XmMsgConn::decode(payload.as_slice()).unwrap();
         assert_eq!(
             (conn.version(), conn.udid(), conn.sdk()),

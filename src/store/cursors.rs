@@ -60,6 +60,22 @@ impl CursorBuffer {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect();
+        self.write(store, batch).await;
+    }
+
+    /// Writes one device's buffered cursor now (in a cluster: before its device
+    /// may log in again on another node, which reads the store).
+    pub async fn flush_device(&self, store: &dyn Store, uuid: u64, resource: &Arc<str>) {
+        let key = (uuid, resource.clone());
+        let pending = self.pending.lock().get(&key).copied();
+        if let Some(seq) = pending {
+            self.write(store, vec![(key, seq)]).await;
+        }
+    }
+
+    /// Writes `batch`; each entry leaves the buffer once written, unless a newer ack
+    /// came meanwhile. On failure they stay for the next flush.
+    async fn write(&self, store: &dyn Store, batch: Vec<(DeviceKey, u64)>) {
         if batch.is_empty() {
             return;
         }
@@ -77,27 +93,6 @@ impl CursorBuffer {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cursor flush failed; will retry"),
-        }
-    }
-
-    /// Writes one device's buffered cursor now (in a cluster: before its device
-    /// may log in again on another node, which reads the store).
-    pub async fn flush_device(&self, store: &dyn Store, uuid: u64, resource: &Arc<str>) {
-        let key = (uuid, resource.clone());
-        let Some(seq) = self.pending.lock().get(&key).copied() else {
-            return;
-        };
-        match store
-            .set_cursors(vec![(uuid, resource.to_string(), seq)])
-            .await
-        {
-            Ok(()) => {
-                let mut pending = self.pending.lock();
-                if pending.get(&key) == Some(&seq) {
-                    pending.remove(&key);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cursor write failed; the flusher retries"),
         }
     }
 

@@ -28,6 +28,11 @@ struct Fixture {
 }
 
 async fn cluster(nats: Nats) -> Fixture {
+    cluster_of(nats, 3).await
+}
+
+/// `nodes` nodes on a fresh schema (and subject prefix) of the suite's PostgreSQL.
+async fn cluster_of(nats: Nats, nodes: usize) -> Fixture {
     let pg = Postgres::start();
     let name = fresh_schema_name();
     let dir = tempfile::tempdir().unwrap();
@@ -36,7 +41,7 @@ async fn cluster(nats: Nats) -> Fixture {
     config.postgres_url = pg.fresh(&name).await;
     config.nats_url = nats.url.clone();
     config.cluster_subject_prefix = name;
-    let s = TestServer::nodes(config, 3, Transport::Ws, dir).await;
+    let s = TestServer::nodes(config, nodes, Transport::Ws, dir).await;
     Fixture { s, nats, _pg: pg }
 }
 
@@ -468,15 +473,8 @@ async fn a_nats_restart_loses_no_acked_message() {
 async fn a_node_starts_and_serves_its_own_devices_while_nats_is_down() {
     let nats = Nats::private();
     nats.stop();
-    let pg = Postgres::start();
-    let name = fresh_schema_name();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path().to_path_buf());
-    config.store_kind = "postgres".into();
-    config.postgres_url = pg.fresh(&name).await;
-    config.nats_url = nats.url.clone();
-    config.cluster_subject_prefix = name;
-    let s = TestServer::nodes(config, 1, Transport::Ws, dir).await;
+    let f = cluster_of(nats, 1).await;
+    let s = &f.s;
     let (mut bob, _) = s.connect_synced_at(0, "bob", "phone").await;
     let (mut alice, _) = s.connect_synced_at(0, "alice", "phone").await;
     let ack = send_acked(&mut alice, "m1", "bob", "no NATS needed").await;
