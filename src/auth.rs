@@ -65,6 +65,11 @@ impl Unverified {
         self.claims.app_id
     }
 
+    /// The user the token claims to be for.
+    pub fn uuid(&self) -> u64 {
+        self.claims.uuid
+    }
+
     /// Checks the signature with the app's secret, then expiry at `now_ms`.
     pub fn verify(self, app_secret: &str, now_ms: u64) -> Result<Claims, AuthError> {
         self.signed_with(app_secret)?;

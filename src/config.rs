@@ -243,6 +243,14 @@ settings! {
         /// Who may get tokens from the demo's POST /demo/token, for any account of the app named "default": "loopback" (only when the HTTP listener is on a loopback address), "on" (anyone who can reach the gateway: for a private network only), "off".
         demo_tokens: String = "loopback".to_owned(), env "COURIER_DEMO_TOKENS";
     }
+    mimc {
+        /// Serve MIMC web SDK clients at /mimc (docs/mimc-compat.md).
+        mimc: bool = true, env "COURIER_MIMC";
+        /// Seconds a bound MIMC connection may stay silent before it is closed: above the web SDK's 180 s ping, which is all it sends when idle.
+        mimc_idle_timeout_secs: u64 = 300, env "COURIER_MIMC_IDLE_TIMEOUT_SECS", range 1 => DAY;
+        /// Largest ClientHeader of a MIMC frame, in bytes (the frame as a whole is bounded by max_frame_bytes).
+        mimc_max_header_bytes: usize = 1024, env "COURIER_MIMC_MAX_HEADER_BYTES", range 64 => 64 * KIB;
+    }
     cluster {
         /// NATS server(s) of a cluster, e.g. nats://10.0.0.7:4222 (comma-separated for several); empty = one node, no cluster. Needs store_kind = "postgres", and a node_id of its own per node.
         nats_url: String = String::new(), env "COURIER_NATS_URL";
@@ -467,6 +475,23 @@ impl Config {
             login_timeout_ms: self.login_timeout_secs * 1000,
             idle_timeout_ms: self.idle_timeout_secs * 1000,
             max_frames_per_sec: self.max_frames_per_sec,
+        }
+    }
+
+    /// The session rules of MIMC web connections: the server's, with their own
+    /// idle timeout.
+    pub fn mimc_session(&self) -> SessionConfig {
+        SessionConfig {
+            idle_timeout_ms: self.mimc_idle_timeout_secs * 1000,
+            ..self.session()
+        }
+    }
+
+    /// Bounds on a MIMC frame: its header, and its payload within `max_frame_bytes`.
+    pub fn mimc_frame_limits(&self) -> crate::mimc::frame::FrameLimits {
+        crate::mimc::frame::FrameLimits {
+            max_header_bytes: self.mimc_max_header_bytes,
+            max_payload_bytes: self.max_frame_bytes,
         }
     }
 }

@@ -358,6 +358,7 @@ fn api_routes() -> Routes {
     use history::{p2p_route, p2t_route, FormKind};
     Routes::new()
         .at("/ws", GET, get(crate::transport::ws::upgrade))
+        .at("/mimc", GET, get(crate::transport::mimc::upgrade))
         .at("/healthz", GET, get(healthz))
         .at("/readyz", GET, get(readyz))
         .at("/metrics", GET, get(metrics_text))

@@ -96,6 +96,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
     let push_body: Option<SchemaOf> = Some(schema::<push::PushBody>);
     let plain = |summary, tag| op(summary, tag, None, Option::None, Option::None);
     Some(match (method, path) {
+        ("GET", "/mimc") => plain("WebSocket upgrade for MIMC web SDK clients (no subprotocol; docs/mimc-compat.md; off with mimc = false)", "operator"),
         ("GET", "/ws") => plain("WebSocket upgrade to the Courier wire protocol (subprotocol courier.v1; docs/protocol.md)", "operator"),
         ("GET", "/healthz") => plain("Liveness: {\"status\":\"ok\"}", "operator"),
         ("GET", "/readyz") => plain("Readiness: 200 {\"status\":\"ready\"}, or 503 when shutting down or the store fails", "operator"),

@@ -105,7 +105,7 @@ pub(super) async fn dial(
     let bad_url = || ClientError::BadUrl(url.to_owned());
     let (scheme, rest) = url.split_once("://").ok_or_else(bad_url)?;
     match scheme {
-        "ws" | "wss" => dial_ws(url, scheme == "wss", options).await,
+        "ws" | "wss" => dial_ws(url, scheme == "wss", Some(WS_SUBPROTOCOL), options).await,
         "quic" => {
             let authority = rest.split('/').next().unwrap_or(rest);
             let uri: Uri = format!("https://{authority}")
@@ -119,16 +119,31 @@ pub(super) async fn dial(
     }
 }
 
+/// Connects a WebSocket without a subprotocol (`ws://…/mimc`, `wss://…`), as the
+/// MIMC web SDK does.
+pub(super) async fn dial_plain_ws(
+    url: &str,
+    options: &ConnectOptions,
+) -> Result<(FrameWriter, FrameReader), ClientError> {
+    match url.split_once("://") {
+        Some((scheme @ ("ws" | "wss"), _)) => dial_ws(url, scheme == "wss", None, options).await,
+        _ => Err(ClientError::BadUrl(url.to_owned())),
+    }
+}
+
 async fn dial_ws(
     url: &str,
     tls: bool,
+    subprotocol: Option<&'static str>,
     options: &ConnectOptions,
 ) -> Result<(FrameWriter, FrameReader), ClientError> {
     let mut request = url.into_client_request()?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(WS_SUBPROTOCOL),
-    );
+    if let Some(subprotocol) = subprotocol {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(subprotocol),
+        );
+    }
     let host = request
         .uri()
         .host()

@@ -16,6 +16,7 @@
 //! ```
 
 mod conn;
+pub mod mimc;
 
 use std::collections::VecDeque;
 
@@ -50,6 +51,12 @@ pub enum ClientError {
     Decode(#[from] prost::DecodeError),
     #[error("login refused ({code}): {desc}")]
     LoginRefused { code: u32, desc: String },
+    #[error("MIMC BIND refused: {error_type} / {reason}: {desc}")]
+    BindRefused {
+        error_type: String,
+        reason: String,
+        desc: String,
+    },
     #[error("connection closed")]
     Closed,
     #[error("protocol: {0}")]

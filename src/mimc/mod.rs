@@ -1,11 +1,15 @@
-//! MIMC wire compatibility (issue 13; `../shared/mimc-wire.md` beside DESIGN.md): the
-//! unmodified MIMC web SDK speaking to Courier. So far the sans-IO pieces: the web
-//! frame layout with its Adler-32 trailer (`frame`), and RC4 and the BIND signature
-//! (`crypto`). The codec on the shared session core, the endpoint and the message
-//! mapping come next (docs/mimc-compat.md will describe them).
+//! MIMC wire compatibility (docs/mimc-compat.md; the protocol is `mimc-wire.md`
+//! beside DESIGN.md): the unmodified MIMC web SDK speaking to Courier, as a second
+//! codec on the same session core. All sans-IO: the web frame layout with its
+//! Adler-32 trailer (`frame`), RC4 and the BIND signature (`crypto`), the
+//! connection's handshake and the translation of the peer's frames into the core's
+//! requests (`session`), and of the core's frames into MIMC frames (`outbound`).
+//! `transport::mimc` runs it on a WebSocket.
 
 pub mod crypto;
 pub mod frame;
+pub mod outbound;
+pub mod session;
 
 /// Generated types of `proto/mimc/ims.proto` (the session messages).
 pub mod ims {

@@ -49,6 +49,23 @@ impl Status {
     pub const fn code(self) -> u32 {
         self as u32
     }
+
+    /// The status with this wire value.
+    pub fn from_code(code: u32) -> Option<Status> {
+        const ALL: [Status; 10] = [
+            Status::Ok,
+            Status::BadRequest,
+            Status::Unauthorized,
+            Status::Forbidden,
+            Status::NotFound,
+            Status::Conflict,
+            Status::TooLarge,
+            Status::RateLimited,
+            Status::Internal,
+            Status::Unavailable,
+        ];
+        ALL.into_iter().find(|s| s.code() == code)
+    }
 }
 
 /// Why the server ends a connection: `Kick.code` and its reason text.

@@ -33,7 +33,7 @@ use crate::hub::{self, DeviceHandle, DeviceQueue, Outbound};
 use crate::message::{Envelope, Target};
 use crate::pb;
 use crate::protocol::backlog::{self, LiveFilter};
-use crate::protocol::session::{Identity, Session, SessionEvent};
+use crate::protocol::session::{Identity, Session, SessionConfig, SessionEvent};
 use crate::protocol::{codec, KickReason, Status};
 use crate::router::{AckSink, RouterError, Submission};
 use crate::state::AppState;
@@ -87,9 +87,15 @@ pub(super) struct Connection<E> {
     pub(super) transport: &'static str,
 }
 
-/// Runs a connection until it ends.
-/// `transport` names it in metrics (`ws`, `quic`).
-pub async fn drive<E: Display>(io: FrameIo<E>, state: Arc<AppState>, transport: &'static str) {
+/// Runs a connection until it ends, with the session rules of `session` (the
+/// server's, or the MIMC endpoint's with its longer idle timeout).
+/// `transport` names it in metrics (`ws`, `quic`, `mimc`).
+pub async fn drive<E: Display>(
+    io: FrameIo<E>,
+    state: Arc<AppState>,
+    transport: &'static str,
+    session: SessionConfig,
+) {
     metrics::gauge!(telemetry::CONNECTIONS, "transport" => transport).increment(1);
     let queue = DeviceQueue::new(
         state.config.device_queue_frames,
@@ -98,7 +104,7 @@ pub async fn drive<E: Display>(io: FrameIo<E>, state: Arc<AppState>, transport: 
     let inflight = Arc::new(Semaphore::new(state.config.max_inflight_sends));
     let mut conn = Connection {
         conn_id: state.next_conn_id(),
-        session: Session::new(state.config.session(), now_ms()),
+        session: Session::new(session, now_ms()),
         state,
         io,
         queue,
@@ -217,6 +223,16 @@ impl<E: Display> Connection<E> {
                         Some(Ok(Inbound::Control)) => {
                             let event = self.session.on_control(now_ms());
                             self.handle(event).await
+                        }
+                        Some(Ok(Inbound::Resync)) => {
+                            let event = self.session.on_control(now_ms());
+                            match self.handle(event).await {
+                                Flow::Continue if self.device.is_some() => {
+                                    metrics::counter!(telemetry::FRAMES_IN, "type" => "pull").increment(1);
+                                    Box::pin(self.resync(u64::MAX)).await
+                                }
+                                flow => flow,
+                            }
                         }
                         Some(Ok(Inbound::Frame(bytes))) => {
                             let event = self.session.on_frame(&bytes, now_ms());

@@ -9,7 +9,7 @@ mod sync;
 pub use driver::{drive, FrameIo, FrameTransport};
 
 /// One inbound unit from a transport.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum Inbound {
     /// A binary frame.
     Frame(bytes::Bytes),
@@ -18,7 +18,11 @@ pub enum Inbound {
     /// A frame announced larger than `max_frame_bytes`, refused before its body was
     /// read (stream transports); the session answers 413 and closes.
     TooLarge(usize),
-    /// A transport-level control message (a WebSocket ping): no frame, but it counts
+    /// A transport-level control message (a WebSocket ping), or a frame a second
+    /// codec answered itself (MIMC's CONN): no frame for the core, but it counts
     /// against the frame rate like one.
     Control,
+    /// The peer asks for its backlog again (MIMC's PULL): read from the device's
+    /// cursor, as at login. Counts against the frame rate like a frame.
+    Resync,
 }

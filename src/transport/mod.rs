@@ -5,9 +5,11 @@
 //! by `protocol::framing`;
 //! `ws` adapts an axum WebSocket to a stream of [`crate::session::Inbound`] items and
 //! a sink of outbound frames, in one object, and hands it to the transport-agnostic
-//! [`crate::session::drive`]; `quic` does the same for a QUIC stream. No session rule
+//! [`crate::session::drive`]; `quic` does the same for a QUIC stream; `mimc` runs the
+//! MIMC web codec (`crate::mimc`) on a WebSocket the same way. No session rule
 //! lives here.
 
 pub mod listener;
+pub mod mimc;
 pub mod quic;
 pub mod ws;

@@ -230,7 +230,7 @@ async fn run(
     let acknowledged = send.stopped();
     let io: FrameIo<std::io::Error> =
         Box::pin(QuicFrames::new(send, recv, state.config.max_frame_bytes));
-    let session = session::drive(io, state, "quic");
+    let session = session::drive(io, state.clone(), "quic", state.config.session());
     tokio::pin!(session);
     let mut refused = 0;
     loop {

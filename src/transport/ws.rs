@@ -44,7 +44,12 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -
         // WebSocket in the connection's task for its whole life.
         .on_upgrade(move |socket| {
             let io: FrameIo<axum::Error> = Box::pin(WsFrames { ws: socket });
-            tracker.track_future(session::drive(io, state, "ws"))
+            tracker.track_future(session::drive(
+                io,
+                state.clone(),
+                "ws",
+                state.config.session(),
+            ))
         })
 }
 

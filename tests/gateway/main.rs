@@ -14,6 +14,7 @@ mod dedup;
 mod demo;
 mod history;
 mod lifetimes;
+mod mimc;
 mod observability;
 mod openapi;
 mod p2p;

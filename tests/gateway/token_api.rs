@@ -27,11 +27,19 @@ async fn token_answer_has_the_manuals_shape() {
     assert_eq!(v["code"], 200);
     assert_eq!(v["message"], "success");
     let d = &v["data"];
-    assert_eq!(d["appId"], json!(app.app_id));
+    // Strings of decimal digits, as the MIMC service served them (the MIMC SDKs
+    // compare and encode them as strings).
+    assert_eq!(d["appId"], json!(app.app_id.to_string()));
     assert_eq!(d["appAccount"], "13800000001");
     assert_eq!(d["miChid"], 9);
     assert!(d["appPackage"].is_string());
-    assert!(d["miUserId"].as_u64().unwrap() > 0);
+    let uuid: u64 = d["miUserId"].as_str().unwrap().parse().unwrap();
+    assert!(uuid > 0);
+    assert_eq!(
+        d["miUserSecurityKey"].as_str().unwrap().len() % 4,
+        0,
+        "padded base64"
+    );
     assert!(!d["miUserSecurityKey"].as_str().unwrap().is_empty());
     assert!(!d["token"].as_str().unwrap().is_empty());
 

@@ -1,0 +1,367 @@
+//! The session core's frames as MIMC frames (mimc-wire.md §6–7), without I/O: the
+//! BIND answer, PACKET_ACKs, deliveries gathered into COMPOUNDs (the recipient's
+//! uuid, that connection's resource, ascending sequences, the right maxSequence),
+//! the pull notification, PING answers and KICKs. Every SECMSG payload is RC4'd
+//! with the user's key and a header id never used before on that key.
+//!
+//! Live deliveries are gathered until the transport flushes (the driver writes what
+//! its queue holds, then flushes) or a COMPOUND is full, so a busy device gets few,
+//! fuller COMPOUNDs; backlog pages become COMPOUNDs of their own.
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::session::{cmd, MimcSession, Peer};
+use super::{crypto, frame, ims, pb};
+use crate::api::token::MI_CHID;
+use crate::pb as courier;
+use crate::pb::frame::Kind;
+use crate::protocol::backlog::MAX_BATCH_FRAME_BYTES;
+use crate::protocol::{KickReason, Status};
+
+/// Most packets in one COMPOUND (mimc-wire.md §7 suggests pages of about 100).
+pub const MAX_COMPOUND_PACKETS: usize = 100;
+
+/// The server name in every header.
+const SERVER: &str = "xiaomi.com";
+
+/// A refused BIND's strings, as the native SDKs act on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub error_type: &'static str,
+    pub reason: &'static str,
+    pub desc: String,
+}
+
+fn header(cmd: &str, id: &str, peer: Option<&Peer>, cipher: bool) -> Vec<u8> {
+    ims::ClientHeader {
+        chid: peer.map(|_| MI_CHID as i32),
+        uuid: peer.map(|p| i64::try_from(p.uuid).unwrap_or(0)),
+        server: Some(SERVER.into()),
+        resource: peer.map(|p| p.resource.clone()),
+        cmd: Some(cmd.into()),
+        id: Some(id.into()),
+        cipher: cipher.then_some(1),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The answer to CONN: its id echoed, and the connection's challenge.
+pub fn conn_answer(id: &str, challenge: &str) -> Bytes {
+    let payload = ims::XmMsgConnResp {
+        challenge: Some(challenge.into()),
+        host: None,
+    };
+    frame::encode(
+        &header(cmd::CONN, id, None, false),
+        &payload.encode_to_vec(),
+    )
+}
+
+/// The answer to BIND: success, or a refusal the SDK passes to statusChange.
+pub fn bind_answer(id: &str, refusal: Option<Refusal>) -> Bytes {
+    let payload = match refusal {
+        None => ims::XmMsgBindResp {
+            result: Some(true),
+            ..Default::default()
+        },
+        Some(r) => ims::XmMsgBindResp {
+            result: Some(false),
+            error_type: Some(r.error_type.into()),
+            error_reason: Some(r.reason.into()),
+            error_desc: Some(r.desc),
+        },
+    };
+    frame::encode(
+        &header(cmd::BIND, id, None, false),
+        &payload.encode_to_vec(),
+    )
+}
+
+/// A KICK: the SDK closes at once; native SDKs read the reason as XMMsgBindResp.
+pub fn kick(s: &mut MimcSession, reason: &str) -> Bytes {
+    let id = s.next_id();
+    let payload = ims::XmMsgBindResp {
+        result: Some(false),
+        error_type: Some("kick".into()),
+        error_reason: Some(reason.into()),
+        error_desc: None,
+    };
+    frame::encode(
+        &header(cmd::KICK, &id, s.peer.as_deref(), false),
+        &payload.encode_to_vec(),
+    )
+}
+
+/// A SECMSG carrying `packet`, RC4'd with the user's key and a fresh header id.
+fn secmsg(s: &mut MimcSession, mut packet: pb::MimcPacket) -> Option<Bytes> {
+    let id = s.next_id();
+    let peer = s.peer.as_deref()?;
+    if packet.packet_id.is_none() {
+        packet.packet_id = Some(id.clone());
+    }
+    let mut payload = packet.encode_to_vec();
+    let mut key = Vec::with_capacity(peer.key_prefix.len() + id.len());
+    key.extend_from_slice(&peer.key_prefix);
+    key.extend_from_slice(id.as_bytes());
+    crypto::rc4(&key, &mut payload);
+    Some(frame::encode(
+        &header(cmd::SECMSG, &id, Some(peer), true),
+        &payload,
+    ))
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// PACKET_ACK for a send: its sequence and timestamp, or (sequence 0) the reason
+/// it was refused in `errorMsg`, the only thing the web SDK shows.
+pub fn packet_ack(s: &mut MimcSession, ack: &courier::ServerAck) -> Bytes {
+    let (uuid, resource) = match s.peer.as_deref() {
+        Some(p) => (p.uuid, p.resource.clone()),
+        None => (0, String::new()),
+    };
+    let ok = ack.code == Status::Ok.code();
+    let body = pb::MimcPacketAck {
+        packet_id: Some(ack.packet_id.clone()),
+        uuid: Some(uuid),
+        resource: Some(resource),
+        sequence: Some(signed(ack.sequence)),
+        timestamp: Some(signed(ack.timestamp)),
+        error_msg: (!ok).then(|| ack.desc.clone()),
+        code: Some(ack.code as i32),
+        ..Default::default()
+    };
+    let packet = pb::MimcPacket {
+        packet_id: Some(ack.packet_id.clone()),
+        r#type: Some(pb::MimcMsgType::PacketAck as i32),
+        payload: Some(body.encode_to_vec().into()),
+        ..Default::default()
+    };
+    secmsg(s, packet).unwrap_or_default()
+}
+
+/// One delivered message as the MIMCPacket the SDK hands its app: P2P_MESSAGE or
+/// P2T_MESSAGE, the inner message re-encoded with `from` and `to`.
+fn packet_of(peer: &Peer, d: courier::Deliver) -> pb::MimcPacket {
+    let from = Some(pb::MimcUser {
+        app_id: Some(peer.app_id),
+        app_account: Some(d.from_account),
+        uuid: Some(d.from_uuid),
+        resource: Some(d.from_resource),
+    });
+    let is_store = Some(!d.transient);
+    let biz_type = Some(d.biz_type);
+    let payload = Some(d.payload);
+    let (kind, inner) = if d.topic_id != 0 {
+        let msg = pb::Mimcp2tMessage {
+            from,
+            to: Some(pb::MimcGroup {
+                app_id: Some(peer.app_id),
+                topic_id: Some(d.topic_id),
+            }),
+            payload,
+            is_store,
+            biz_type,
+        };
+        (pb::MimcMsgType::P2tMessage, msg.encode_to_vec())
+    } else {
+        let msg = pb::Mimcp2pMessage {
+            from,
+            to: Some(pb::MimcUser {
+                app_id: Some(peer.app_id),
+                app_account: Some(d.to_account),
+                ..Default::default()
+            }),
+            payload,
+            is_store,
+            biz_type,
+        };
+        (pb::MimcMsgType::P2pMessage, msg.encode_to_vec())
+    };
+    pb::MimcPacket {
+        packet_id: Some(d.packet_id),
+        sequence: Some(signed(d.sequence)),
+        r#type: Some(kind as i32),
+        payload: Some(inner.into()),
+        timestamp: Some(signed(d.timestamp)),
+        ..Default::default()
+    }
+}
+
+/// A COMPOUND of packets for this connection: sorted, with their min and max.
+fn compound(s: &mut MimcSession, mut packets: Vec<pb::MimcPacket>) -> Option<Bytes> {
+    packets.sort_by_key(|p| p.sequence());
+    let list = {
+        let peer = s.peer.as_deref()?;
+        pb::MimcPacketList {
+            uuid: Some(peer.uuid),
+            resource: Some(peer.resource.clone()),
+            max_sequence: packets.last().map(|p| p.sequence()),
+            min_sequence: packets.first().map(|p| p.sequence()),
+            packets,
+            status: None,
+        }
+    };
+    secmsg(s, list_packet(list))
+}
+
+fn list_packet(list: pb::MimcPacketList) -> pb::MimcPacket {
+    pb::MimcPacket {
+        r#type: Some(pb::MimcMsgType::Compound as i32),
+        payload: Some(list.encode_to_vec().into()),
+        ..Default::default()
+    }
+}
+
+/// The pull notification: messages in `[min, max]` were not sent; the SDK acks
+/// `max` (skip them) unless the app's handler says otherwise.
+fn pull_notification(s: &mut MimcSession, min: u64, max: u64) -> Option<Bytes> {
+    let list = {
+        let peer = s.peer.as_deref()?;
+        pb::MimcPacketList {
+            uuid: Some(peer.uuid),
+            resource: Some(peer.resource.clone()),
+            max_sequence: Some(signed(max)),
+            min_sequence: Some(signed(min)),
+            packets: Vec::new(),
+            status: Some(pb::MimcPushStatus::StatusExceedCountLimit as i32),
+        }
+    };
+    secmsg(s, list_packet(list))
+}
+
+/// Why the core kicked, in the KICK's error_reason.
+fn kick_reason(code: u32) -> &'static str {
+    const REASONS: [KickReason; 7] = [
+        KickReason::Replaced,
+        KickReason::SlowConsumer,
+        KickReason::Idle,
+        KickReason::LoginTimeout,
+        KickReason::Shutdown,
+        KickReason::StoreUnavailable,
+        KickReason::AccountExpired,
+    ];
+    match REASONS.iter().find(|r| r.code() == code) {
+        Some(KickReason::Replaced) => "single-resource-kick",
+        Some(reason) => reason.label(),
+        None => "kick",
+    }
+}
+
+/// A refused login's strings: the native SDKs fetch a new token on
+/// `token-expired` (type) and `invalid-token` (reason).
+fn login_refusal(r: &courier::LoginResult) -> Refusal {
+    let desc = r.desc.clone();
+    let (error_type, reason) = match Status::from_code(r.code) {
+        Some(Status::Unauthorized) if desc == crate::auth::AuthError::Expired.to_string() => {
+            ("token-expired", "token-expired")
+        }
+        Some(Status::Unauthorized) => ("auth", "invalid-token"),
+        Some(Status::RateLimited) => ("bind", "too-many-devices"),
+        Some(Status::BadRequest) => ("bind", "invalid-resource"),
+        _ => ("server", "unavailable"),
+    };
+    Refusal {
+        error_type,
+        reason,
+        desc,
+    }
+}
+
+impl MimcSession {
+    /// Translates one frame of the session core into MIMC frames, appended to
+    /// `out`. Live deliveries are gathered; [`MimcSession::flush`] writes them.
+    pub fn to_peer(&mut self, frame: &[u8], out: &mut impl Extend<Bytes>) {
+        let kind = match courier::Frame::decode(frame) {
+            Ok(courier::Frame { kind: Some(kind) }) => kind,
+            _ => return,
+        };
+        match kind {
+            Kind::Deliver(d) => {
+                let Some(peer) = self.peer.as_deref() else {
+                    return;
+                };
+                let packet = packet_of(peer, d);
+                self.pending_bytes += packet.encoded_len();
+                self.pending.push(packet);
+                if self.pending.len() >= MAX_COMPOUND_PACKETS
+                    || self.pending_bytes >= MAX_BATCH_FRAME_BYTES
+                {
+                    self.flush(out);
+                }
+            }
+            Kind::DeliverBatch(courier::DeliverBatch { messages })
+            | Kind::PullResult(courier::PullResult { messages, .. }) => {
+                self.flush(out);
+                let mut messages = messages.into_iter().peekable();
+                while messages.peek().is_some() {
+                    let Some(peer) = self.peer.as_deref() else {
+                        return;
+                    };
+                    let page = messages
+                        .by_ref()
+                        .take(MAX_COMPOUND_PACKETS)
+                        .map(|d| packet_of(peer, d))
+                        .collect();
+                    out.extend(compound(self, page));
+                }
+            }
+            Kind::ServerAck(ack) => out.extend([packet_ack(self, &ack)]),
+            Kind::Error(e) if !e.packet_id.is_empty() => {
+                let ack = courier::ServerAck {
+                    packet_id: e.packet_id,
+                    code: e.code,
+                    desc: e.desc,
+                    ..Default::default()
+                };
+                out.extend([packet_ack(self, &ack)]);
+            }
+            Kind::Error(e) => {
+                crate::log_limited!(debug, code = e.code, desc = %e.desc, "core error with no MIMC form; not sent");
+            }
+            Kind::LoginResult(r) => {
+                let ok = r.code == Status::Ok.code();
+                self.login_answered(ok, &r.account);
+                let refusal = (!ok).then(|| login_refusal(&r));
+                if let Some(refusal) = &refusal {
+                    crate::log_limited!(info, reason = refusal.reason, desc = %refusal.desc, "MIMC BIND refused");
+                }
+                let id = self.next_id();
+                out.extend([bind_answer(&id, refusal)]);
+            }
+            Kind::PullNotice(n) => {
+                self.flush(out);
+                let min = n.after_sequence.saturating_add(1);
+                let max = n.before_sequence.saturating_sub(1).max(min);
+                out.extend(pull_notification(self, min, max));
+            }
+            Kind::Pong(_) => {
+                let id = self.next_id();
+                out.extend([frame::encode(
+                    &header(cmd::PING, &id, self.peer.as_deref(), false),
+                    &[],
+                )]);
+            }
+            Kind::Kick(k) => {
+                self.flush(out);
+                out.extend([kick(self, kick_reason(k.code))]);
+            }
+            // The end of the backlog has no MIMC form; client-to-server kinds never
+            // come from the core.
+            _ => {}
+        }
+    }
+
+    /// Writes the gathered live deliveries as one COMPOUND.
+    pub fn flush(&mut self, out: &mut impl Extend<Bytes>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let packets = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        out.extend(compound(self, packets));
+    }
+}

@@ -1,0 +1,482 @@
+//! One MIMC web connection's protocol state, without I/O (mimc-wire.md §6–7): the
+//! handshake (CONN → challenge, BIND with its XIAOMI-PASS signature), and the
+//! translation of what the peer sends into the session core's own requests —
+//! Courier frames (`Login`, `Send`, `Ack`, `Ping`, `Logout`) and a backlog resync
+//! for PULL — which the core checks and runs exactly as it does for a Courier
+//! client. The other direction (the core's frames into MIMC frames) is
+//! [`super::outbound`].
+//!
+//! What only MIMC has is checked here: the frame layout and checksum, the order
+//! CONN → BIND → SECMSG, the header uuid against the token's, and the signature,
+//! whose key (the user's `miUserSecurityKey`) comes from the app's secret. The
+//! transport looks the app up when asked ([`FromPeer::CheckBind`]) and hands its
+//! secrets to [`MimcSession::bind_checked`].
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::frame::{self, FrameLimits};
+use super::outbound::{self, Refusal};
+use super::{crypto, ims, pb};
+use crate::api::token::MI_CHID;
+use crate::auth;
+use crate::pb as courier;
+use crate::pb::frame::Kind;
+use crate::protocol::{codec, PROTOCOL_VERSION};
+use crate::session::Inbound;
+
+/// MIMC header commands (`ClientHeader.cmd`).
+pub mod cmd {
+    pub const CONN: &str = "CONN";
+    pub const BIND: &str = "BIND";
+    pub const PING: &str = "PING";
+    pub const SECMSG: &str = "SECMSG";
+    pub const UBND: &str = "UBND";
+    pub const KICK: &str = "KICK";
+}
+
+/// Why a connection is closed by the codec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// The last frame to write first (a BIND refusal), if any.
+    pub last: Option<Bytes>,
+    /// For the log line.
+    pub why: String,
+    /// WebSocket close code: 1002 (protocol error) or 1008 (policy: refused BIND).
+    pub code: u16,
+}
+
+/// What the transport does with one message from the peer.
+#[derive(Debug, PartialEq)]
+pub enum FromPeer {
+    /// Nothing to do for the codec (counted by the core like a frame).
+    Nothing,
+    /// Write this frame back (the CONN challenge, a refused second BIND).
+    Answer(Bytes),
+    /// Look up this app, then call [`MimcSession::bind_checked`] with its secrets.
+    CheckBind { app_id: u64 },
+    /// Hand this to the session core.
+    Core(Inbound),
+    /// UBND: write this KICK, then hand the core its `Logout`.
+    Logout { kick: Bytes, logout: Inbound },
+    /// Refuse the peer and close.
+    Close(Close),
+}
+
+/// What a BIND carried, kept while the app is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingBind {
+    challenge: String,
+    header_id: String,
+    uuid: u64,
+    resource: String,
+    token: String,
+    kick: String,
+    client_attrs: String,
+    cloud_attrs: String,
+    sig: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for CONN; this challenge will answer it.
+    Connecting(String),
+    /// CONN answered with this challenge; waiting for BIND.
+    Challenged(String),
+    /// A BIND waits for its app's secrets.
+    Checking(Box<PendingBind>),
+    /// The signature passed; the core checks the token and answers.
+    Binding,
+    Bound,
+    Closed,
+}
+
+/// Who the connection is, once its BIND signature passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub uuid: u64,
+    pub app_id: u64,
+    /// The resource exactly as the BIND header carried it: the SDK compares each
+    /// COMPOUND's resource with its own.
+    pub resource: String,
+    /// The account, from the core's login answer.
+    pub account: String,
+    /// `base64-decode(miUserSecurityKey) ‖ '_'`: the RC4 key of a frame is this and
+    /// the frame's header id.
+    pub key_prefix: Vec<u8>,
+}
+
+/// One MIMC web connection.
+#[derive(Debug)]
+pub struct MimcSession {
+    limits: FrameLimits,
+    phase: Phase,
+    /// Set once the signature passed.
+    pub(super) peer: Option<Box<Peer>>,
+    /// Outbound header ids are `s<nonce>.<counter>`: the nonce is random per
+    /// connection, so an id never repeats for one user key (a repeated id would
+    /// repeat the RC4 keystream).
+    id_nonce: u64,
+    id_counter: u64,
+    /// Live deliveries gathered into the next COMPOUND (see `outbound`).
+    pub(super) pending: Vec<pb::MimcPacket>,
+    pub(super) pending_bytes: usize,
+    /// The BIND was refused: the transport lets the refusal arrive before closing.
+    pub(super) refused: bool,
+}
+
+/// Keeps at most this many bytes of a peer-controlled string in a log line.
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn protocol_error(why: impl Into<String>) -> FromPeer {
+    FromPeer::Close(Close {
+        last: None,
+        why: why.into(),
+        code: 1002,
+    })
+}
+
+impl MimcSession {
+    /// A new connection; `challenge` and `id_nonce` are random, drawn by the
+    /// transport for each connection.
+    pub fn new(limits: FrameLimits, challenge: u128, id_nonce: u64) -> Self {
+        // 96 bits as 24 hex characters, like the challenges the SDK was seen with.
+        let challenge = format!("{:024x}", challenge >> 32);
+        MimcSession {
+            limits,
+            phase: Phase::Connecting(challenge),
+            peer: None,
+            id_nonce,
+            id_counter: 0,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            refused: false,
+        }
+    }
+
+    /// Whether the BIND succeeded (the core accepted the token).
+    pub fn is_bound(&self) -> bool {
+        self.phase == Phase::Bound
+    }
+
+    /// Whether the BIND was refused: the refusal should reach the SDK before the
+    /// socket closes (it reads frames asynchronously).
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
+    /// A fresh outbound header id.
+    pub(super) fn next_id(&mut self) -> String {
+        self.id_counter += 1;
+        format!("s{:x}.{}", self.id_nonce, self.id_counter)
+    }
+
+    /// Handles one binary WebSocket message from the peer.
+    pub fn on_message(&mut self, message: &Bytes) -> FromPeer {
+        if self.phase == Phase::Closed {
+            return FromPeer::Nothing;
+        }
+        let frame = match frame::decode(message, self.limits) {
+            Ok(frame) => frame,
+            Err(e) => return self.close(protocol_error(format!("bad MIMC frame: {e}"))),
+        };
+        let header = match ims::ClientHeader::decode(frame.header.as_ref()) {
+            Ok(h) => h,
+            Err(e) => return self.close(protocol_error(format!("bad ClientHeader: {e}"))),
+        };
+        match header.cmd() {
+            cmd::CONN => self.on_conn(&header, &frame.payload),
+            cmd::BIND => self.on_bind(&header, &frame.payload),
+            cmd::PING => match self.phase {
+                Phase::Bound | Phase::Binding => {
+                    FromPeer::Core(core_frame(Kind::Ping(courier::Ping { nonce: 0 })))
+                }
+                _ => FromPeer::Nothing,
+            },
+            cmd::UBND => match self.phase {
+                Phase::Bound => {
+                    self.phase = Phase::Closed;
+                    FromPeer::Logout {
+                        kick: outbound::kick(self, "logout"),
+                        logout: core_frame(Kind::Logout(courier::Logout {})),
+                    }
+                }
+                _ => self.close(protocol_error("UBND before a successful BIND")),
+            },
+            cmd::SECMSG => match self.phase {
+                Phase::Bound => self.on_secmsg(&header, &frame.payload),
+                _ => self.close(protocol_error("SECMSG before a successful BIND")),
+            },
+            other => {
+                crate::log_limited!(
+                    info,
+                    cmd = clip(other),
+                    "MIMC frame with an unknown cmd ignored"
+                );
+                FromPeer::Nothing
+            }
+        }
+    }
+
+    fn close(&mut self, close: FromPeer) -> FromPeer {
+        self.phase = Phase::Closed;
+        close
+    }
+
+    fn on_conn(&mut self, header: &ims::ClientHeader, payload: &[u8]) -> FromPeer {
+        let Phase::Connecting(challenge) = &self.phase else {
+            return self.close(protocol_error("CONN twice on one connection"));
+        };
+        if let Err(e) = ims::XmMsgConn::decode(payload) {
+            return self.close(protocol_error(format!("bad XMMsgConn: {e}")));
+        }
+        let challenge = challenge.clone();
+        let answer = outbound::conn_answer(header.id(), &challenge);
+        self.phase = Phase::Challenged(challenge);
+        FromPeer::Answer(answer)
+    }
+
+    fn on_bind(&mut self, header: &ims::ClientHeader, payload: &[u8]) -> FromPeer {
+        let challenge = match &self.phase {
+            Phase::Challenged(c) => c.clone(),
+            Phase::Connecting(_) => return self.close(protocol_error("BIND before CONN")),
+            Phase::Bound | Phase::Binding | Phase::Checking(_) => {
+                crate::log_limited!(info, "MIMC BIND on a bound connection refused");
+                return FromPeer::Answer(outbound::bind_answer(
+                    header.id(),
+                    Some(Refusal {
+                        error_type: "bind",
+                        reason: "already-bound",
+                        desc: "this connection is already bound".into(),
+                    }),
+                ));
+            }
+            Phase::Closed => return FromPeer::Nothing,
+        };
+        let bind = match ims::XmMsgBind::decode(payload) {
+            Ok(b) => b,
+            Err(e) => return self.close(protocol_error(format!("bad XMMsgBind: {e}"))),
+        };
+        let refuse = |this: &mut Self, reason: &'static str, desc: String| {
+            this.refuse_bind(header.id(), "auth", reason, desc)
+        };
+        let claimed = match auth::parse(bind.token()) {
+            Ok(unverified) => unverified,
+            Err(e) => return refuse(self, "invalid-token", e.to_string()),
+        };
+        let uuid = u64::try_from(header.uuid()).unwrap_or(0);
+        if uuid != claimed.uuid() {
+            return refuse(
+                self,
+                "invalid-token",
+                "the header's uuid is not the token's user".into(),
+            );
+        }
+        self.phase = Phase::Checking(Box::new(PendingBind {
+            challenge,
+            header_id: header.id().to_owned(),
+            uuid,
+            resource: header.resource().to_owned(),
+            token: bind.token().to_owned(),
+            kick: bind.kick().to_owned(),
+            client_attrs: bind.client_attrs().to_owned(),
+            cloud_attrs: bind.cloud_attrs().to_owned(),
+            sig: bind.sig().to_owned(),
+        }));
+        FromPeer::CheckBind {
+            app_id: claimed.app_id(),
+        }
+    }
+
+    /// The app of the pending BIND was looked up: `secrets` are the secrets its
+    /// users' keys may derive from (the current one, and the one before a rotation
+    /// during its grace); empty if the app is unknown, `None` if the store failed.
+    /// A matching signature hands the core its `Login`.
+    pub fn bind_checked(&mut self, app_id: u64, secrets: Option<&[&str]>) -> FromPeer {
+        let Phase::Checking(bind) = std::mem::replace(&mut self.phase, Phase::Binding) else {
+            return FromPeer::Nothing;
+        };
+        let Some(secrets) = secrets else {
+            return self.refuse_bind(
+                &bind.header_id,
+                "server",
+                "internal-error",
+                "store unavailable; try again".into(),
+            );
+        };
+        let matching = secrets.iter().find_map(|secret| {
+            let key = auth::user_security_key(secret, bind.uuid);
+            let signed = crypto::BindSigned {
+                challenge: &bind.challenge,
+                chid: MI_CHID,
+                client_attrs: &bind.client_attrs,
+                cloud_attrs: &bind.cloud_attrs,
+                uuid: bind.uuid,
+                resource: &bind.resource,
+                header_id: &bind.header_id,
+                kick: &bind.kick,
+                token: &bind.token,
+                security_key_b64: &key,
+            };
+            crypto::signature_matches(&signed, &bind.sig).then_some(key)
+        });
+        let key_prefix = match matching.as_deref().map(|k| crypto::payload_key(k, "")) {
+            Some(Some(key)) => key,
+            _ if secrets.is_empty() => {
+                return self.refuse_bind(
+                    &bind.header_id,
+                    "auth",
+                    "invalid-token",
+                    auth::AuthError::UnknownApp.to_string(),
+                )
+            }
+            _ => {
+                return self.refuse_bind(
+                    &bind.header_id,
+                    "auth",
+                    "invalid-sig",
+                    "the BIND signature does not match".into(),
+                )
+            }
+        };
+        let login = core_frame(Kind::Login(courier::Login {
+            protocol_version: PROTOCOL_VERSION,
+            token: bind.token,
+            resource: bind.resource.clone(),
+        }));
+        self.peer = Some(Box::new(Peer {
+            uuid: bind.uuid,
+            app_id,
+            resource: bind.resource,
+            account: String::new(),
+            key_prefix,
+        }));
+        FromPeer::Core(login)
+    }
+
+    /// The core answered the login: bound, or refused.
+    pub(super) fn login_answered(&mut self, ok: bool, account: &str) {
+        if !matches!(self.phase, Phase::Binding) {
+            return;
+        }
+        if ok {
+            self.phase = Phase::Bound;
+            if let Some(peer) = &mut self.peer {
+                peer.account = account.to_owned();
+            }
+        } else {
+            self.phase = Phase::Closed;
+            self.refused = true;
+        }
+    }
+
+    fn refuse_bind(
+        &mut self,
+        header_id: &str,
+        error_type: &'static str,
+        reason: &'static str,
+        desc: String,
+    ) -> FromPeer {
+        crate::log_limited!(info, reason, %desc, "MIMC BIND refused");
+        self.refused = true;
+        let last = outbound::bind_answer(
+            header_id,
+            Some(Refusal {
+                error_type,
+                reason,
+                desc,
+            }),
+        );
+        self.close(FromPeer::Close(Close {
+            last: Some(last),
+            why: format!("BIND refused: {reason}"),
+            code: 1008,
+        }))
+    }
+
+    fn on_secmsg(&mut self, header: &ims::ClientHeader, payload: &[u8]) -> FromPeer {
+        let packet = match pb::MimcPacket::decode(payload) {
+            Ok(p) => p,
+            Err(e) => return self.close(protocol_error(format!("bad MIMCPacket: {e}"))),
+        };
+        // The SDK sends the packet id in both places; a client may send one.
+        let packet_id = match packet.packet_id() {
+            "" => header.id(),
+            id => id,
+        }
+        .to_owned();
+        let kind = packet
+            .r#type
+            .and_then(|t| pb::MimcMsgType::try_from(t).ok());
+        match kind {
+            Some(pb::MimcMsgType::P2pMessage) => {
+                let Ok(msg) = pb::Mimcp2pMessage::decode(packet.payload()) else {
+                    return self.refuse_send(packet_id, "bad MIMCP2PMessage");
+                };
+                let to = msg.to.unwrap_or_default();
+                FromPeer::Core(core_frame(Kind::Send(courier::Send {
+                    packet_id,
+                    to_account: to.app_account.unwrap_or_default(),
+                    to_resource: to.resource.unwrap_or_default(),
+                    topic_id: 0,
+                    payload: msg.payload.unwrap_or_default(),
+                    biz_type: msg.biz_type.unwrap_or_default(),
+                    is_store: Some(msg.is_store.unwrap_or(true)),
+                    online_only: false,
+                })))
+            }
+            Some(pb::MimcMsgType::P2tMessage) => {
+                let Ok(msg) = pb::Mimcp2tMessage::decode(packet.payload()) else {
+                    return self.refuse_send(packet_id, "bad MIMCP2TMessage");
+                };
+                FromPeer::Core(core_frame(Kind::Send(courier::Send {
+                    packet_id,
+                    to_account: String::new(),
+                    to_resource: String::new(),
+                    topic_id: msg.to.unwrap_or_default().topic_id.unwrap_or_default(),
+                    payload: msg.payload.unwrap_or_default(),
+                    biz_type: msg.biz_type.unwrap_or_default(),
+                    is_store: Some(msg.is_store.unwrap_or(true)),
+                    online_only: false,
+                })))
+            }
+            Some(pb::MimcMsgType::SequenceAck) => {
+                let Ok(ack) = pb::MimcSequenceAck::decode(packet.payload()) else {
+                    crate::log_limited!(info, "bad MIMCSequenceAck ignored");
+                    return FromPeer::Nothing;
+                };
+                // Sequences are below 2^63; a negative one acks nothing.
+                let sequence = u64::try_from(ack.sequence()).unwrap_or(0);
+                FromPeer::Core(core_frame(Kind::Ack(courier::Ack { sequence })))
+            }
+            Some(pb::MimcMsgType::Pull) => FromPeer::Core(Inbound::Resync),
+            _ => {
+                crate::log_limited!(info, r#type = ?packet.r#type, "MIMC packet type not supported; ignored");
+                FromPeer::Nothing
+            }
+        }
+    }
+
+    /// A send the codec cannot read: answered with a PACKET_ACK carrying the reason.
+    fn refuse_send(&mut self, packet_id: String, why: &str) -> FromPeer {
+        crate::log_limited!(info, why, "MIMC send refused");
+        let ack = courier::ServerAck {
+            packet_id,
+            code: crate::protocol::Status::BadRequest.code(),
+            desc: why.to_owned(),
+            ..Default::default()
+        };
+        FromPeer::Answer(outbound::packet_ack(self, &ack))
+    }
+}
+
+/// A Courier frame for the core.
+fn core_frame(kind: Kind) -> Inbound {
+    Inbound::Frame(codec::encode(kind))
+}

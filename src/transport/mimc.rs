@@ -1,0 +1,273 @@
+//! MIMC web transport: `GET /mimc`, no subprotocol, one MIMC frame per binary
+//! message (mimc-wire.md §3). The sans-IO [`MimcSession`] translates between the
+//! MIMC wire and the session core; this adapter feeds it the socket's messages,
+//! writes what it answers, looks up the app of a BIND for the signature check, and
+//! hands the core's requests to the same driver as `/ws` and QUIC.
+//!
+//! Bounds: the same as `/ws` (frame size, frame rate, write buffer, timeouts), plus
+//! the MIMC header limit (`mimc_max_header_bytes`) and the MIMC idle timeout
+//! (`mimc_idle_timeout_secs`). Frames the codec answers itself count against the
+//! frame rate; while its answers cannot be written the peer is not read. A frame
+//! that is not MIMC (bad magic, checksum, lengths, protobuf, a text message) closes
+//! the connection with 1002; a refused BIND is answered, and the socket closes 200 ms
+//! later (the SDK reads frames asynchronously) with 1008.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+
+use crate::directory::AppEntry;
+use crate::mimc::session::{FromPeer, MimcSession};
+use crate::session::{self, FrameIo, Inbound};
+use crate::state::AppState;
+use crate::store::StoreResult;
+
+/// Per-connection read buffer (as for `/ws`).
+const READ_BUFFER_BYTES: usize = 512;
+
+/// How long a refused BIND's answer is given to reach the SDK before the close.
+const REFUSAL_GRACE: Duration = Duration::from_millis(200);
+
+/// Upgrades the request and runs the session.
+pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+    if !state.config.mimc {
+        return crate::api::ApiError::new(404, "MIMC web clients are off (mimc = false)")
+            .into_response();
+    }
+    let max = state.config.max_frame_bytes.saturating_add(
+        crate::mimc::frame::PREFIX_BYTES
+            + crate::mimc::frame::TRAILER_BYTES
+            + state.config.mimc_max_header_bytes,
+    );
+    let tracker = state.connections.clone();
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(crate::config::WS_WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(state.config.ws_max_write_buffer_bytes)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            let io: FrameIo<axum::Error> = Box::pin(MimcFrames::new(socket, state.clone()));
+            tracker.track_future(session::drive(
+                io,
+                state.clone(),
+                "mimc",
+                state.config.mimc_session(),
+            ))
+        })
+}
+
+type AppLookup = Pin<Box<dyn Future<Output = (u64, StoreResult<Option<Arc<AppEntry>>>)> + Send>>;
+
+/// A WebSocket speaking MIMC, as session input and frame output.
+struct MimcFrames {
+    ws: WebSocket,
+    codec: MimcSession,
+    state: Arc<AppState>,
+    /// MIMC frames waiting for the socket.
+    out: VecDeque<Bytes>,
+    /// Frames were written but not flushed.
+    unflushed: bool,
+    /// The app lookup of a BIND in progress.
+    lookup: Option<AppLookup>,
+    /// The close code to send when the connection closes.
+    close_code: u16,
+    /// The codec closed the connection: the stream has ended.
+    ended: bool,
+    /// The pause before closing after a refused BIND.
+    grace: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl MimcFrames {
+    fn new(ws: WebSocket, state: Arc<AppState>) -> Self {
+        let limits = state.config.mimc_frame_limits();
+        MimcFrames {
+            ws,
+            codec: MimcSession::new(limits, rand::random(), rand::random()),
+            state,
+            out: VecDeque::new(),
+            unflushed: false,
+            lookup: None,
+            close_code: 1000,
+            ended: false,
+            grace: None,
+        }
+    }
+
+    /// Writes the waiting frames (without flushing them).
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        while !self.out.is_empty() {
+            ready!(self.ws.poll_ready_unpin(cx))?;
+            if let Some(frame) = self.out.pop_front() {
+                self.ws.start_send_unpin(Message::Binary(frame))?;
+                self.unflushed = true;
+            }
+        }
+        // Idle connections keep no buffer.
+        self.out = VecDeque::new();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes and flushes the codec's own answers; a flush that must wait goes on
+    /// at the next poll.
+    fn answer(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        ready!(self.drain(cx))?;
+        if self.unflushed {
+            ready!(self.ws.poll_flush_unpin(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Starts the app lookup a BIND needs.
+    fn look_up(&mut self, app_id: u64) {
+        let state = self.state.clone();
+        self.lookup = Some(Box::pin(async move {
+            (app_id, state.directory.app_entry(app_id).await)
+        }));
+    }
+
+    /// The codec's answer to the looked-up app.
+    fn bind_checked(&mut self, app_id: u64, found: StoreResult<Option<Arc<AppEntry>>>) -> FromPeer {
+        match found {
+            Ok(Some(entry)) => {
+                let app = &entry.app;
+                let now = self.state.clock.now_ms();
+                let mut secrets = vec![app.app_secret.as_str()];
+                // A token signed before a rotation is valid during its grace, and
+                // so is the user key the client got with it.
+                if let Some(previous) = &app.previous_secret {
+                    if now < app.previous_secret_until_ms {
+                        secrets.push(previous);
+                    }
+                }
+                self.codec.bind_checked(app_id, Some(&secrets))
+            }
+            Ok(None) => self.codec.bind_checked(app_id, Some(&[])),
+            Err(e) => {
+                crate::log_limited!(error, error = %e, "MIMC BIND: app lookup failed");
+                self.codec.bind_checked(app_id, None)
+            }
+        }
+    }
+}
+
+impl Stream for MimcFrames {
+    type Item = Result<Inbound, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        // A peer whose answers cannot be written is not read.
+        if let Err(e) = ready!(this.answer(cx)) {
+            return Poll::Ready(Some(Err(e)));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        loop {
+            let step = match this.lookup.as_mut() {
+                Some(lookup) => {
+                    let (app_id, found) = ready!(lookup.as_mut().poll(cx));
+                    this.lookup = None;
+                    this.bind_checked(app_id, found)
+                }
+                None => match ready!(this.ws.poll_next_unpin(cx)) {
+                    None | Some(Ok(Message::Close(_))) => return Poll::Ready(None),
+                    Some(Ok(Message::Binary(message))) => this.codec.on_message(&message),
+                    Some(Ok(Message::Text(_))) => FromPeer::Close(crate::mimc::session::Close {
+                        last: None,
+                        why: "text message on a MIMC connection".into(),
+                        code: 1002,
+                    }),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        return Poll::Ready(Some(Ok(Inbound::Control)))
+                    }
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                },
+            };
+            let inbound = match step {
+                FromPeer::Nothing => Inbound::Control,
+                FromPeer::Answer(frame) => {
+                    this.out.push_back(frame);
+                    Inbound::Control
+                }
+                FromPeer::CheckBind { app_id } => {
+                    this.look_up(app_id);
+                    continue;
+                }
+                FromPeer::Core(inbound) => inbound,
+                FromPeer::Logout { kick, logout } => {
+                    this.out.push_back(kick);
+                    logout
+                }
+                FromPeer::Close(close) => {
+                    crate::log_limited!(info, why = %close.why, "MIMC connection closed");
+                    this.out.extend(close.last);
+                    this.close_code = close.code;
+                    this.ended = true;
+                    let _ = this.answer(cx);
+                    return Poll::Ready(None);
+                }
+            };
+            if let Poll::Ready(Err(e)) = this.answer(cx) {
+                return Poll::Ready(Some(Err(e)));
+            }
+            return Poll::Ready(Some(Ok(inbound)));
+        }
+    }
+}
+
+impl Sink<Bytes> for MimcFrames {
+    type Error = axum::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        this.ws.poll_ready_unpin(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Bytes) -> Result<(), Self::Error> {
+        let this = self.get_mut();
+        this.codec.to_peer(&frame, &mut this.out);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        this.codec.flush(&mut this.out);
+        ready!(this.drain(cx))?;
+        this.unflushed = false;
+        this.ws.poll_flush_unpin(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        this.codec.flush(&mut this.out);
+        ready!(this.drain(cx))?;
+        if this.codec.refused() {
+            let grace = this
+                .grace
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(REFUSAL_GRACE)));
+            ready!(grace.as_mut().poll(cx));
+        }
+        if this.close_code != 0 {
+            ready!(this.ws.poll_ready_unpin(cx))?;
+            let close = CloseFrame {
+                code: this.close_code,
+                reason: "".into(),
+            };
+            this.close_code = 0;
+            // A peer that closed first refuses the frame: close all the same.
+            let _ = this.ws.start_send_unpin(Message::Close(Some(close)));
+        }
+        this.ws.poll_close_unpin(cx)
+    }
+}
