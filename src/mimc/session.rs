@@ -480,3 +480,7 @@ impl MimcSession {
 fn core_frame(kind: Kind) -> Inbound {
     Inbound::Frame(codec::encode(kind))
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

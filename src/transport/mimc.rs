@@ -260,8 +260,12 @@ impl Sink<Bytes> for MimcFrames {
         }
         if this.close_code != 0 {
             ready!(this.ws.poll_ready_unpin(cx))?;
+            let code = match this.codec.refused() {
+                true => 1008,
+                false => this.close_code,
+            };
             let close = CloseFrame {
-                code: this.close_code,
+                code,
                 reason: "".into(),
             };
             this.close_code = 0;
