@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use courier::client::mimc::MimcClient;
 use courier::client::{fetch_token_with, http_client, Client, ClientTrust, ConnectOptions, Event};
+
+use crate::conn::Conn;
 
 use crate::{Callbacks, LoadArgs, Target, Transport};
 
@@ -28,6 +31,8 @@ pub struct Gateway {
     pub url: String,
     /// Every node's such URL (connections go to them in turn).
     urls: Vec<String>,
+    /// Every node's HTTP and QUIC URLs.
+    nodes: Vec<(String, Option<String>)>,
     pub transport: Transport,
     /// One set of options per source address, used in turn.
     options: Vec<ConnectOptions>,
@@ -56,6 +61,23 @@ impl Drop for Gateway {
             let _ = child.wait();
         }
     }
+}
+
+/// Each node's URL for `transport`.
+fn urls_for(
+    nodes: &[(String, Option<String>)],
+    transport: Transport,
+) -> anyhow::Result<Vec<String>> {
+    nodes
+        .iter()
+        .map(|(http, quic)| match transport {
+            Transport::Ws => Ok(format!("{}/ws", http.replacen("http", "ws", 1))),
+            Transport::Mimc => Ok(format!("{}/mimc", http.replacen("http", "ws", 1))),
+            Transport::Quic => quic
+                .clone()
+                .context("the gateway has no QUIC listener (give --quic-url)"),
+        })
+        .collect()
 }
 
 /// What `courier serve` printed about itself.
@@ -93,28 +115,14 @@ impl Gateway {
                 (printed, app, children, Some(dir), callbacks)
             }
         };
-        let node_url = |p: &Printed| -> anyhow::Result<String> {
-            match load.transport {
-                Transport::Ws => Ok(format!("{}/ws", p.http.replacen("http", "ws", 1))),
-                Transport::Quic => p
-                    .quic
-                    .clone()
-                    .context("the gateway has no QUIC listener (give --quic-url)"),
-            }
-        };
-        let urls = printed
+        let nodes: Vec<(String, Option<String>)> = printed
             .iter()
-            .map(node_url)
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .map(|p| (p.http.clone(), p.quic.clone()))
+            .collect();
+        let urls = urls_for(&nodes, load.transport)?;
         let printed = printed.swap_remove(0);
         let ws = format!("{}/ws", printed.http.replacen("http", "ws", 1));
-        let url = match load.transport {
-            Transport::Ws => ws.clone(),
-            Transport::Quic => printed
-                .quic
-                .clone()
-                .context("the gateway has no QUIC listener (give --quic-url)")?,
-        };
+        let url = urls[0].clone();
         let trust = match printed.fingerprint {
             Some(fp) => ClientTrust::Pinned(fp),
             None => ClientTrust::WebPki,
@@ -141,6 +149,7 @@ impl Gateway {
             app_secret: app.2,
             url,
             urls,
+            nodes,
             transport: load.transport,
             options,
             next: AtomicUsize::new(0),
@@ -164,6 +173,47 @@ impl Gateway {
         let each = self.children.iter().map(|c| cpu_us_of(c.id()));
         each.sum::<Option<u64>>()
             .filter(|_| !self.children.is_empty())
+    }
+
+    /// Connects over another transport from now on: `ws` and `mimc` (both on the
+    /// HTTP listener) may be switched between on one gateway.
+    pub fn set_transport(&mut self, transport: Transport) -> anyhow::Result<()> {
+        if (self.transport == Transport::Quic) != (transport == Transport::Quic) {
+            bail!("only ws and mimc can be switched between on one gateway");
+        }
+        self.urls = urls_for(&self.nodes, transport)?;
+        self.url = self.urls[0].clone();
+        self.transport = transport;
+        Ok(())
+    }
+
+    /// Logs in as `account` over the gateway's transport (Courier or MIMC) and
+    /// skips the login backlog (of a Courier connection; the scenarios' accounts
+    /// are fresh, so a MIMC login has none).
+    pub async fn connect_any(&self, account: &str, resource: &str) -> anyhow::Result<Conn> {
+        if self.transport != Transport::Mimc {
+            return Ok(Conn::Courier(Box::new(
+                self.connect(account, resource).await?,
+            )));
+        }
+        let token = fetch_token_with(
+            &self.http_client,
+            &self.http,
+            self.app_id,
+            &self.app_key,
+            &self.app_secret,
+            account,
+        )
+        .await?;
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let (url, options) = (
+            &self.urls[k % self.urls.len()],
+            &self.options[k % self.options.len()],
+        );
+        let mut client = MimcClient::open_with(url, options, &token, resource).await?;
+        let challenge = client.conn().await?;
+        client.bind(&challenge).await?;
+        Ok(Conn::Mimc(Box::new(client), Default::default()))
     }
 
     /// A token for `account`.

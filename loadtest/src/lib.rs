@@ -18,6 +18,7 @@
 //! - `abuse`: the attacks of docs/security.md, phase by phase (WebSocket and HTTP).
 
 mod abuse;
+mod conn;
 mod gateway;
 mod report;
 mod sessions;
@@ -107,8 +108,12 @@ pub struct LoadArgs {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// The Courier protocol over WebSocket (`/ws`).
     Ws,
+    /// The Courier protocol over QUIC.
     Quic,
+    /// The MIMC web SDK's protocol over WebSocket (`/mimc`): p2p and connections only.
+    Mimc,
 }
 
 impl Transport {
@@ -116,6 +121,7 @@ impl Transport {
         match self {
             Transport::Ws => "ws",
             Transport::Quic => "quic",
+            Transport::Mimc => "mimc",
         }
     }
 }
@@ -183,6 +189,28 @@ pub enum Mode {
         #[arg(long, hide = true)]
         hold: bool,
     },
+    /// p2p rounds on one gateway alternating `--transport` and `--other`
+    /// (`ws` and `mimc`), then the median of each and their ratio.
+    Compare {
+        /// The transport compared with `--transport`.
+        #[arg(long, value_enum, default_value_t = Transport::Mimc)]
+        other: Transport,
+        /// Rounds of each transport.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Sender/receiver pairs.
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Seconds of sending per round.
+        #[arg(long, default_value_t = 8)]
+        secs: u64,
+        /// Unacknowledged sends allowed per sender.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Payload bytes (at least 8: the send timestamp).
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
     /// Attack phases (ping flood, slowloris, stalled uploads, oversized calls, a
     /// non-reading device) with server RSS and a bystander's latency during each.
     Abuse {
@@ -209,7 +237,14 @@ pub(crate) fn run_id() -> String {
 
 /// Runs one scenario and returns its result (`None` for a `--hold` helper process).
 pub async fn run(cli: Cli) -> anyhow::Result<Option<Report>> {
-    let gw = Gateway::start(&cli.target, &cli.load)?;
+    let p2p_or_connections = matches!(
+        cli.mode,
+        Mode::P2p { .. } | Mode::Connections { .. } | Mode::Compare { .. }
+    );
+    if cli.load.transport == Transport::Mimc && !p2p_or_connections {
+        anyhow::bail!("--transport mimc runs p2p and connections only");
+    }
+    let mut gw = Gateway::start(&cli.target, &cli.load)?;
     let report = match cli.mode {
         Mode::P2p {
             pairs,
@@ -249,6 +284,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<Option<Report>> {
         Mode::Connections {
             count, processes, ..
         } => sessions::connections(&gw, &cli.load, count, processes.max(1)).await?,
+        Mode::Compare {
+            other,
+            rounds,
+            pairs,
+            secs,
+            window,
+            payload,
+        } => {
+            throughput::compare(
+                &mut gw,
+                other,
+                rounds.max(1),
+                pairs,
+                secs,
+                window,
+                payload.max(8),
+            )
+            .await?
+        }
         Mode::Abuse { secs, attackers } => {
             if gw.transport != Transport::Ws {
                 anyhow::bail!("abuse attacks the HTTP/WebSocket listener: use --transport ws");

@@ -10,6 +10,7 @@ use courier::client::{Client, Event};
 use courier::pb::{self, frame::Kind};
 use hdrhistogram::Histogram;
 
+use crate::conn::Conn;
 use crate::report::{self, Report};
 use crate::{Gateway, LoadArgs};
 
@@ -209,7 +210,7 @@ pub async fn connections(
 /// Sessions held open until dropped.
 enum Held {
     /// Closed when dropped.
-    Here(#[allow(dead_code)] Vec<Client>),
+    Here(#[allow(dead_code)] Vec<Conn>),
     Elsewhere(Vec<std::process::Child>),
 }
 
@@ -227,11 +228,11 @@ impl Drop for Held {
     }
 }
 
-async fn connect_idle(gw: &Gateway, count: usize, run: &str) -> anyhow::Result<Vec<Client>> {
+async fn connect_idle(gw: &Gateway, count: usize, run: &str) -> anyhow::Result<Vec<Conn>> {
     let bar = report::counter(count as u64, "connecting");
     let mut clients = Vec::with_capacity(count);
     for i in 0..count {
-        clients.push(gw.connect(&format!("idle-{run}-{i}"), "load").await?);
+        clients.push(gw.connect_any(&format!("idle-{run}-{i}"), "load").await?);
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::{BufMut, Bytes, BytesMut};
-use courier::client::{Client, Event};
+use courier::client::Event;
 use courier::pb::{self, frame::Kind};
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
+use crate::conn::Conn;
 use crate::report::{self, Report};
 use crate::Gateway;
 
@@ -38,9 +39,9 @@ pub async fn p2p(
     let mut senders = Vec::new();
     let bar = report::counter(2 * pairs as u64, "connecting");
     for i in 0..pairs {
-        let rx = gw.connect(&format!("rx-{run}-{i}"), "load").await?;
+        let rx = gw.connect_any(&format!("rx-{run}-{i}"), "load").await?;
         receivers.push(rx);
-        senders.push(gw.connect(&format!("tx-{run}-{i}"), "load").await?);
+        senders.push(gw.connect_any(&format!("tx-{run}-{i}"), "load").await?);
         bar.inc(2);
     }
     bar.finish_and_clear();
@@ -100,14 +101,13 @@ pub async fn p2p(
                     break;
                 };
                 permit.forget();
-                let send = Kind::Send(pb::Send {
-                    packet_id: format!("{i}-{n}"),
-                    to_account: to.clone(),
-                    payload: stamped_payload(epoch, payload_len),
-                    ..Default::default()
-                });
+                let payload = stamped_payload(epoch, payload_len);
                 n += 1;
-                if writer.send(send).await.is_err() {
+                if writer
+                    .send_p2p(format!("{i}-{}", n - 1), &to, payload)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -254,7 +254,7 @@ const QUIET: Duration = Duration::from_secs(5);
 
 /// Receives deliveries until every expected one has arrived (over all receivers)
 /// or nothing came for [`QUIET`]; returns the latency histogram.
-async fn receive(mut rx: Client, epoch: Instant, deliveries: Arc<Deliveries>) -> Histogram<u64> {
+async fn receive(mut rx: Conn, epoch: Instant, deliveries: Arc<Deliveries>) -> Histogram<u64> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut since_ack = 0;
     let mut last_seen = Instant::now();
@@ -316,7 +316,11 @@ pub async fn fanout(
     let bar = report::counter(members as u64, "connecting");
     for name in &names {
         let client = gw.connect(name, "load").await?;
-        rx_tasks.push(tokio::spawn(receive(client, epoch, deliveries.clone())));
+        rx_tasks.push(tokio::spawn(receive(
+            Conn::Courier(Box::new(client)),
+            epoch,
+            deliveries.clone(),
+        )));
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -430,4 +434,94 @@ fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
     }
+}
+
+/// p2p rounds alternating the gateway's transport and `other` (both on the HTTP
+/// listener: `ws` and `mimc`), so a drifting machine affects both alike; reports
+/// each round, the medians and their ratio.
+pub async fn compare(
+    gw: &mut Gateway,
+    other: crate::Transport,
+    rounds: usize,
+    pairs: usize,
+    secs: u64,
+    window: usize,
+    payload_len: usize,
+) -> anyhow::Result<Report> {
+    let base = gw.transport;
+    let mut runs: Vec<(crate::Transport, Vec<serde_json::Value>)> =
+        vec![(base, Vec::new()), (other, Vec::new())];
+    for _ in 0..rounds {
+        for (transport, results) in runs.iter_mut() {
+            gw.set_transport(*transport)?;
+            let report = p2p(gw, pairs, secs, window, 0, payload_len).await?;
+            results.push(report.json);
+        }
+    }
+    gw.set_transport(base)?;
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    };
+    let field = |results: &[serde_json::Value], key: &str| -> Vec<f64> {
+        results.iter().filter_map(|r| r[key].as_f64()).collect()
+    };
+    let mut rows = Vec::new();
+    let mut json = serde_json::Map::new();
+    let mut medians = Vec::new();
+    for (transport, results) in &runs {
+        let mut rates = field(results, "acked_per_sec");
+        let each = rates
+            .iter()
+            .map(|r| report::thousands(r.round() as u64))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let rate = median(&mut rates);
+        let p99 = median(&mut field(results, "p99_ms"));
+        let cpu = median(&mut field(results, "server_cpu_us_per_msg"));
+        let lost: f64 = results
+            .iter()
+            .map(|r| r["acked"].as_f64().unwrap_or(0.0) - r["delivered"].as_f64().unwrap_or(0.0))
+            .sum();
+        medians.push(rate);
+        rows.push(vec![
+            transport.name().to_owned(),
+            each,
+            report::thousands(rate.round() as u64),
+            format!("{p99:.1} ms"),
+            format!("{cpu:.2} µs"),
+            format!("{lost}"),
+        ]);
+        json.insert(
+            transport.name().to_owned(),
+            serde_json::json!({
+                "acked_per_sec": rates, "median_acked_per_sec": rate,
+                "median_p99_ms": p99, "median_server_cpu_us_per_msg": cpu,
+                "acked_not_delivered": lost, "runs": results,
+            }),
+        );
+    }
+    let ratio = medians[1] / medians[0].max(1.0);
+    json.insert("ratio".into(), serde_json::json!(ratio));
+    Ok(Report {
+        title: format!(
+            "p2p {} vs {}: {pairs} pairs, window {window}, payload {payload_len} B, {rounds} × {secs} s each, alternating; {} / {} = {ratio:.2}",
+            base.name(),
+            other.name(),
+            other.name(),
+            base.name()
+        ),
+        columns: [
+            "transport",
+            "acked msgs/s per round",
+            "median",
+            "p99 (median)",
+            "server CPU/msg",
+            "acked, not delivered",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        rows,
+        json: serde_json::Value::Object(json),
+    })
 }

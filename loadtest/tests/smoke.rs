@@ -103,6 +103,31 @@ async fn every_scenario_runs_over_both_transports() {
         let r = gw.run(t, &["connections", "--count", "10"]).await;
         assert_eq!(r["count"], 10, "{t}: {r}");
     }
+    // MIMC web clients: p2p, idle connections, and the side-by-side comparison.
+    let r = gw
+        .run(
+            "mimc",
+            &["p2p", "--pairs", "2", "--secs", "1", "--rate", "200"],
+        )
+        .await;
+    assert!(r["acked"].as_u64().unwrap() > 0, "mimc: {r}");
+    assert_eq!(
+        r["acked"], r["delivered"],
+        "mimc: every acked message arrives"
+    );
+    let r = gw.run("mimc", &["connections", "--count", "10"]).await;
+    assert_eq!(r["count"], 10, "mimc: {r}");
+    let r = gw
+        .run(
+            "ws",
+            &["compare", "--rounds", "1", "--pairs", "2", "--secs", "1"],
+        )
+        .await;
+    for t in ["ws", "mimc"] {
+        assert!(r[t]["median_acked_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r[t]["acked_not_delivered"], 0.0, "{t}: {r}");
+    }
+    assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
     let r = gw
         .run("ws", &["abuse", "--secs", "1", "--attackers", "4"])
         .await;

@@ -315,7 +315,7 @@ impl MimcWriter {
         &mut self,
         packet_id: &str,
         to_account: &str,
-        payload: &[u8],
+        payload: impl Into<Bytes>,
     ) -> Result<(), ClientError> {
         let msg = pb::Mimcp2pMessage {
             from: Some(self.user()),
@@ -324,7 +324,7 @@ impl MimcWriter {
                 app_account: Some(to_account.to_owned()),
                 ..Default::default()
             }),
-            payload: Some(Bytes::copy_from_slice(payload)),
+            payload: Some(payload.into()),
             is_store: Some(true),
             biz_type: Some(String::new()),
         };
@@ -337,7 +337,7 @@ impl MimcWriter {
         &mut self,
         packet_id: &str,
         topic_id: u64,
-        payload: &[u8],
+        payload: impl Into<Bytes>,
     ) -> Result<(), ClientError> {
         let msg = pb::Mimcp2tMessage {
             from: Some(self.user()),
@@ -345,7 +345,7 @@ impl MimcWriter {
                 app_id: Some(self.me.app_id),
                 topic_id: Some(topic_id),
             }),
-            payload: Some(Bytes::copy_from_slice(payload)),
+            payload: Some(payload.into()),
             is_store: Some(true),
             biz_type: Some(String::new()),
         };

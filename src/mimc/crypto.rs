@@ -12,22 +12,44 @@ use sha1::{Digest, Sha1};
 /// Plain RC4 (key scheduling over the whole key, no keystream dropped), applied in
 /// place; a fresh state per call. `key` must not be empty.
 pub fn rc4(key: &[u8], data: &mut [u8]) {
-    if key.is_empty() {
+    rc4_split(key, &[], data);
+}
+
+/// RC4 keyed by `head ‖ tail` (the user's key and a frame's id), without
+/// building the key. Nothing is done when both are empty.
+pub fn rc4_split(head: &[u8], tail: &[u8], data: &mut [u8]) {
+    if head.is_empty() && tail.is_empty() {
         return;
     }
-    let mut s: [u8; 256] = std::array::from_fn(|i| i as u8);
-    let mut j: u8 = 0;
-    for i in 0..256 {
-        j = j.wrapping_add(s[i]).wrapping_add(key[i % key.len()]);
-        s.swap(i, usize::from(j));
+    // The key repeated to 256 bytes, so the schedule (run for every frame, as the key
+    // ends in the frame's id) indexes it without a division per step.
+    let mut key = [0u8; 256];
+    let mut filled = 0;
+    while filled < key.len() {
+        for part in [head, tail] {
+            let n = part.len().min(key.len() - filled);
+            key[filled..filled + n].copy_from_slice(&part[..n]);
+            filled += n;
+        }
     }
-    let (mut i, mut j) = (0u8, 0u8);
+    // Word-sized state and explicit loads: each step reads s[i] and s[j] once.
+    let mut s: [u32; 256] = std::array::from_fn(|i| i as u32);
+    let mut j = 0usize;
+    for i in 0..256 {
+        let si = s[i];
+        j = (j + si as usize + usize::from(key[i])) & 0xff;
+        s[i] = s[j];
+        s[j] = si;
+    }
+    let (mut i, mut j) = (0usize, 0usize);
     for byte in data {
-        i = i.wrapping_add(1);
-        j = j.wrapping_add(s[usize::from(i)]);
-        s.swap(usize::from(i), usize::from(j));
-        let k = s[usize::from(s[usize::from(i)].wrapping_add(s[usize::from(j)]))];
-        *byte ^= k;
+        i = (i + 1) & 0xff;
+        let si = s[i];
+        j = (j + si as usize) & 0xff;
+        let sj = s[j];
+        s[i] = sj;
+        s[j] = si;
+        *byte ^= s[(si + sj) as usize & 0xff] as u8;
     }
 }
 

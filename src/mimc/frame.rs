@@ -100,17 +100,27 @@ pub fn decode(message: &Bytes, limits: FrameLimits) -> Result<Frame, FrameError>
 
 /// Encodes one frame (the header must fit a u16 length; the server's are small).
 pub fn encode(header: &[u8], payload: &[u8]) -> Bytes {
-    let header_len = u16::try_from(header.len()).unwrap_or(u16::MAX);
-    let header = &header[..usize::from(header_len)];
+    encode_split(header, &[], payload)
+}
+
+/// Encodes one frame whose header is `head ‖ tail` (two encoded parts of one
+/// ClientHeader: protobuf merges them).
+pub fn encode_split(head: &[u8], tail: &[u8], payload: &[u8]) -> Bytes {
+    let header_len = head.len() + tail.len();
+    let Ok(announced) = u16::try_from(header_len) else {
+        // Never for the server's own headers; refuse rather than cut one.
+        return Bytes::new();
+    };
     let mut out =
-        BytesMut::with_capacity(PREFIX_BYTES + header.len() + payload.len() + TRAILER_BYTES);
+        BytesMut::with_capacity(PREFIX_BYTES + header_len + payload.len() + TRAILER_BYTES);
     out.put_u16(MAGIC);
     out.put_u16(VERSION);
     out.put_u16(3);
     out.put_u16(2);
-    out.put_u16(header_len);
+    out.put_u16(announced);
     out.put_u32(payload.len() as u32);
-    out.put_slice(header);
+    out.put_slice(head);
+    out.put_slice(tail);
     out.put_slice(payload);
     let sum = adler2::adler32_slice(&out);
     out.put_u32(sum);

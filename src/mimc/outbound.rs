@@ -94,22 +94,41 @@ pub fn kick(s: &mut MimcSession, reason: &str) -> Bytes {
     )
 }
 
+/// The header fields every server frame to this peer shares.
+pub fn header_prefix(uuid: u64, resource: &str) -> Vec<u8> {
+    ims::ClientHeader {
+        chid: Some(MI_CHID as i32),
+        uuid: Some(i64::try_from(uuid).unwrap_or(0)),
+        server: Some(SERVER.into()),
+        resource: Some(resource.into()),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Appends protobuf field `tag` holding `bytes` (wire type 2).
+fn put_bytes(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
+    prost::encoding::encode_varint(bytes.len() as u64, buf);
+    buf.extend_from_slice(bytes);
+}
+
 /// A SECMSG carrying `packet`, RC4'd with the user's key and a fresh header id.
-fn secmsg(s: &mut MimcSession, mut packet: pb::MimcPacket) -> Option<Bytes> {
+fn secmsg(s: &mut MimcSession, packet: pb::MimcPacket) -> Option<Bytes> {
+    secmsg_encoded(s, packet.encode_to_vec())
+}
+
+/// A SECMSG carrying an encoded MIMCPacket.
+fn secmsg_encoded(s: &mut MimcSession, mut payload: Vec<u8>) -> Option<Bytes> {
     let id = s.next_id();
     let peer = s.peer.as_deref()?;
-    if packet.packet_id.is_none() {
-        packet.packet_id = Some(id.clone());
-    }
-    let mut payload = packet.encode_to_vec();
-    let mut key = Vec::with_capacity(peer.key_prefix.len() + id.len());
-    key.extend_from_slice(&peer.key_prefix);
-    key.extend_from_slice(id.as_bytes());
-    crypto::rc4(&key, &mut payload);
-    Some(frame::encode(
-        &header(cmd::SECMSG, &id, Some(peer), true),
-        &payload,
-    ))
+    crypto::rc4_split(&peer.key_prefix, id.as_bytes(), &mut payload);
+    // The rest of the ClientHeader after the peer's shared fields: cmd, id, cipher 1.
+    let mut tail = Vec::with_capacity(16 + id.len());
+    put_bytes(&mut tail, 5, cmd::SECMSG.as_bytes());
+    put_bytes(&mut tail, 7, id.as_bytes());
+    prost::encoding::int32::encode(9, &1, &mut tail);
+    Some(frame::encode_split(&peer.header_prefix, &tail, &payload))
 }
 
 fn signed(n: u64) -> i64 {
@@ -119,28 +138,27 @@ fn signed(n: u64) -> i64 {
 /// PACKET_ACK for a send: its sequence and timestamp, or (sequence 0) the reason
 /// it was refused in `errorMsg`, the only thing the web SDK shows.
 pub fn packet_ack(s: &mut MimcSession, ack: &courier::ServerAck) -> Bytes {
-    let (uuid, resource) = match s.peer.as_deref() {
-        Some(p) => (p.uuid, p.resource.clone()),
-        None => (0, String::new()),
+    let Some(peer) = s.peer.as_deref() else {
+        return Bytes::new();
     };
     let ok = ack.code == Status::Ok.code();
-    let body = pb::MimcPacketAck {
-        packet_id: Some(ack.packet_id.clone()),
-        uuid: Some(uuid),
-        resource: Some(resource),
-        sequence: Some(signed(ack.sequence)),
-        timestamp: Some(signed(ack.timestamp)),
-        error_msg: (!ok).then(|| ack.desc.clone()),
-        code: Some(ack.code as i32),
-        ..Default::default()
-    };
-    let packet = pb::MimcPacket {
-        packet_id: Some(ack.packet_id.clone()),
-        r#type: Some(pb::MimcMsgType::PacketAck as i32),
-        payload: Some(body.encode_to_vec().into()),
-        ..Default::default()
-    };
-    secmsg(s, packet).unwrap_or_default()
+    // MIMCPacketAck, field by field (2 uuid and 3 resource are the peer's).
+    let mut body = Vec::with_capacity(64 + ack.packet_id.len() + peer.resource.len());
+    put_bytes(&mut body, 1, ack.packet_id.as_bytes());
+    prost::encoding::uint64::encode(2, &peer.uuid, &mut body);
+    put_bytes(&mut body, 3, peer.resource.as_bytes());
+    prost::encoding::int64::encode(4, &signed(ack.sequence), &mut body);
+    prost::encoding::int64::encode(5, &signed(ack.timestamp), &mut body);
+    if !ok {
+        put_bytes(&mut body, 7, ack.desc.as_bytes());
+    }
+    prost::encoding::int32::encode(8, &(ack.code as i32), &mut body);
+    // MIMCPacket {1 packetId, 4 type PACKET_ACK, 5 payload}.
+    let mut packet = Vec::with_capacity(body.len() + ack.packet_id.len() + 8);
+    put_bytes(&mut packet, 1, ack.packet_id.as_bytes());
+    prost::encoding::int32::encode(4, &(pb::MimcMsgType::PacketAck as i32), &mut packet);
+    put_bytes(&mut packet, 5, &body);
+    secmsg_encoded(s, packet).unwrap_or_default()
 }
 
 /// One delivered message as the MIMCPacket the SDK hands its app: P2P_MESSAGE or

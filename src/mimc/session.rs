@@ -22,7 +22,7 @@ use crate::api::token::MI_CHID;
 use crate::auth;
 use crate::pb as courier;
 use crate::pb::frame::Kind;
-use crate::protocol::{codec, PROTOCOL_VERSION};
+use crate::protocol::PROTOCOL_VERSION;
 use crate::session::Inbound;
 
 /// MIMC header commands (`ClientHeader.cmd`).
@@ -104,6 +104,9 @@ pub struct Peer {
     /// `base64-decode(miUserSecurityKey) ‖ '_'`: the RC4 key of a frame is this and
     /// the frame's header id.
     pub key_prefix: Vec<u8>,
+    /// The encoded ClientHeader fields every server frame to this peer shares
+    /// (chid, uuid, server, resource); a frame's header appends cmd and id.
+    pub header_prefix: Vec<u8>,
 }
 
 /// One MIMC web connection.
@@ -123,6 +126,33 @@ pub struct MimcSession {
     pub(super) pending_bytes: usize,
     /// The BIND was refused: the transport lets the refusal arrive before closing.
     pub(super) refused: bool,
+}
+
+/// What a send needs of MIMCP2PMessage: `to`, the payload and its flags. `from`
+/// (field 1) is skipped unread: the sender is the session's.
+#[derive(Clone, PartialEq, prost::Message)]
+struct P2pSend {
+    #[prost(message, optional, tag = "2")]
+    to: Option<pb::MimcUser>,
+    #[prost(bytes = "bytes", optional, tag = "3")]
+    payload: Option<Bytes>,
+    #[prost(bool, optional, tag = "4")]
+    is_store: Option<bool>,
+    #[prost(string, optional, tag = "5")]
+    biz_type: Option<String>,
+}
+
+/// The same of MIMCP2TMessage.
+#[derive(Clone, PartialEq, prost::Message)]
+struct P2tSend {
+    #[prost(message, optional, tag = "2")]
+    to: Option<pb::MimcGroup>,
+    #[prost(bytes = "bytes", optional, tag = "3")]
+    payload: Option<Bytes>,
+    #[prost(bool, optional, tag = "4")]
+    is_store: Option<bool>,
+    #[prost(string, optional, tag = "5")]
+    biz_type: Option<String>,
 }
 
 /// Keeps at most this many bytes of a peer-controlled string in a log line.
@@ -350,12 +380,14 @@ impl MimcSession {
             token: bind.token,
             resource: bind.resource.clone(),
         }));
+        let header_prefix = outbound::header_prefix(bind.uuid, &bind.resource);
         self.peer = Some(Box::new(Peer {
             uuid: bind.uuid,
             app_id,
             resource: bind.resource,
             account: String::new(),
             key_prefix,
+            header_prefix,
         }));
         FromPeer::Core(login)
     }
@@ -416,7 +448,7 @@ impl MimcSession {
             .and_then(|t| pb::MimcMsgType::try_from(t).ok());
         match kind {
             Some(pb::MimcMsgType::P2pMessage) => {
-                let Ok(msg) = pb::Mimcp2pMessage::decode(packet.payload()) else {
+                let Ok(msg) = P2pSend::decode(packet.payload()) else {
                     return self.refuse_send(packet_id, "bad MIMCP2PMessage");
                 };
                 let to = msg.to.unwrap_or_default();
@@ -432,7 +464,7 @@ impl MimcSession {
                 })))
             }
             Some(pb::MimcMsgType::P2tMessage) => {
-                let Ok(msg) = pb::Mimcp2tMessage::decode(packet.payload()) else {
+                let Ok(msg) = P2tSend::decode(packet.payload()) else {
                     return self.refuse_send(packet_id, "bad MIMCP2TMessage");
                 };
                 FromPeer::Core(core_frame(Kind::Send(courier::Send {
@@ -476,9 +508,9 @@ impl MimcSession {
     }
 }
 
-/// A Courier frame for the core.
+/// A request for the core, in its own frame kinds.
 fn core_frame(kind: Kind) -> Inbound {
-    Inbound::Frame(codec::encode(kind))
+    Inbound::Request(Box::new(kind))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use prost::Message;
 use super::*;
 use crate::auth::{self, Claims};
 use crate::mimc::outbound::MAX_COMPOUND_PACKETS;
-use crate::protocol::{KickReason, Status};
+use crate::protocol::{codec, KickReason, Status};
 
 const LIMITS: FrameLimits = FrameLimits {
     max_header_bytes: 1024,
@@ -120,8 +120,8 @@ fn bound() -> MimcSession {
         FromPeer::CheckBind { app_id: APP }
     );
     match s.bind_checked(APP, Some(&[SECRET])) {
-        FromPeer::Core(Inbound::Frame(f)) => match crate::pb::Frame::decode(f).unwrap().kind {
-            Some(Kind::Login(l)) => assert_eq!((l.token, l.resource.as_str()), (token(), "webA")),
+        FromPeer::Core(Inbound::Request(kind)) => match *kind {
+            Kind::Login(l) => assert_eq!((l.token, l.resource.as_str()), (token(), "webA")),
             other => panic!("{other:?}"),
         },
         other => panic!("{other:?}"),
@@ -146,7 +146,7 @@ fn bound() -> MimcSession {
 
 fn core_kind(step: FromPeer) -> Kind {
     match step {
-        FromPeer::Core(Inbound::Frame(f)) => crate::pb::Frame::decode(f).unwrap().kind.unwrap(),
+        FromPeer::Core(Inbound::Request(kind)) => *kind,
         other => panic!("{other:?}"),
     }
 }

@@ -121,8 +121,21 @@ impl Session {
         if self.state == State::Closed {
             return SessionEvent::None;
         }
-        self.last_rx_ms = now_ms;
         let decoded = codec::decode(buf, &self.config.limits);
+        self.on_decoded(decoded, now_ms)
+    }
+
+    /// Handles a request another codec decoded (MIMC): the same rules as a frame
+    /// (rate, field limits, state), from the field checks on.
+    pub fn on_request(&mut self, kind: Kind, now_ms: u64) -> SessionEvent {
+        if self.state == State::Closed {
+            return SessionEvent::None;
+        }
+        self.on_decoded(Ok(kind), now_ms)
+    }
+
+    fn on_decoded(&mut self, decoded: Result<Kind, CodecError>, now_ms: u64) -> SessionEvent {
+        self.last_rx_ms = now_ms;
         if let Some(first_in_window) = self.rate_limited(now_ms) {
             let max = self.config.max_frames_per_sec;
             return match decoded {

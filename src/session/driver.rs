@@ -238,6 +238,10 @@ impl<E: Display> Connection<E> {
                             let event = self.session.on_frame(&bytes, now_ms());
                             self.handle(event).await
                         }
+                        Some(Ok(Inbound::Request(kind))) => {
+                            let event = self.session.on_request(*kind, now_ms());
+                            self.handle(event).await
+                        }
                     };
                     if let Flow::Close = flow {
                         return;

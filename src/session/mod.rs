@@ -13,6 +13,9 @@ pub use driver::{drive, FrameIo, FrameTransport};
 pub enum Inbound {
     /// A binary frame.
     Frame(bytes::Bytes),
+    /// A request a second codec (MIMC) already decoded into the core's frame kinds:
+    /// checked and handled like a decoded frame, without encoding it again.
+    Request(Box<crate::pb::frame::Kind>),
     /// Something the protocol does not accept (e.g. a text message).
     Unsupported(&'static str),
     /// A frame announced larger than `max_frame_bytes`, refused before its body was

@@ -134,7 +134,7 @@ async fn login_p2p_both_ways_and_ping() {
 
     alice
         .writer()
-        .send_p2p("web1", "bob", "Hello B".as_bytes())
+        .send_p2p("web1", "bob", &b"Hello B"[..])
         .await
         .unwrap();
     let ack = next_ack(&mut alice).await;
@@ -157,7 +157,7 @@ async fn login_p2p_both_ways_and_ping() {
     assert!(m.is_store && m.topic_id.is_none());
 
     bob.writer()
-        .send_p2p("web2", "alice", "你好 A".as_bytes())
+        .send_p2p("web2", "alice", "你好 A".as_bytes().to_vec())
         .await
         .unwrap();
     let back = next_ack(&mut bob).await;
@@ -179,7 +179,7 @@ async fn mimc_and_courier_users_share_one_timeline() {
 
     alice_web
         .writer()
-        .send_p2p("m1", "bob", b"from the web")
+        .send_p2p("m1", "bob", &b"from the web"[..])
         .await
         .unwrap();
     let ack = next_ack(&mut alice_web).await;
@@ -253,7 +253,7 @@ async fn topic_messages_reach_mimc_and_courier_members() {
 
     alice
         .writer()
-        .send_p2t("t1", topic_id, b"hi team")
+        .send_p2t("t1", topic_id, &b"hi team"[..])
         .await
         .unwrap();
     let ack = next_ack(&mut alice).await;
@@ -271,7 +271,7 @@ async fn topic_messages_reach_mimc_and_courier_members() {
     // Not a member: refused in the ack, with the reason in errorMsg.
     let mut dave = login(&s, "dave", "webD").await;
     dave.writer()
-        .send_p2t("t2", topic_id, b"let me in")
+        .send_p2t("t2", topic_id, &b"let me in"[..])
         .await
         .unwrap();
     let refused = next_ack(&mut dave).await;
@@ -535,12 +535,12 @@ async fn a_second_bind_and_a_replayed_send_are_answered_without_harm() {
     // with the same sequence.
     alice
         .writer()
-        .send_p2p("dup", "bob", b"once")
+        .send_p2p("dup", "bob", &b"once"[..])
         .await
         .unwrap();
     alice
         .writer()
-        .send_p2p("dup", "bob", b"once")
+        .send_p2p("dup", "bob", &b"once"[..])
         .await
         .unwrap();
     let (a, b) = (next_ack(&mut alice).await, next_ack(&mut alice).await);
@@ -582,7 +582,7 @@ async fn acked_messages_of_a_mimc_client_survive_kill_9() {
     for i in 0..n {
         let id = format!("k{i}");
         a.writer()
-            .send_p2p(&id, "bob", id.as_bytes())
+            .send_p2p(&id, "bob", id.clone().into_bytes())
             .await
             .unwrap();
     }
