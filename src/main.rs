@@ -584,6 +584,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(quic) = server.quic_url() {
         println!("  QUIC:      {quic}  (ALPN courier/1)");
     }
+    if config.mimc {
+        let mimc = server.ws_url().replace("/ws", "/mimc");
+        println!("  MIMC web:  {mimc}  (the MIMC web SDK; docs/mimc-compat.md)");
+    }
     if let Some(fp) = &server.cert_fingerprint {
         let fp = courier::tls::fingerprint_text(fp);
         if server.cert_self_signed {

@@ -36,9 +36,9 @@ pub struct Refusal {
 fn header(cmd: &str, id: &str, peer: Option<&Peer>, cipher: bool) -> Vec<u8> {
     ims::ClientHeader {
         chid: peer.map(|_| MI_CHID as i32),
-        uuid: peer.map(|p| i64::try_from(p.uuid).unwrap_or(0)),
+        uuid: peer.map(|p| i64::try_from(p.uuid()).unwrap_or(0)),
         server: Some(SERVER.into()),
-        resource: peer.map(|p| p.resource.clone()),
+        resource: peer.map(|p| p.resource().to_owned()),
         cmd: Some(cmd.into()),
         id: Some(id.into()),
         cipher: cipher.then_some(1),
@@ -89,7 +89,7 @@ pub fn kick(s: &mut MimcSession, reason: &str) -> Bytes {
         error_desc: None,
     };
     frame::encode(
-        &header(cmd::KICK, &id, s.peer.as_deref(), false),
+        &header(cmd::KICK, &id, s.peer.as_ref(), false),
         &payload.encode_to_vec(),
     )
 }
@@ -121,14 +121,14 @@ fn secmsg(s: &mut MimcSession, packet: pb::MimcPacket) -> Option<Bytes> {
 /// A SECMSG carrying an encoded MIMCPacket.
 fn secmsg_encoded(s: &mut MimcSession, mut payload: Vec<u8>) -> Option<Bytes> {
     let id = s.next_id();
-    let peer = s.peer.as_deref()?;
-    crypto::rc4_split(&peer.key_prefix, id.as_bytes(), &mut payload);
+    let peer = s.peer.as_ref()?;
+    crypto::rc4_split(peer.key_prefix(), id.as_bytes(), &mut payload);
     // The rest of the ClientHeader after the peer's shared fields: cmd, id, cipher 1.
     let mut tail = Vec::with_capacity(16 + id.len());
     put_bytes(&mut tail, 5, cmd::SECMSG.as_bytes());
     put_bytes(&mut tail, 7, id.as_bytes());
     prost::encoding::int32::encode(9, &1, &mut tail);
-    Some(frame::encode_split(&peer.header_prefix, &tail, &payload))
+    Some(frame::encode_split(peer.header_prefix(), &tail, &payload))
 }
 
 fn signed(n: u64) -> i64 {
@@ -138,15 +138,15 @@ fn signed(n: u64) -> i64 {
 /// PACKET_ACK for a send: its sequence and timestamp, or (sequence 0) the reason
 /// it was refused in `errorMsg`, the only thing the web SDK shows.
 pub fn packet_ack(s: &mut MimcSession, ack: &courier::ServerAck) -> Bytes {
-    let Some(peer) = s.peer.as_deref() else {
+    let Some(peer) = s.peer.as_ref() else {
         return Bytes::new();
     };
     let ok = ack.code == Status::Ok.code();
     // MIMCPacketAck, field by field (2 uuid and 3 resource are the peer's).
-    let mut body = Vec::with_capacity(64 + ack.packet_id.len() + peer.resource.len());
+    let mut body = Vec::with_capacity(64 + ack.packet_id.len() + peer.resource().len());
     put_bytes(&mut body, 1, ack.packet_id.as_bytes());
-    prost::encoding::uint64::encode(2, &peer.uuid, &mut body);
-    put_bytes(&mut body, 3, peer.resource.as_bytes());
+    prost::encoding::uint64::encode(2, &peer.uuid(), &mut body);
+    put_bytes(&mut body, 3, peer.resource().as_bytes());
     prost::encoding::int64::encode(4, &signed(ack.sequence), &mut body);
     prost::encoding::int64::encode(5, &signed(ack.timestamp), &mut body);
     if !ok {
@@ -165,7 +165,7 @@ pub fn packet_ack(s: &mut MimcSession, ack: &courier::ServerAck) -> Bytes {
 /// P2T_MESSAGE, the inner message re-encoded with `from` and `to`.
 fn packet_of(peer: &Peer, d: courier::Deliver) -> pb::MimcPacket {
     let from = Some(pb::MimcUser {
-        app_id: Some(peer.app_id),
+        app_id: Some(peer.app_id()),
         app_account: Some(d.from_account),
         uuid: Some(d.from_uuid),
         resource: Some(d.from_resource),
@@ -177,7 +177,7 @@ fn packet_of(peer: &Peer, d: courier::Deliver) -> pb::MimcPacket {
         let msg = pb::Mimcp2tMessage {
             from,
             to: Some(pb::MimcGroup {
-                app_id: Some(peer.app_id),
+                app_id: Some(peer.app_id()),
                 topic_id: Some(d.topic_id),
             }),
             payload,
@@ -189,7 +189,7 @@ fn packet_of(peer: &Peer, d: courier::Deliver) -> pb::MimcPacket {
         let msg = pb::Mimcp2pMessage {
             from,
             to: Some(pb::MimcUser {
-                app_id: Some(peer.app_id),
+                app_id: Some(peer.app_id()),
                 app_account: Some(d.to_account),
                 ..Default::default()
             }),
@@ -213,10 +213,10 @@ fn packet_of(peer: &Peer, d: courier::Deliver) -> pb::MimcPacket {
 fn compound(s: &mut MimcSession, mut packets: Vec<pb::MimcPacket>) -> Option<Bytes> {
     packets.sort_by_key(|p| p.sequence());
     let list = {
-        let peer = s.peer.as_deref()?;
+        let peer = s.peer.as_ref()?;
         pb::MimcPacketList {
-            uuid: Some(peer.uuid),
-            resource: Some(peer.resource.clone()),
+            uuid: Some(peer.uuid()),
+            resource: Some(peer.resource().to_owned()),
             max_sequence: packets.last().map(|p| p.sequence()),
             min_sequence: packets.first().map(|p| p.sequence()),
             packets,
@@ -238,10 +238,10 @@ fn list_packet(list: pb::MimcPacketList) -> pb::MimcPacket {
 /// `max` (skip them) unless the app's handler says otherwise.
 fn pull_notification(s: &mut MimcSession, min: u64, max: u64) -> Option<Bytes> {
     let list = {
-        let peer = s.peer.as_deref()?;
+        let peer = s.peer.as_ref()?;
         pb::MimcPacketList {
-            uuid: Some(peer.uuid),
-            resource: Some(peer.resource.clone()),
+            uuid: Some(peer.uuid()),
+            resource: Some(peer.resource().to_owned()),
             max_sequence: Some(signed(max)),
             min_sequence: Some(signed(min)),
             packets: Vec::new(),
@@ -299,7 +299,7 @@ impl MimcSession {
         };
         match kind {
             Kind::Deliver(d) => {
-                let Some(peer) = self.peer.as_deref() else {
+                let Some(peer) = self.peer.as_ref() else {
                     return;
                 };
                 let packet = packet_of(peer, d);
@@ -316,7 +316,7 @@ impl MimcSession {
                 self.flush(out);
                 let mut messages = messages.into_iter().peekable();
                 while messages.peek().is_some() {
-                    let Some(peer) = self.peer.as_deref() else {
+                    let Some(peer) = self.peer.as_ref() else {
                         return;
                     };
                     let page = messages
@@ -342,7 +342,7 @@ impl MimcSession {
             }
             Kind::LoginResult(r) => {
                 let ok = r.code == Status::Ok.code();
-                self.login_answered(ok, &r.account);
+                self.login_answered(ok);
                 let refusal = (!ok).then(|| login_refusal(&r));
                 if let Some(refusal) = &refusal {
                     crate::log_limited!(info, reason = refusal.reason, desc = %refusal.desc, "MIMC BIND refused");
@@ -359,7 +359,7 @@ impl MimcSession {
             Kind::Pong(_) => {
                 let id = self.next_id();
                 out.extend([frame::encode(
-                    &header(cmd::PING, &id, self.peer.as_deref(), false),
+                    &header(cmd::PING, &id, self.peer.as_ref(), false),
                     &[],
                 )]);
             }

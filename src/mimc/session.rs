@@ -80,9 +80,9 @@ struct PendingBind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     /// Waiting for CONN; this challenge will answer it.
-    Connecting(String),
+    Connecting(Box<str>),
     /// CONN answered with this challenge; waiting for BIND.
-    Challenged(String),
+    Challenged(Box<str>),
     /// A BIND waits for its app's secrets.
     Checking(Box<PendingBind>),
     /// The signature passed; the core checks the token and answers.
@@ -91,22 +91,71 @@ enum Phase {
     Closed,
 }
 
-/// Who the connection is, once its BIND signature passed.
+/// Who the connection is, once its BIND signature passed, in one allocation kept
+/// for the connection's life: the uuid and app id, the RC4 key prefix
+/// (`base64-decode(miUserSecurityKey) ‖ '_'`; a frame's key is this and its header
+/// id), and the encoded ClientHeader fields every server frame shares (chid, uuid,
+/// server, resource), whose last field is the resource exactly as the BIND header
+/// carried it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub uuid: u64,
-    pub app_id: u64,
+pub struct Peer(Box<[u8]>);
+
+/// Bytes of [`Peer`] before the key: uuid, app id (u64 each), the key's and the
+/// resource's lengths (u16 each).
+const PEER_FIXED: usize = 20;
+
+impl Peer {
+    fn new(uuid: u64, app_id: u64, key_prefix: &[u8], resource: &str) -> Peer {
+        let header = outbound::header_prefix(uuid, resource);
+        // Both are bounded far below: an 18-byte key; a resource within the header
+        // limit (at most 64 KiB).
+        let key_len = u16::try_from(key_prefix.len()).unwrap_or(0);
+        let resource_len = u16::try_from(resource.len()).unwrap_or(0);
+        let mut bytes = Vec::with_capacity(PEER_FIXED + key_prefix.len() + header.len());
+        bytes.extend_from_slice(&uuid.to_le_bytes());
+        bytes.extend_from_slice(&app_id.to_le_bytes());
+        bytes.extend_from_slice(&key_len.to_le_bytes());
+        bytes.extend_from_slice(&resource_len.to_le_bytes());
+        bytes.extend_from_slice(&key_prefix[..usize::from(key_len)]);
+        bytes.extend_from_slice(&header);
+        Peer(bytes.into_boxed_slice())
+    }
+
+    fn u64_at(&self, at: usize) -> u64 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.0[at..at + 8]);
+        u64::from_le_bytes(word)
+    }
+
+    fn u16_at(&self, at: usize) -> usize {
+        usize::from(u16::from_le_bytes([self.0[at], self.0[at + 1]]))
+    }
+
+    pub fn uuid(&self) -> u64 {
+        self.u64_at(0)
+    }
+
+    pub fn app_id(&self) -> u64 {
+        self.u64_at(8)
+    }
+
+    /// `base64-decode(miUserSecurityKey) ‖ '_'`.
+    pub fn key_prefix(&self) -> &[u8] {
+        &self.0[PEER_FIXED..PEER_FIXED + self.u16_at(16)]
+    }
+
+    /// The encoded ClientHeader fields every server frame to this peer shares.
+    pub fn header_prefix(&self) -> &[u8] {
+        &self.0[PEER_FIXED + self.u16_at(16)..]
+    }
+
     /// The resource exactly as the BIND header carried it: the SDK compares each
     /// COMPOUND's resource with its own.
-    pub resource: String,
-    /// The account, from the core's login answer.
-    pub account: String,
-    /// `base64-decode(miUserSecurityKey) ‖ '_'`: the RC4 key of a frame is this and
-    /// the frame's header id.
-    pub key_prefix: Vec<u8>,
-    /// The encoded ClientHeader fields every server frame to this peer shares
-    /// (chid, uuid, server, resource); a frame's header appends cmd and id.
-    pub header_prefix: Vec<u8>,
+    pub fn resource(&self) -> &str {
+        let end = self.0.len();
+        let start = end.saturating_sub(self.u16_at(18));
+        std::str::from_utf8(&self.0[start..]).unwrap_or_default()
+    }
 }
 
 /// One MIMC web connection.
@@ -115,7 +164,7 @@ pub struct MimcSession {
     limits: FrameLimits,
     phase: Phase,
     /// Set once the signature passed.
-    pub(super) peer: Option<Box<Peer>>,
+    pub(super) peer: Option<Peer>,
     /// Outbound header ids are `s<nonce>.<counter>`: the nonce is random per
     /// connection, so an id never repeats for one user key (a repeated id would
     /// repeat the RC4 keystream).
@@ -177,7 +226,7 @@ impl MimcSession {
     /// transport for each connection.
     pub fn new(limits: FrameLimits, challenge: u128, id_nonce: u64) -> Self {
         // 96 bits as 24 hex characters, like the challenges the SDK was seen with.
-        let challenge = format!("{:024x}", challenge >> 32);
+        let challenge = format!("{:024x}", challenge >> 32).into_boxed_str();
         MimcSession {
             limits,
             phase: Phase::Connecting(challenge),
@@ -274,7 +323,7 @@ impl MimcSession {
 
     fn on_bind(&mut self, header: &ims::ClientHeader, payload: &[u8]) -> FromPeer {
         let challenge = match &self.phase {
-            Phase::Challenged(c) => c.clone(),
+            Phase::Challenged(c) => c.to_string(),
             Phase::Connecting(_) => return self.close(protocol_error("BIND before CONN")),
             Phase::Bound | Phase::Binding | Phase::Checking(_) => {
                 crate::log_limited!(info, "MIMC BIND on a bound connection refused");
@@ -380,28 +429,17 @@ impl MimcSession {
             token: bind.token,
             resource: bind.resource.clone(),
         }));
-        let header_prefix = outbound::header_prefix(bind.uuid, &bind.resource);
-        self.peer = Some(Box::new(Peer {
-            uuid: bind.uuid,
-            app_id,
-            resource: bind.resource,
-            account: String::new(),
-            key_prefix,
-            header_prefix,
-        }));
+        self.peer = Some(Peer::new(bind.uuid, app_id, &key_prefix, &bind.resource));
         FromPeer::Core(login)
     }
 
     /// The core answered the login: bound, or refused.
-    pub(super) fn login_answered(&mut self, ok: bool, account: &str) {
+    pub(super) fn login_answered(&mut self, ok: bool) {
         if !matches!(self.phase, Phase::Binding) {
             return;
         }
         if ok {
             self.phase = Phase::Bound;
-            if let Some(peer) = &mut self.peer {
-                peer.account = account.to_owned();
-            }
         } else {
             self.phase = Phase::Closed;
             self.refused = true;

@@ -12,7 +12,6 @@
 //! the connection with 1002; a refused BIND is answered, and the socket closes 200 ms
 //! later (the SDK reads frames asynchronously) with 1008.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,7 +31,7 @@ use crate::state::AppState;
 use crate::store::StoreResult;
 
 /// Per-connection read buffer (as for `/ws`).
-const READ_BUFFER_BYTES: usize = 512;
+const READ_BUFFER_BYTES: usize = 256;
 
 /// How long a refused BIND's answer is given to reach the SDK before the close.
 const REFUSAL_GRACE: Duration = Duration::from_millis(200);
@@ -67,23 +66,34 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -
 
 type AppLookup = Pin<Box<dyn Future<Output = (u64, StoreResult<Option<Arc<AppEntry>>>)> + Send>>;
 
-/// A WebSocket speaking MIMC, as session input and frame output.
+/// A WebSocket speaking MIMC, as session input and frame output. What MIMC adds is
+/// boxed, so this object has the size of `/ws`'s (one allocation size class).
 struct MimcFrames {
     ws: WebSocket,
+    m: Box<MimcState>,
+}
+
+/// What one MIMC connection adds to its WebSocket.
+struct MimcState {
     codec: MimcSession,
     state: Arc<AppState>,
-    /// MIMC frames waiting for the socket.
-    out: VecDeque<Bytes>,
+    /// MIMC frames waiting for the socket; the first `sent` are written.
+    out: Vec<Bytes>,
+    sent: u32,
     /// Frames were written but not flushed.
     unflushed: bool,
-    /// The app lookup of a BIND in progress.
-    lookup: Option<AppLookup>,
-    /// The close code to send when the connection closes.
-    close_code: u16,
     /// The codec closed the connection: the stream has ended.
     ended: bool,
-    /// The pause before closing after a refused BIND.
-    grace: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The close code to send when the connection closes.
+    close_code: u16,
+    /// The app lookup of a BIND in progress, or the pause before closing after a
+    /// refused BIND.
+    waiting: Option<Box<Waiting>>,
+}
+
+enum Waiting {
+    Lookup(AppLookup),
+    Grace(Pin<Box<tokio::time::Sleep>>),
 }
 
 impl MimcFrames {
@@ -91,28 +101,31 @@ impl MimcFrames {
         let limits = state.config.mimc_frame_limits();
         MimcFrames {
             ws,
-            codec: MimcSession::new(limits, rand::random(), rand::random()),
-            state,
-            out: VecDeque::new(),
-            unflushed: false,
-            lookup: None,
-            close_code: 1000,
-            ended: false,
-            grace: None,
+            m: Box::new(MimcState {
+                codec: MimcSession::new(limits, rand::random(), rand::random()),
+                state,
+                out: Vec::new(),
+                sent: 0,
+                unflushed: false,
+                ended: false,
+                close_code: 1000,
+                waiting: None,
+            }),
         }
     }
 
     /// Writes the waiting frames (without flushing them).
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
-        while !self.out.is_empty() {
+        while let Some(frame) = self.m.out.get(self.m.sent as usize) {
+            let frame = frame.clone();
             ready!(self.ws.poll_ready_unpin(cx))?;
-            if let Some(frame) = self.out.pop_front() {
-                self.ws.start_send_unpin(Message::Binary(frame))?;
-                self.unflushed = true;
-            }
+            self.ws.start_send_unpin(Message::Binary(frame))?;
+            self.m.sent += 1;
+            self.m.unflushed = true;
         }
         // Idle connections keep no buffer.
-        self.out = VecDeque::new();
+        self.m.out = Vec::new();
+        self.m.sent = 0;
         Poll::Ready(Ok(()))
     }
 
@@ -120,19 +133,21 @@ impl MimcFrames {
     /// at the next poll.
     fn answer(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
         ready!(self.drain(cx))?;
-        if self.unflushed {
+        if self.m.unflushed {
             ready!(self.ws.poll_flush_unpin(cx))?;
-            self.unflushed = false;
+            self.m.unflushed = false;
         }
         Poll::Ready(Ok(()))
     }
+}
 
+impl MimcState {
     /// Starts the app lookup a BIND needs.
     fn look_up(&mut self, app_id: u64) {
         let state = self.state.clone();
-        self.lookup = Some(Box::pin(async move {
+        self.waiting = Some(Box::new(Waiting::Lookup(Box::pin(async move {
             (app_id, state.directory.app_entry(app_id).await)
-        }));
+        }))));
     }
 
     /// The codec's answer to the looked-up app.
@@ -169,19 +184,19 @@ impl Stream for MimcFrames {
         if let Err(e) = ready!(this.answer(cx)) {
             return Poll::Ready(Some(Err(e)));
         }
-        if this.ended {
+        if this.m.ended {
             return Poll::Ready(None);
         }
         loop {
-            let step = match this.lookup.as_mut() {
-                Some(lookup) => {
+            let step = match this.m.waiting.as_deref_mut() {
+                Some(Waiting::Lookup(lookup)) => {
                     let (app_id, found) = ready!(lookup.as_mut().poll(cx));
-                    this.lookup = None;
-                    this.bind_checked(app_id, found)
+                    this.m.waiting = None;
+                    this.m.bind_checked(app_id, found)
                 }
-                None => match ready!(this.ws.poll_next_unpin(cx)) {
+                _ => match ready!(this.ws.poll_next_unpin(cx)) {
                     None | Some(Ok(Message::Close(_))) => return Poll::Ready(None),
-                    Some(Ok(Message::Binary(message))) => this.codec.on_message(&message),
+                    Some(Ok(Message::Binary(message))) => this.m.codec.on_message(&message),
                     Some(Ok(Message::Text(_))) => FromPeer::Close(crate::mimc::session::Close {
                         last: None,
                         why: "text message on a MIMC connection".into(),
@@ -196,23 +211,23 @@ impl Stream for MimcFrames {
             let inbound = match step {
                 FromPeer::Nothing => Inbound::Control,
                 FromPeer::Answer(frame) => {
-                    this.out.push_back(frame);
+                    this.m.out.push(frame);
                     Inbound::Control
                 }
                 FromPeer::CheckBind { app_id } => {
-                    this.look_up(app_id);
+                    this.m.look_up(app_id);
                     continue;
                 }
                 FromPeer::Core(inbound) => inbound,
                 FromPeer::Logout { kick, logout } => {
-                    this.out.push_back(kick);
+                    this.m.out.push(kick);
                     logout
                 }
                 FromPeer::Close(close) => {
                     crate::log_limited!(info, why = %close.why, "MIMC connection closed");
-                    this.out.extend(close.last);
-                    this.close_code = close.code;
-                    this.ended = true;
+                    this.m.out.extend(close.last);
+                    this.m.close_code = close.code;
+                    this.m.ended = true;
                     let _ = this.answer(cx);
                     return Poll::Ready(None);
                 }
@@ -235,43 +250,61 @@ impl Sink<Bytes> for MimcFrames {
     }
 
     fn start_send(self: Pin<&mut Self>, frame: Bytes) -> Result<(), Self::Error> {
-        let this = self.get_mut();
-        this.codec.to_peer(&frame, &mut this.out);
+        let m = &mut *self.get_mut().m;
+        m.codec.to_peer(&frame, &mut m.out);
         Ok(())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
-        this.codec.flush(&mut this.out);
+        let m = &mut *this.m;
+        m.codec.flush(&mut m.out);
         ready!(this.drain(cx))?;
-        this.unflushed = false;
+        this.m.unflushed = false;
         this.ws.poll_flush_unpin(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
-        this.codec.flush(&mut this.out);
+        let m = &mut *this.m;
+        m.codec.flush(&mut m.out);
         ready!(this.drain(cx))?;
-        if this.codec.refused() {
-            let grace = this
-                .grace
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(REFUSAL_GRACE)));
-            ready!(grace.as_mut().poll(cx));
+        if this.m.codec.refused() {
+            if !matches!(this.m.waiting.as_deref(), Some(Waiting::Grace(_))) {
+                let grace = Box::pin(tokio::time::sleep(REFUSAL_GRACE));
+                this.m.waiting = Some(Box::new(Waiting::Grace(grace)));
+            }
+            if let Some(Waiting::Grace(grace)) = this.m.waiting.as_deref_mut() {
+                ready!(grace.as_mut().poll(cx));
+            }
         }
-        if this.close_code != 0 {
+        if this.m.close_code != 0 {
             ready!(this.ws.poll_ready_unpin(cx))?;
-            let code = match this.codec.refused() {
+            let code = match this.m.codec.refused() {
                 true => 1008,
-                false => this.close_code,
+                false => this.m.close_code,
             };
             let close = CloseFrame {
                 code,
                 reason: "".into(),
             };
-            this.close_code = 0;
+            this.m.close_code = 0;
             // A peer that closed first refuses the frame: close all the same.
             let _ = this.ws.start_send_unpin(Message::Close(Some(close)));
         }
         this.ws.poll_close_unpin(cx)
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The connection's transport object stays in the size class of `/ws`'s (a
+    /// WebSocket and one pointer), and what MIMC adds fits 160 bytes: each idle
+    /// connection pays for them.
+    #[test]
+    fn a_mimc_connection_adds_one_small_allocation() {
+        assert!(std::mem::size_of::<MimcFrames>() <= std::mem::size_of::<WebSocket>() + 8);
+        assert!(std::mem::size_of::<MimcState>() <= 160);
     }
 }
