@@ -40,6 +40,8 @@ struct Me {
     token: String,
     /// miUserSecurityKey as base64 text (the signature's secret).
     key_b64: String,
+    /// Its bytes and '_': the RC4 key of a frame is this and the frame's id.
+    key_prefix: Vec<u8>,
     package: String,
 }
 
@@ -120,8 +122,13 @@ impl MimcClient {
         token: &TokenData,
         resource: &str,
     ) -> Result<MimcClient, ClientError> {
+        let mut key_prefix = base64::engine::general_purpose::STANDARD
+            .decode(&token.mi_user_security_key)
+            .map_err(|e| decode_err("miUserSecurityKey", e))?;
+        key_prefix.push(b'_');
         let (out, input) = conn::dial_plain_ws(url, options).await?;
         let me = Arc::new(Me {
+            key_prefix,
             app_id: token.app_id,
             account: token.app_account.clone(),
             uuid: token.mi_user_id,
@@ -434,13 +441,8 @@ impl MimcReader {
         if header.cmd() != "SECMSG" {
             return Ok(Some((header, f.payload)));
         }
-        let mut key = base64::engine::general_purpose::STANDARD
-            .decode(&self.me.key_b64)
-            .map_err(|e| decode_err("miUserSecurityKey", e))?;
-        key.push(b'_');
-        key.extend_from_slice(header.id().as_bytes());
         let mut payload = f.payload.to_vec();
-        crypto::rc4(&key, &mut payload);
+        crypto::rc4_split(&self.me.key_prefix, header.id().as_bytes(), &mut payload);
         Ok(Some((header, payload.into())))
     }
 

@@ -177,6 +177,18 @@ pub struct MimcSession {
     pub(super) refused: bool,
 }
 
+/// What the codec reads of a client's MIMCPacket: its id, type and payload (the
+/// package name, 2, is skipped).
+#[derive(Clone, PartialEq, prost::Message)]
+struct InboundPacket {
+    #[prost(string, optional, tag = "1")]
+    packet_id: Option<String>,
+    #[prost(int32, optional, tag = "4")]
+    r#type: Option<i32>,
+    #[prost(bytes = "bytes", optional, tag = "5")]
+    payload: Option<Bytes>,
+}
+
 /// What a send needs of MIMCP2PMessage: `to`, the payload and its flags. `from`
 /// (field 1) is skipped unread: the sender is the session's.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -202,6 +214,71 @@ struct P2tSend {
     is_store: Option<bool>,
     #[prost(string, optional, tag = "5")]
     biz_type: Option<String>,
+}
+
+/// Why a ClientHeader cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum HeaderError {
+    #[error(transparent)]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("a field is longer than the header")]
+    Truncated,
+    #[error("a string field is not UTF-8")]
+    NotUtf8,
+}
+
+/// The ClientHeader fields the codec reads, borrowed from the frame (no string is
+/// allocated for a frame's header; the other fields are skipped).
+#[derive(Debug, Default)]
+struct Header<'a> {
+    uuid: i64,
+    resource: &'a str,
+    cmd: &'a str,
+    id: &'a str,
+}
+
+impl<'a> Header<'a> {
+    fn cmd(&self) -> &'a str {
+        self.cmd
+    }
+    fn id(&self) -> &'a str {
+        self.id
+    }
+    fn uuid(&self) -> i64 {
+        self.uuid
+    }
+    fn resource(&self) -> &'a str {
+        self.resource
+    }
+
+    /// Reads fields 2 (uuid), 4 (resource), 5 (cmd) and 7 (id) of a ClientHeader;
+    /// a field that is not valid protobuf, or a string that is not UTF-8, is an error.
+    fn read(mut buf: &'a [u8]) -> Result<Header<'a>, HeaderError> {
+        use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+        let mut h = Header::default();
+        while !buf.is_empty() {
+            let (tag, wire_type) = decode_key(&mut buf)?;
+            match (tag, wire_type) {
+                (2, WireType::Varint) => h.uuid = decode_varint(&mut buf)? as i64,
+                (4 | 5 | 7, WireType::LengthDelimited) => {
+                    let len = usize::try_from(decode_varint(&mut buf)?).unwrap_or(usize::MAX);
+                    if len > buf.len() {
+                        return Err(HeaderError::Truncated);
+                    }
+                    let (value, rest) = buf.split_at(len);
+                    buf = rest;
+                    let text = std::str::from_utf8(value).map_err(|_| HeaderError::NotUtf8)?;
+                    match tag {
+                        4 => h.resource = text,
+                        5 => h.cmd = text,
+                        _ => h.id = text,
+                    }
+                }
+                _ => skip_field(wire_type, tag, &mut buf, DecodeContext::default())?,
+            }
+        }
+        Ok(h)
+    }
 }
 
 /// Keeps at most this many bytes of a peer-controlled string in a log line.
@@ -265,7 +342,7 @@ impl MimcSession {
             Ok(frame) => frame,
             Err(e) => return self.close(protocol_error(format!("bad MIMC frame: {e}"))),
         };
-        let header = match ims::ClientHeader::decode(frame.header.as_ref()) {
+        let header = match Header::read(frame.header.as_ref()) {
             Ok(h) => h,
             Err(e) => return self.close(protocol_error(format!("bad ClientHeader: {e}"))),
         };
@@ -308,7 +385,7 @@ impl MimcSession {
         close
     }
 
-    fn on_conn(&mut self, header: &ims::ClientHeader, payload: &[u8]) -> FromPeer {
+    fn on_conn(&mut self, header: &Header<'_>, payload: &[u8]) -> FromPeer {
         let Phase::Connecting(challenge) = &self.phase else {
             return self.close(protocol_error("CONN twice on one connection"));
         };
@@ -321,7 +398,7 @@ impl MimcSession {
         FromPeer::Answer(answer)
     }
 
-    fn on_bind(&mut self, header: &ims::ClientHeader, payload: &[u8]) -> FromPeer {
+    fn on_bind(&mut self, header: &Header<'_>, payload: &[u8]) -> FromPeer {
         let challenge = match &self.phase {
             Phase::Challenged(c) => c.to_string(),
             Phase::Connecting(_) => return self.close(protocol_error("BIND before CONN")),
@@ -470,8 +547,8 @@ impl MimcSession {
         }))
     }
 
-    fn on_secmsg(&mut self, header: &ims::ClientHeader, payload: &[u8]) -> FromPeer {
-        let packet = match pb::MimcPacket::decode(payload) {
+    fn on_secmsg(&mut self, header: &Header<'_>, payload: &[u8]) -> FromPeer {
+        let packet = match InboundPacket::decode(payload) {
             Ok(p) => p,
             Err(e) => return self.close(protocol_error(format!("bad MIMCPacket: {e}"))),
         };
