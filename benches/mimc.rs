@@ -35,7 +35,7 @@ fn bound() -> MimcSession {
         max_payload_bytes: 64 * 1024,
     };
     let mut s = MimcSession::new(limits, 1, 2);
-    let FromPeer::Answer(answer) = s.on_message(&client_frame("CONN", "web1", &[])) else {
+    let FromPeer::Answer(answer) = s.on_message(&client_frame("CONN", "web1", &[]), 0) else {
         panic!("CONN answered");
     };
     let f = frame::decode(&answer, limits).unwrap();
@@ -72,9 +72,18 @@ fn bound() -> MimcSession {
         sig: Some(sig),
         ..Default::default()
     };
-    s.on_message(&client_frame("BIND", "web2", &bind.encode_to_vec()));
+    s.on_message(&client_frame("BIND", "web2", &bind.encode_to_vec()), 0);
+    let app = courier::store::App {
+        app_id: 1,
+        name: "default".into(),
+        app_key: "key".into(),
+        app_secret: SECRET.into(),
+        created_ms: 0,
+        previous_secret: None,
+        previous_secret_until_ms: 0,
+    };
     assert!(matches!(
-        s.bind_checked(1, Some(&[SECRET])),
+        s.bind_checked(Ok(Some(&app)), 0),
         FromPeer::Core(_)
     ));
     let ok = courier_pb::LoginResult {
@@ -153,7 +162,7 @@ fn bench(c: &mut Criterion) {
     };
     let send = client_frame("SECMSG", "web17956953887130", &packet.encode_to_vec());
     g.bench_function("secmsg_send_to_request_100B", |b| {
-        b.iter(|| s.on_message(&send))
+        b.iter(|| s.on_message(&send, 0))
     });
     g.finish();
 }

@@ -91,19 +91,34 @@ impl Unverified {
     /// secret's grace ends (`previous_secret_until_ms`) and the grace has not
     /// ended; then expiry at `now_ms`.
     pub fn verify_for(self, app: &crate::store::App, now_ms: u64) -> Result<Claims, AuthError> {
-        if self.signed_with(&app.app_secret).is_err() {
+        self.check_for(app, now_ms)?;
+        Ok(self.claims)
+    }
+
+    /// [`Unverified::verify_for`] without consuming the token: the secret that
+    /// signed it (whose user keys go with it).
+    pub fn check_for<'a>(
+        &self,
+        app: &'a crate::store::App,
+        now_ms: u64,
+    ) -> Result<&'a str, AuthError> {
+        let secret = if self.signed_with(&app.app_secret).is_ok() {
+            app.app_secret.as_str()
+        } else {
             let until = app.previous_secret_until_ms;
-            let previous_ok = app.previous_secret.as_deref().is_some_and(|old| {
-                now_ms < until && self.claims.expires_ms <= until && self.signed_with(old).is_ok()
-            });
-            if !previous_ok {
-                return Err(AuthError::BadSignature);
-            }
-        }
+            app.previous_secret
+                .as_deref()
+                .filter(|old| {
+                    now_ms < until
+                        && self.claims.expires_ms <= until
+                        && self.signed_with(old).is_ok()
+                })
+                .ok_or(AuthError::BadSignature)?
+        };
         if now_ms >= self.claims.expires_ms {
             return Err(AuthError::Expired);
         }
-        Ok(self.claims)
+        Ok(secret)
     }
 }
 

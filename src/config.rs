@@ -249,7 +249,7 @@ settings! {
         /// Seconds a bound MIMC connection may stay silent before it is closed: above the web SDK's 180 s ping, which is all it sends when idle.
         mimc_idle_timeout_secs: u64 = 300, env "COURIER_MIMC_IDLE_TIMEOUT_SECS", range 1 => DAY;
         /// Largest ClientHeader of a MIMC frame, in bytes (the frame as a whole is bounded by max_frame_bytes).
-        mimc_max_header_bytes: usize = 1024, env "COURIER_MIMC_MAX_HEADER_BYTES", range 64 => 64 * KIB;
+        mimc_max_header_bytes: usize = 1024, env "COURIER_MIMC_MAX_HEADER_BYTES", range 64 => 16 * KIB;
     }
     cluster {
         /// NATS server(s) of a cluster, e.g. nats://10.0.0.7:4222 (comma-separated for several); empty = one node, no cluster. Needs store_kind = "postgres", and a node_id of its own per node.

@@ -33,18 +33,24 @@ pub struct Refusal {
     pub desc: String,
 }
 
-fn header(cmd: &str, id: &str, peer: Option<&Peer>, cipher: bool) -> Vec<u8> {
-    ims::ClientHeader {
-        chid: peer.map(|_| MI_CHID as i32),
-        uuid: peer.map(|p| i64::try_from(p.uuid()).unwrap_or(0)),
-        server: Some(SERVER.into()),
-        resource: peer.map(|p| p.resource().to_owned()),
-        cmd: Some(cmd.into()),
-        id: Some(id.into()),
-        cipher: cipher.then_some(1),
-        ..Default::default()
+/// A server frame: its header is the peer's shared fields (once bound) followed by
+/// `cmd`, `id` and, for a SECMSG, cipher 1 (RC4); before BIND, `server`, `cmd` and
+/// `id` only.
+fn frame_to(peer: Option<&Peer>, cmd: &str, id: &str, payload: &[u8]) -> Bytes {
+    let mut tail = Vec::with_capacity(24 + id.len());
+    let shared: &[u8] = match peer {
+        Some(peer) => peer.header_prefix(),
+        None => {
+            put_bytes(&mut tail, 3, SERVER.as_bytes());
+            &[]
+        }
+    };
+    put_bytes(&mut tail, 5, cmd.as_bytes());
+    put_bytes(&mut tail, 7, id.as_bytes());
+    if cmd == cmd::SECMSG {
+        prost::encoding::int32::encode(9, &1, &mut tail);
     }
-    .encode_to_vec()
+    frame::encode_split(shared, &tail, payload)
 }
 
 /// The answer to CONN: its id echoed, and the connection's challenge.
@@ -53,10 +59,7 @@ pub fn conn_answer(id: &str, challenge: &str) -> Bytes {
         challenge: Some(challenge.into()),
         host: None,
     };
-    frame::encode(
-        &header(cmd::CONN, id, None, false),
-        &payload.encode_to_vec(),
-    )
+    frame_to(None, cmd::CONN, id, &payload.encode_to_vec())
 }
 
 /// The answer to BIND: success, or a refusal the SDK passes to statusChange.
@@ -73,10 +76,7 @@ pub fn bind_answer(id: &str, refusal: Option<Refusal>) -> Bytes {
             error_desc: Some(r.desc),
         },
     };
-    frame::encode(
-        &header(cmd::BIND, id, None, false),
-        &payload.encode_to_vec(),
-    )
+    frame_to(None, cmd::BIND, id, &payload.encode_to_vec())
 }
 
 /// A KICK: the SDK closes at once; native SDKs read the reason as XMMsgBindResp.
@@ -88,10 +88,7 @@ pub fn kick(s: &mut MimcSession, reason: &str) -> Bytes {
         error_reason: Some(reason.into()),
         error_desc: None,
     };
-    frame::encode(
-        &header(cmd::KICK, &id, s.peer.as_ref(), false),
-        &payload.encode_to_vec(),
-    )
+    frame_to(s.peer.as_ref(), cmd::KICK, &id, &payload.encode_to_vec())
 }
 
 /// The header fields every server frame to this peer shares.
@@ -123,12 +120,7 @@ fn secmsg_encoded(s: &mut MimcSession, mut payload: Vec<u8>) -> Option<Bytes> {
     let id = s.next_id();
     let peer = s.peer.as_ref()?;
     crypto::rc4_split(peer.key_prefix(), id.as_bytes(), &mut payload);
-    // The rest of the ClientHeader after the peer's shared fields: cmd, id, cipher 1.
-    let mut tail = Vec::with_capacity(16 + id.len());
-    put_bytes(&mut tail, 5, cmd::SECMSG.as_bytes());
-    put_bytes(&mut tail, 7, id.as_bytes());
-    prost::encoding::int32::encode(9, &1, &mut tail);
-    Some(frame::encode_split(peer.header_prefix(), &tail, &payload))
+    Some(frame_to(Some(peer), cmd::SECMSG, &id, &payload))
 }
 
 fn signed(n: u64) -> i64 {
@@ -212,57 +204,52 @@ fn packet_of(peer: &Peer, d: courier::Deliver) -> pb::MimcPacket {
 /// A COMPOUND of packets for this connection: sorted, with their min and max.
 fn compound(s: &mut MimcSession, mut packets: Vec<pb::MimcPacket>) -> Option<Bytes> {
     packets.sort_by_key(|p| p.sequence());
-    let list = {
-        let peer = s.peer.as_ref()?;
-        pb::MimcPacketList {
-            uuid: Some(peer.uuid()),
-            resource: Some(peer.resource().to_owned()),
-            max_sequence: packets.last().map(|p| p.sequence()),
-            min_sequence: packets.first().map(|p| p.sequence()),
-            packets,
-            status: None,
-        }
-    };
-    secmsg(s, list_packet(list))
-}
-
-fn list_packet(list: pb::MimcPacketList) -> pb::MimcPacket {
-    pb::MimcPacket {
-        r#type: Some(pb::MimcMsgType::Compound as i32),
-        payload: Some(list.encode_to_vec().into()),
-        ..Default::default()
-    }
+    let min = packets.first().map(|p| p.sequence());
+    let max = packets.last().map(|p| p.sequence());
+    compound_list(s, packets, min, max, None)
 }
 
 /// The pull notification: messages in `[min, max]` were not sent; the SDK acks
 /// `max` (skip them) unless the app's handler says otherwise.
 fn pull_notification(s: &mut MimcSession, min: u64, max: u64) -> Option<Bytes> {
-    let list = {
-        let peer = s.peer.as_ref()?;
-        pb::MimcPacketList {
-            uuid: Some(peer.uuid()),
-            resource: Some(peer.resource().to_owned()),
-            max_sequence: Some(signed(max)),
-            min_sequence: Some(signed(min)),
-            packets: Vec::new(),
-            status: Some(pb::MimcPushStatus::StatusExceedCountLimit as i32),
-        }
+    let exceeded = Some(pb::MimcPushStatus::StatusExceedCountLimit as i32);
+    compound_list(
+        s,
+        Vec::new(),
+        Some(signed(min)),
+        Some(signed(max)),
+        exceeded,
+    )
+}
+
+/// A COMPOUND SECMSG: a MIMCPacketList for this connection's uuid and resource.
+fn compound_list(
+    s: &mut MimcSession,
+    packets: Vec<pb::MimcPacket>,
+    min_sequence: Option<i64>,
+    max_sequence: Option<i64>,
+    status: Option<i32>,
+) -> Option<Bytes> {
+    let peer = s.peer.as_ref()?;
+    let list = pb::MimcPacketList {
+        uuid: Some(peer.uuid()),
+        resource: Some(peer.resource().to_owned()),
+        max_sequence,
+        min_sequence,
+        packets,
+        status,
     };
-    secmsg(s, list_packet(list))
+    let packet = pb::MimcPacket {
+        r#type: Some(pb::MimcMsgType::Compound as i32),
+        payload: Some(list.encode_to_vec().into()),
+        ..Default::default()
+    };
+    secmsg(s, packet)
 }
 
 /// Why the core kicked, in the KICK's error_reason.
 fn kick_reason(code: u32) -> &'static str {
-    const REASONS: [KickReason; 7] = [
-        KickReason::Replaced,
-        KickReason::SlowConsumer,
-        KickReason::Idle,
-        KickReason::LoginTimeout,
-        KickReason::Shutdown,
-        KickReason::StoreUnavailable,
-        KickReason::AccountExpired,
-    ];
-    match REASONS.iter().find(|r| r.code() == code) {
+    match KickReason::from_code(code) {
         Some(KickReason::Replaced) => "single-resource-kick",
         Some(reason) => reason.label(),
         None => "kick",
@@ -358,10 +345,7 @@ impl MimcSession {
             }
             Kind::Pong(_) => {
                 let id = self.next_id();
-                out.extend([frame::encode(
-                    &header(cmd::PING, &id, self.peer.as_ref(), false),
-                    &[],
-                )]);
+                out.extend([frame_to(self.peer.as_ref(), cmd::PING, &id, &[])]);
             }
             Kind::Kick(k) => {
                 self.flush(out);

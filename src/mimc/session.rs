@@ -175,7 +175,12 @@ pub struct MimcSession {
     pub(super) pending_bytes: usize,
     /// The BIND was refused: the transport lets the refusal arrive before closing.
     pub(super) refused: bool,
+    /// When the last PULL was taken (seconds since the epoch; 0: none yet).
+    last_pull_s: u32,
 }
+
+/// PULLs closer together than this are ignored (each re-reads the backlog).
+pub const PULL_INTERVAL_S: u32 = 1;
 
 /// What the codec reads of a client's MIMCPacket: its id, type and payload (the
 /// package name, 2, is skipped).
@@ -313,6 +318,7 @@ impl MimcSession {
             pending: Vec::new(),
             pending_bytes: 0,
             refused: false,
+            last_pull_s: 0,
         }
     }
 
@@ -333,8 +339,8 @@ impl MimcSession {
         format!("s{:x}.{}", self.id_nonce, self.id_counter)
     }
 
-    /// Handles one binary WebSocket message from the peer.
-    pub fn on_message(&mut self, message: &Bytes) -> FromPeer {
+    /// Handles one binary WebSocket message from the peer, at `now_ms`.
+    pub fn on_message(&mut self, message: &Bytes, now_ms: u64) -> FromPeer {
         if self.phase == Phase::Closed {
             return FromPeer::Nothing;
         }
@@ -366,7 +372,7 @@ impl MimcSession {
                 _ => self.close(protocol_error("UBND before a successful BIND")),
             },
             cmd::SECMSG => match self.phase {
-                Phase::Bound => self.on_secmsg(&header, &frame.payload),
+                Phase::Bound => self.on_secmsg(&header, &frame.payload, now_ms),
                 _ => self.close(protocol_error("SECMSG before a successful BIND")),
             },
             other => {
@@ -450,63 +456,73 @@ impl MimcSession {
         }
     }
 
-    /// The app of the pending BIND was looked up: `secrets` are the secrets its
-    /// users' keys may derive from (the current one, and the one before a rotation
-    /// during its grace); empty if the app is unknown, `None` if the store failed.
-    /// A matching signature hands the core its `Login`.
-    pub fn bind_checked(&mut self, app_id: u64, secrets: Option<&[&str]>) -> FromPeer {
+    /// The app of the pending BIND was looked up (`Ok(None)`: no such app; `Err`:
+    /// the store failed). The token is checked against it (the core checks it again
+    /// at login), then the signature with the user key of the secret that signed
+    /// the token; a match hands the core its `Login`.
+    pub fn bind_checked(
+        &mut self,
+        app: Result<Option<&crate::store::App>, ()>,
+        now_ms: u64,
+    ) -> FromPeer {
         let Phase::Checking(bind) = std::mem::replace(&mut self.phase, Phase::Binding) else {
             return FromPeer::Nothing;
         };
-        let Some(secrets) = secrets else {
-            return self.refuse_bind(
-                &bind.header_id,
-                "server",
-                "internal-error",
-                "store unavailable; try again".into(),
-            );
+        let refuse = |this: &mut Self, error_type, reason, desc: String| {
+            this.refuse_bind(&bind.header_id, error_type, reason, desc)
         };
-        let matching = secrets.iter().find_map(|secret| {
-            let key = auth::user_security_key(secret, bind.uuid);
-            let signed = crypto::BindSigned {
-                challenge: &bind.challenge,
-                chid: MI_CHID,
-                client_attrs: &bind.client_attrs,
-                cloud_attrs: &bind.cloud_attrs,
-                uuid: bind.uuid,
-                resource: &bind.resource,
-                header_id: &bind.header_id,
-                kick: &bind.kick,
-                token: &bind.token,
-                security_key_b64: &key,
-            };
-            crypto::signature_matches(&signed, &bind.sig).then_some(key)
-        });
-        let key_prefix = match matching.as_deref().map(|k| crypto::payload_key(k, "")) {
-            Some(Some(key)) => key,
-            _ if secrets.is_empty() => {
-                return self.refuse_bind(
-                    &bind.header_id,
-                    "auth",
-                    "invalid-token",
-                    auth::AuthError::UnknownApp.to_string(),
-                )
+        let app = match app {
+            Ok(Some(app)) => app,
+            Ok(None) => {
+                let desc = auth::AuthError::UnknownApp.to_string();
+                return refuse(self, "auth", "invalid-token", desc);
             }
+            Err(()) => {
+                let desc = "store unavailable; try again".to_owned();
+                return refuse(self, "server", "internal-error", desc);
+            }
+        };
+        let checked =
+            auth::parse(&bind.token).and_then(|t| t.check_for(app, now_ms).map(str::to_owned));
+        let secret = match checked {
+            Ok(secret) => secret,
+            Err(auth::AuthError::Expired) => {
+                let desc = auth::AuthError::Expired.to_string();
+                return refuse(self, "token-expired", "token-expired", desc);
+            }
+            Err(e) => return refuse(self, "auth", "invalid-token", e.to_string()),
+        };
+        let key = auth::user_security_key(&secret, bind.uuid);
+        let signed = crypto::BindSigned {
+            challenge: &bind.challenge,
+            chid: MI_CHID,
+            client_attrs: &bind.client_attrs,
+            cloud_attrs: &bind.cloud_attrs,
+            uuid: bind.uuid,
+            resource: &bind.resource,
+            header_id: &bind.header_id,
+            kick: &bind.kick,
+            token: &bind.token,
+            security_key_b64: &key,
+        };
+        let key_prefix = match crypto::payload_key(&key, "") {
+            Some(prefix) if crypto::signature_matches(&signed, &bind.sig) => prefix,
             _ => {
-                return self.refuse_bind(
-                    &bind.header_id,
-                    "auth",
-                    "invalid-sig",
-                    "the BIND signature does not match".into(),
-                )
+                let desc = "the BIND signature does not match".to_owned();
+                return refuse(self, "auth", "invalid-sig", desc);
             }
         };
         let login = core_frame(Kind::Login(courier::Login {
             protocol_version: PROTOCOL_VERSION,
-            token: bind.token,
+            token: bind.token.clone(),
             resource: bind.resource.clone(),
         }));
-        self.peer = Some(Peer::new(bind.uuid, app_id, &key_prefix, &bind.resource));
+        self.peer = Some(Peer::new(
+            bind.uuid,
+            app.app_id,
+            &key_prefix,
+            &bind.resource,
+        ));
         FromPeer::Core(login)
     }
 
@@ -547,7 +563,7 @@ impl MimcSession {
         }))
     }
 
-    fn on_secmsg(&mut self, header: &Header<'_>, payload: &[u8]) -> FromPeer {
+    fn on_secmsg(&mut self, header: &Header<'_>, payload: &[u8], now_ms: u64) -> FromPeer {
         let packet = match InboundPacket::decode(payload) {
             Ok(p) => p,
             Err(e) => return self.close(protocol_error(format!("bad MIMCPacket: {e}"))),
@@ -602,7 +618,16 @@ impl MimcSession {
                 let sequence = u64::try_from(ack.sequence()).unwrap_or(0);
                 FromPeer::Core(core_frame(Kind::Ack(courier::Ack { sequence })))
             }
-            Some(pb::MimcMsgType::Pull) => FromPeer::Core(Inbound::Resync),
+            Some(pb::MimcMsgType::Pull) => {
+                // A PULL re-reads the backlog: one per PULL_INTERVAL_MS is enough.
+                let now_s = (now_ms / 1000) as u32;
+                if self.last_pull_s != 0 && now_s.wrapping_sub(self.last_pull_s) < PULL_INTERVAL_S {
+                    crate::log_limited!(info, "MIMC PULL ignored: one per second");
+                    return FromPeer::Nothing;
+                }
+                self.last_pull_s = now_s.max(1);
+                FromPeer::Core(Inbound::Resync)
+            }
             _ => {
                 crate::log_limited!(info, r#type = ?packet.r#type, "MIMC packet type not supported; ignored");
                 FromPeer::Nothing

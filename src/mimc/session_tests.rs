@@ -20,15 +20,36 @@ const APP: u64 = 2882303761517;
 const UUID: u64 = 42;
 
 fn token() -> String {
+    token_of(SECRET, u64::MAX)
+}
+
+fn token_of(secret: &str, expires_ms: u64) -> String {
     auth::issue(
-        SECRET,
+        secret,
         &Claims {
             app_id: APP,
             uuid: UUID,
             account: "ann".into(),
-            expires_ms: u64::MAX,
+            expires_ms,
         },
     )
+}
+
+/// The app, with `previous` the secret before a rotation whose grace ends at `until`.
+fn app_of(secret: &str, previous: Option<&str>, until: u64) -> crate::store::App {
+    crate::store::App {
+        app_id: APP,
+        name: "default".into(),
+        app_key: "key".into(),
+        app_secret: secret.into(),
+        created_ms: 0,
+        previous_secret: previous.map(str::to_owned),
+        previous_secret_until_ms: until,
+    }
+}
+
+fn app() -> crate::store::App {
+    app_of(SECRET, None, 0)
 }
 
 fn client_frame(cmd: &str, id: &str, uuid: u64, payload: &[u8]) -> Bytes {
@@ -63,7 +84,7 @@ fn packet(frame: &Bytes) -> pb::MimcPacket {
     pb::MimcPacket::decode(payload.as_slice()).unwrap()
 }
 
-fn sign(challenge: &str, id: &str, key_secret: &str) -> String {
+fn sign(challenge: &str, id: &str, key_secret: &str, token: &str) -> String {
     let key = auth::user_security_key(key_secret, UUID);
     crypto::bind_signature(&crypto::BindSigned {
         challenge,
@@ -74,17 +95,21 @@ fn sign(challenge: &str, id: &str, key_secret: &str) -> String {
         resource: "webA",
         header_id: id,
         kick: "",
-        token: &token(),
+        token,
         security_key_b64: &key,
     })
 }
 
 fn bind_frame(challenge: &str, key_secret: &str) -> Bytes {
+    bind_frame_with(challenge, key_secret, &token())
+}
+
+fn bind_frame_with(challenge: &str, key_secret: &str, token: &str) -> Bytes {
     let bind = ims::XmMsgBind {
-        token: Some(token()),
+        token: Some(token.to_owned()),
         kick: Some(String::new()),
         method: Some("XIAOMI-PASS".into()),
-        sig: Some(sign(challenge, "web2", key_secret)),
+        sig: Some(sign(challenge, "web2", key_secret, token)),
         ..Default::default()
     };
     client_frame("BIND", "web2", UUID, &bind.encode_to_vec())
@@ -99,7 +124,7 @@ fn conn(s: &mut MimcSession) -> String {
         ..Default::default()
     };
     let FromPeer::Answer(answer) =
-        s.on_message(&client_frame("CONN", "web1", 0, &conn.encode_to_vec()))
+        s.on_message(&client_frame("CONN", "web1", 0, &conn.encode_to_vec()), 0)
     else {
         panic!("CONN is answered");
     };
@@ -116,10 +141,10 @@ fn bound() -> MimcSession {
     let mut s = MimcSession::new(LIMITS, 0x1234_5678_9abc_def0_1122_3344_5566_7788, 7);
     let challenge = conn(&mut s);
     assert_eq!(
-        s.on_message(&bind_frame(&challenge, SECRET)),
+        s.on_message(&bind_frame(&challenge, SECRET), 0),
         FromPeer::CheckBind { app_id: APP }
     );
-    match s.bind_checked(APP, Some(&[SECRET])) {
+    match s.bind_checked(Ok(Some(&app())), 0) {
         FromPeer::Core(Inbound::Request(kind)) => match *kind {
             Kind::Login(l) => assert_eq!((l.token, l.resource.as_str()), (token(), "webA")),
             other => panic!("{other:?}"),
@@ -165,46 +190,80 @@ fn secmsg(kind: pb::MimcMsgType, payload: Vec<u8>) -> Bytes {
 fn a_signed_bind_becomes_a_core_login_and_a_bad_one_is_refused() {
     bound();
     // Signed with a key of another secret: refused, closed with 1008.
-    let mut s = MimcSession::new(LIMITS, 1, 2);
-    let challenge = conn(&mut s);
-    s.on_message(&bind_frame(&challenge, "other-secret"));
-    match s.bind_checked(APP, Some(&[SECRET])) {
-        FromPeer::Close(close) => {
-            assert_eq!(close.code, 1008);
-            let (_, payload) = read(&close.last.unwrap());
-            let r = ims::XmMsgBindResp::decode(payload.as_slice()).unwrap();
-            assert_eq!(
-                (r.result(), r.error_type(), r.error_reason()),
-                (false, "auth", "invalid-sig")
-            );
+    let refusal = |bind: Bytes, app: Result<Option<&crate::store::App>, ()>, now: u64| {
+        let mut s = MimcSession::new(LIMITS, 1, 2);
+        let challenge = conn(&mut s);
+        let _ = challenge;
+        s.on_message(&bind, 0);
+        match s.bind_checked(app, now) {
+            FromPeer::Close(close) => {
+                assert_eq!(close.code, 1008);
+                assert!(s.refused());
+                let (_, payload) = read(&close.last.unwrap());
+                let r = ims::XmMsgBindResp::decode(payload.as_slice()).unwrap();
+                assert!(!r.result());
+                (r.error_type().to_owned(), r.error_reason().to_owned())
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
-    }
-    assert!(s.refused());
-    // The same key is good while its secret is in its rotation grace.
+    };
+    let with_challenge = |key_secret: &str, token: &str| {
+        let mut s = MimcSession::new(LIMITS, 1, 2);
+        bind_frame_with(&conn(&mut s), key_secret, token)
+    };
+    assert_eq!(
+        refusal(
+            with_challenge("other-secret", &token()),
+            Ok(Some(&app())),
+            0
+        ),
+        ("auth".to_owned(), "invalid-sig".to_owned())
+    );
+    // A token expired, of another app's secret, of no app; a store failure.
+    let expiring = token_of(SECRET, 1_000);
+    assert_eq!(
+        refusal(with_challenge(SECRET, &expiring), Ok(Some(&app())), 1_000).1,
+        "token-expired"
+    );
+    let foreign = token_of("other-secret", u64::MAX);
+    assert_eq!(
+        refusal(
+            with_challenge("other-secret", &foreign),
+            Ok(Some(&app())),
+            0
+        )
+        .1,
+        "invalid-token"
+    );
+    assert_eq!(
+        refusal(with_challenge(SECRET, &token()), Ok(None), 0).1,
+        "invalid-token"
+    );
+    assert_eq!(
+        refusal(with_challenge(SECRET, &token()), Err(()), 0).1,
+        "internal-error"
+    );
+
+    // After a rotation, a token of the previous secret (within its grace) binds with
+    // that secret's user key, and only with it.
+    let rotated = app_of("new-secret", Some("old-secret"), 2_000);
+    let old_token = token_of("old-secret", 1_500);
     let mut s = MimcSession::new(LIMITS, 3, 4);
     let challenge = conn(&mut s);
-    s.on_message(&bind_frame(&challenge, "old-secret"));
+    s.on_message(&bind_frame_with(&challenge, "old-secret", &old_token), 0);
     assert!(matches!(
-        s.bind_checked(APP, Some(&["new-secret", "old-secret"])),
+        s.bind_checked(Ok(Some(&rotated)), 500),
         FromPeer::Core(_)
     ));
-    // An unknown app, a store failure.
-    for (secrets, reason) in [(Some(&[][..]), "invalid-token"), (None, "internal-error")] {
-        let mut s = MimcSession::new(LIMITS, 5, 6);
-        let challenge = conn(&mut s);
-        s.on_message(&bind_frame(&challenge, SECRET));
-        let FromPeer::Close(close) = s.bind_checked(APP, secrets) else {
-            panic!("refused");
-        };
-        let (_, payload) = read(&close.last.unwrap());
-        assert_eq!(
-            ims::XmMsgBindResp::decode(payload.as_slice())
-                .unwrap()
-                .error_reason(),
-            reason
-        );
-    }
+    assert_eq!(
+        refusal(
+            with_challenge("new-secret", &old_token),
+            Ok(Some(&rotated)),
+            500
+        )
+        .1,
+        "invalid-sig"
+    );
     // A header uuid that is not the token's: refused before any lookup.
     let mut s = MimcSession::new(LIMITS, 5, 6);
     conn(&mut s);
@@ -213,12 +272,10 @@ fn a_signed_bind_becomes_a_core_login_and_a_bad_one_is_refused() {
         ..Default::default()
     };
     assert!(matches!(
-        s.on_message(&client_frame(
-            "BIND",
-            "web2",
-            UUID + 1,
-            &bind.encode_to_vec()
-        )),
+        s.on_message(
+            &client_frame("BIND", "web2", UUID + 1, &bind.encode_to_vec()),
+            0
+        ),
         FromPeer::Close(Close { code: 1008, .. })
     ));
 }
@@ -250,8 +307,8 @@ fn core_refusals_carry_the_strings_the_sdks_act_on() {
     for (status, desc, want) in cases {
         let mut s = MimcSession::new(LIMITS, 1, 2);
         let challenge = conn(&mut s);
-        s.on_message(&bind_frame(&challenge, SECRET));
-        s.bind_checked(APP, Some(&[SECRET]));
+        s.on_message(&bind_frame(&challenge, SECRET), 0);
+        s.bind_checked(Ok(Some(&app())), 0);
         let refusal = courier::LoginResult {
             code: status.code(),
             desc: desc.into(),
@@ -279,7 +336,7 @@ fn secmsg_packets_become_core_requests() {
         biz_type: Some("text".into()),
         ..Default::default()
     };
-    match core_kind(s.on_message(&secmsg(pb::MimcMsgType::P2pMessage, p2p.encode_to_vec()))) {
+    match core_kind(s.on_message(&secmsg(pb::MimcMsgType::P2pMessage, p2p.encode_to_vec()), 0)) {
         Kind::Send(send) => {
             assert_eq!(
                 (send.packet_id.as_str(), send.to_account.as_str()),
@@ -301,7 +358,7 @@ fn secmsg_packets_become_core_requests() {
         is_store: Some(false),
         ..Default::default()
     };
-    match core_kind(s.on_message(&secmsg(pb::MimcMsgType::P2tMessage, p2t.encode_to_vec()))) {
+    match core_kind(s.on_message(&secmsg(pb::MimcMsgType::P2tMessage, p2t.encode_to_vec()), 0)) {
         Kind::Send(send) => assert_eq!((send.topic_id, send.is_store), (99, Some(false))),
         other => panic!("{other:?}"),
     }
@@ -309,7 +366,10 @@ fn secmsg_packets_become_core_requests() {
         sequence: Some(12345),
         ..Default::default()
     };
-    match core_kind(s.on_message(&secmsg(pb::MimcMsgType::SequenceAck, ack.encode_to_vec()))) {
+    match core_kind(s.on_message(
+        &secmsg(pb::MimcMsgType::SequenceAck, ack.encode_to_vec()),
+        0,
+    )) {
         Kind::Ack(a) => assert_eq!(a.sequence, 12345),
         other => panic!("{other:?}"),
     }
@@ -317,23 +377,27 @@ fn secmsg_packets_become_core_requests() {
         sequence: Some(-5),
         ..Default::default()
     };
-    match core_kind(s.on_message(&secmsg(
-        pb::MimcMsgType::SequenceAck,
-        negative.encode_to_vec(),
-    ))) {
+    match core_kind(s.on_message(
+        &secmsg(pb::MimcMsgType::SequenceAck, negative.encode_to_vec()),
+        0,
+    )) {
         Kind::Ack(a) => assert_eq!(a.sequence, 0),
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        s.on_message(&secmsg(pb::MimcMsgType::Pull, Vec::new())),
+        s.on_message(&secmsg(pb::MimcMsgType::Pull, Vec::new()), 5_000),
         FromPeer::Core(Inbound::Resync)
     );
+    // One PULL per second: the next within it is ignored.
+    let pull = secmsg(pb::MimcMsgType::Pull, Vec::new());
+    assert_eq!(s.on_message(&pull, 5_900), FromPeer::Nothing);
+    assert_eq!(s.on_message(&pull, 6_000), FromPeer::Core(Inbound::Resync));
     assert_eq!(
-        s.on_message(&secmsg(pb::MimcMsgType::UcPacket, Vec::new())),
+        s.on_message(&secmsg(pb::MimcMsgType::UcPacket, Vec::new()), 0),
         FromPeer::Nothing
     );
     // An inner message that does not decode: refused in a PACKET_ACK.
-    match s.on_message(&secmsg(pb::MimcMsgType::P2pMessage, vec![0x0a, 0xff])) {
+    match s.on_message(&secmsg(pb::MimcMsgType::P2pMessage, vec![0x0a, 0xff]), 0) {
         FromPeer::Answer(frame) => {
             let p = packet(&frame);
             let ack = pb::MimcPacketAck::decode(p.payload()).unwrap();
@@ -347,10 +411,10 @@ fn secmsg_packets_become_core_requests() {
     }
     // PING goes to the core; UBND writes a KICK and logs out.
     assert!(matches!(
-        core_kind(s.on_message(&client_frame("PING", "p", UUID, &[]))),
+        core_kind(s.on_message(&client_frame("PING", "p", UUID, &[]), 0)),
         Kind::Ping(_)
     ));
-    match s.on_message(&client_frame("UBND", "u", UUID, &[])) {
+    match s.on_message(&client_frame("UBND", "u", UUID, &[]), 0) {
         FromPeer::Logout { kick, logout } => {
             let (header, payload) = read(&kick);
             assert_eq!(header.cmd(), "KICK");
@@ -540,27 +604,30 @@ fn order_violations_close_and_a_second_bind_is_answered() {
     let secmsg_frame = secmsg(pb::MimcMsgType::Pull, Vec::new());
     let mut s = MimcSession::new(LIMITS, 1, 2);
     assert!(matches!(
-        s.on_message(&secmsg_frame),
+        s.on_message(&secmsg_frame, 0),
         FromPeer::Close(Close { code: 1002, .. })
     ));
     assert_eq!(
-        s.on_message(&secmsg_frame),
+        s.on_message(&secmsg_frame, 0),
         FromPeer::Nothing,
         "closed: nothing more"
     );
     let mut s = MimcSession::new(LIMITS, 1, 2);
     assert!(
-        matches!(s.on_message(&bind_frame("x", SECRET)), FromPeer::Close(_)),
+        matches!(
+            s.on_message(&bind_frame("x", SECRET), 0),
+            FromPeer::Close(_)
+        ),
         "BIND before CONN"
     );
     let mut s = MimcSession::new(LIMITS, 1, 2);
     conn(&mut s);
     assert!(matches!(
-        s.on_message(&client_frame("CONN", "again", 0, &[])),
+        s.on_message(&client_frame("CONN", "again", 0, &[]), 0),
         FromPeer::Close(_)
     ));
     let mut s = bound();
-    match s.on_message(&bind_frame("x", SECRET)) {
+    match s.on_message(&bind_frame("x", SECRET), 0) {
         FromPeer::Answer(frame) => {
             let (_, payload) = read(&frame);
             assert_eq!(
@@ -609,6 +676,6 @@ fn any_bytes_in_any_phase_are_handled_without_a_panic() {
             let sum = frame::adler32(&bytes[..end]).to_be_bytes();
             bytes[end..].copy_from_slice(&sum);
         }
-        let _ = s.on_message(&Bytes::from(bytes));
+        let _ = s.on_message(&Bytes::from(bytes), 0);
     }
 }

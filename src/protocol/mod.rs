@@ -94,6 +94,20 @@ impl KickReason {
         self as u32
     }
 
+    /// The reason with this wire value.
+    pub fn from_code(code: u32) -> Option<KickReason> {
+        const ALL: [KickReason; 7] = [
+            KickReason::Replaced,
+            KickReason::SlowConsumer,
+            KickReason::Idle,
+            KickReason::LoginTimeout,
+            KickReason::Shutdown,
+            KickReason::StoreUnavailable,
+            KickReason::AccountExpired,
+        ];
+        ALL.into_iter().find(|r| r.code() == code)
+    }
+
     /// A short name for metrics labels.
     pub const fn label(self) -> &'static str {
         match self {

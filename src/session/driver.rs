@@ -226,8 +226,10 @@ impl<E: Display> Connection<E> {
                         }
                         Some(Ok(Inbound::Resync)) => {
                             let event = self.session.on_control(now_ms());
+                            // Over the frame rate, the request is dropped like a frame.
+                            let dropped = self.session.over_rate_limit();
                             match self.handle(event).await {
-                                Flow::Continue if self.device.is_some() => {
+                                Flow::Continue if self.device.is_some() && !dropped => {
                                     metrics::counter!(telemetry::FRAMES_IN, "type" => "pull").increment(1);
                                     Box::pin(self.resync(u64::MAX)).await
                                 }

@@ -68,7 +68,7 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -
         })
 }
 
-type AppLookup = Pin<Box<dyn Future<Output = (u64, StoreResult<Option<Arc<AppEntry>>>)> + Send>>;
+type AppLookup = Pin<Box<dyn Future<Output = StoreResult<Option<Arc<AppEntry>>>> + Send>>;
 
 /// A WebSocket speaking MIMC, as session input and frame output. What MIMC adds is
 /// boxed, so this object has the size of `/ws`'s (one allocation size class).
@@ -122,6 +122,11 @@ impl MimcFrames {
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
         while let Some(frame) = self.m.out.get(self.m.sent as usize) {
             let frame = frame.clone();
+            if frame.is_empty() {
+                // A frame the codec could not build (never expected): nothing to send.
+                self.m.sent += 1;
+                continue;
+            }
             ready!(self.ws.poll_ready_unpin(cx))?;
             self.ws.start_send_unpin(Message::Binary(frame))?;
             self.m.sent += 1;
@@ -150,30 +155,21 @@ impl MimcState {
     fn look_up(&mut self, app_id: u64) {
         let state = self.state.clone();
         self.waiting = Some(Box::new(Waiting::Lookup(Box::pin(async move {
-            (app_id, state.directory.app_entry(app_id).await)
+            state.directory.app_entry(app_id).await
         }))));
     }
 
     /// The codec's answer to the looked-up app.
-    fn bind_checked(&mut self, app_id: u64, found: StoreResult<Option<Arc<AppEntry>>>) -> FromPeer {
+    fn bind_checked(&mut self, found: StoreResult<Option<Arc<AppEntry>>>) -> FromPeer {
+        let now = self.state.clock.now_ms();
         match found {
-            Ok(Some(entry)) => {
-                let app = &entry.app;
-                let now = self.state.clock.now_ms();
-                let mut secrets = vec![app.app_secret.as_str()];
-                // A token signed before a rotation is valid during its grace, and
-                // so is the user key the client got with it.
-                if let Some(previous) = &app.previous_secret {
-                    if now < app.previous_secret_until_ms {
-                        secrets.push(previous);
-                    }
-                }
-                self.codec.bind_checked(app_id, Some(&secrets))
+            Ok(entry) => {
+                let app = entry.as_deref().map(|e| &e.app);
+                self.codec.bind_checked(Ok(app), now)
             }
-            Ok(None) => self.codec.bind_checked(app_id, Some(&[])),
             Err(e) => {
                 crate::log_limited!(error, error = %e, "MIMC BIND: app lookup failed");
-                self.codec.bind_checked(app_id, None)
+                self.codec.bind_checked(Err(()), now)
             }
         }
     }
@@ -194,13 +190,16 @@ impl Stream for MimcFrames {
         loop {
             let step = match this.m.waiting.as_deref_mut() {
                 Some(Waiting::Lookup(lookup)) => {
-                    let (app_id, found) = ready!(lookup.as_mut().poll(cx));
+                    let found = ready!(lookup.as_mut().poll(cx));
                     this.m.waiting = None;
-                    this.m.bind_checked(app_id, found)
+                    this.m.bind_checked(found)
                 }
                 _ => match ready!(this.ws.poll_next_unpin(cx)) {
                     None | Some(Ok(Message::Close(_))) => return Poll::Ready(None),
-                    Some(Ok(Message::Binary(message))) => this.m.codec.on_message(&message),
+                    Some(Ok(Message::Binary(message))) => {
+                        let now = this.m.state.clock.now_ms();
+                        this.m.codec.on_message(&message, now)
+                    }
                     Some(Ok(Message::Text(_))) => FromPeer::Close(crate::mimc::session::Close {
                         last: None,
                         why: "text message on a MIMC connection".into(),

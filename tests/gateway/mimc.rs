@@ -324,11 +324,26 @@ async fn pull_pushes_what_was_not_acked_again() {
     bob.writer().pull().await.unwrap();
     let again = messages_until_pong(&mut bob).await;
     assert_eq!(again, first, "not acked: PULL pushes them again");
+    // A second PULL within a second is ignored (each re-reads the backlog).
+    bob.writer().pull().await.unwrap();
+    assert!(messages_until_pong(&mut bob).await.is_empty());
+    let clock = &s.server.as_ref().unwrap().state.clock;
+    clock.advance(std::time::Duration::from_secs(2));
     // Out-of-order acks: the larger one wins.
     bob.writer().ack(first[2].sequence).await.unwrap();
     bob.writer().ack(first[0].sequence).await.unwrap();
     bob.writer().pull().await.unwrap();
     assert!(messages_until_pong(&mut bob).await.is_empty());
+    // Unacked again after a later message: the next PULL brings only that one.
+    let later = send_acked(&mut alice, "p8", "bob", "later").await;
+    assert_eq!(
+        next_messages(&mut bob).await[0].sequence as u64,
+        later.sequence
+    );
+    clock.advance(std::time::Duration::from_secs(2));
+    bob.writer().pull().await.unwrap();
+    assert_eq!(texts(&messages_until_pong(&mut bob).await), ["later"]);
+    bob.writer().ack(later.sequence as i64).await.unwrap();
     // An ack beyond every sequence assigned is clamped: a message sent next arrives.
     bob.writer().ack(i64::MAX).await.unwrap();
     let next = send_acked(&mut alice, "p9", "bob", "after").await;
