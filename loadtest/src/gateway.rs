@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use courier::client::mimc::MimcClient;
-use courier::client::{fetch_token_with, http_client, Client, ClientTrust, ConnectOptions, Event};
+use courier::client::{
+    fetch_token_with, http_client, Client, ClientTrust, ConnectOptions, Event, TokenData,
+};
 
 use crate::conn::Conn;
 
@@ -196,15 +198,7 @@ impl Gateway {
                 self.connect(account, resource).await?,
             )));
         }
-        let token = fetch_token_with(
-            &self.http_client,
-            &self.http,
-            self.app_id,
-            &self.app_key,
-            &self.app_secret,
-            account,
-        )
-        .await?;
+        let token = self.token_data(account).await?;
         let k = self.next.fetch_add(1, Ordering::Relaxed);
         let (url, options) = (
             &self.urls[k % self.urls.len()],
@@ -218,6 +212,11 @@ impl Gateway {
 
     /// A token for `account`.
     pub async fn token(&self, account: &str) -> anyhow::Result<String> {
+        Ok(self.token_data(account).await?.token)
+    }
+
+    /// The whole token answer for `account` (a MIMC client needs all of it).
+    pub async fn token_data(&self, account: &str) -> anyhow::Result<TokenData> {
         Ok(fetch_token_with(
             &self.http_client,
             &self.http,
@@ -226,8 +225,7 @@ impl Gateway {
             &self.app_secret,
             account,
         )
-        .await?
-        .token)
+        .await?)
     }
 
     /// Logs in with `token`, from the next source address in turn, to the next

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use courier::client::{fetch_token, Client, ClientError, ClientTrust, ConnectOptions, Event};
+use courier::client::{Client, ClientError, ClientTrust, ConnectOptions, Event};
 use courier::config::Config;
 use courier::pb;
 use courier::server::{self, RunningServer};
@@ -323,7 +323,19 @@ impl TestServer {
     }
 
     pub async fn token(&self, account: &str) -> String {
-        fetch_token(
+        self.token_data(account).await.token
+    }
+
+    /// The whole token answer for `account` (a node of a cluster at random), over
+    /// HTTPS too: the client trusts this server's certificate.
+    pub async fn token_data(&self, account: &str) -> courier::client::TokenData {
+        let trust = match self.running().cert_fingerprint {
+            Some(fp) => ClientTrust::Pinned(fp),
+            None => ClientTrust::WebPki,
+        };
+        let http = courier::client::http_client(&trust).unwrap();
+        courier::client::fetch_token_with(
+            &http,
             &self.http(),
             self.app.app_id,
             &self.app.app_key,
@@ -332,7 +344,6 @@ impl TestServer {
         )
         .await
         .unwrap()
-        .token
     }
 
     /// Connects and logs in; the backlog has not been read yet.

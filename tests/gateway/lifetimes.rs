@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use courier::client::fetch_token;
+
 use courier::store::{AppSettings, Conversation, HistoryRange, Order};
 use reqwest::Method;
 use serde_json::json;
@@ -12,18 +13,6 @@ use serde_json::json;
 use crate::common::*;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
-
-async fn token_of(s: &TestServer, account: &str) -> courier::wire::rest::TokenData {
-    fetch_token(
-        &s.http(),
-        s.app.app_id,
-        &s.app.app_key,
-        &s.app.app_secret,
-        account,
-    )
-    .await
-    .unwrap()
-}
 
 /// Sets the test app's account lifetime, as `courier app set --user-ttl-secs` does.
 async fn set_user_ttl(s: &TestServer, secs: u64) {
@@ -43,9 +32,9 @@ both_transports!(temporary_accounts_expire_their_tokens_sessions_and_data);
 async fn temporary_accounts_expire_their_tokens_sessions_and_data(t: Transport) {
     let s = TestServer::on(t).await;
     let state = s.server.as_ref().unwrap().state.clone();
-    let before = token_of(&s, "regular").await;
+    let before = s.token_data("regular").await;
     set_user_ttl(&s, 3600).await;
-    let guest = token_of(&s, "guest").await;
+    let guest = s.token_data("guest").await;
     let mut session = s.try_connect(&guest.token, "phone").await.unwrap();
     read_backlog(&mut session).await;
 
@@ -98,17 +87,17 @@ async fn temporary_accounts_expire_their_tokens_sessions_and_data(t: Transport) 
         .call(
             Method::GET,
             &format!("/api/topic/{}/{topic_id}", s.app.app_id),
-            &Auth::Token(token_of(&s, "regular").await.token),
+            &Auth::Token(s.token_data("regular").await.token),
             None,
         )
         .await;
     assert_eq!(status, 200, "{v}");
     assert!(!v.to_string().contains("\"guest\""), "{v}");
     // The name is free again: a new account with a new uuid.
-    let again = token_of(&s, "guest").await;
+    let again = s.token_data("guest").await;
     assert_ne!(again.mi_user_id, guest.mi_user_id);
     // An account created before the lifetime was set never expires.
-    let regular = token_of(&s, "regular").await;
+    let regular = s.token_data("regular").await;
     assert_eq!(regular.mi_user_id, before.mi_user_id);
 }
 
@@ -119,11 +108,11 @@ async fn an_expired_account_replaced_before_the_sweep_is_still_kicked() {
     let s = TestServer::start().await;
     let state = s.server.as_ref().unwrap().state.clone();
     set_user_ttl(&s, 60).await;
-    let old = token_of(&s, "guest").await;
+    let old = s.token_data("guest").await;
     let mut session = s.try_connect(&old.token, "phone").await.unwrap();
     read_backlog(&mut session).await;
     state.clock.advance(Duration::from_secs(61));
-    let new = token_of(&s, "guest").await;
+    let new = s.token_data("guest").await;
     assert_ne!(new.mi_user_id, old.mi_user_id);
     let report = courier::sweeper::round(&state).await.unwrap();
     assert!(report.expired.is_empty(), "the store retired it already");

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use courier::client::mimc::{MimcClient, MimcEvent, MimcMessage};
-use courier::client::{fetch_token, fetch_token_with, ClientError, TokenData};
+use courier::client::{fetch_token, ClientError, TokenData};
 use courier::mimc::{frame, ims, pb};
 use prost::Message;
 use reqwest::Method;
@@ -17,27 +17,6 @@ fn mimc_url(base_http: &str) -> String {
     format!("{}/mimc", base_http.replacen("http", "ws", 1))
 }
 
-async fn token_data(s: &TestServer, account: &str) -> TokenData {
-    let http = courier::client::http_client(&trust(s)).unwrap();
-    fetch_token_with(
-        &http,
-        &s.http(),
-        s.app.app_id,
-        &s.app.app_key,
-        &s.app.app_secret,
-        account,
-    )
-    .await
-    .unwrap()
-}
-
-fn trust(s: &TestServer) -> courier::client::ClientTrust {
-    match s.server.as_ref().unwrap().cert_fingerprint {
-        Some(fp) => courier::client::ClientTrust::Pinned(fp),
-        None => courier::client::ClientTrust::WebPki,
-    }
-}
-
 /// Opens a MIMC connection without the handshake.
 async fn open(s: &TestServer, token: &TokenData, resource: &str) -> MimcClient {
     MimcClient::open_with(&mimc_url(&s.http()), &s.options(), token, resource)
@@ -47,7 +26,7 @@ async fn open(s: &TestServer, token: &TokenData, resource: &str) -> MimcClient {
 
 /// CONN and BIND as the SDK does; panics if refused.
 async fn login(s: &TestServer, account: &str, resource: &str) -> MimcClient {
-    let token = token_data(s, account).await;
+    let token = s.token_data(account).await;
     let mut c = open(s, &token, resource).await;
     let challenge = c.conn().await.unwrap();
     c.bind(&challenge).await.unwrap();
@@ -402,7 +381,7 @@ async fn bind_refusal(c: &mut MimcClient, id: &str, sig: &str) -> (String, Strin
 #[tokio::test]
 async fn binds_with_a_bad_signature_a_foreign_token_or_an_expired_token_are_refused() {
     let s = TestServer::start_with(|c| c.token_ttl_secs = 60).await;
-    let token = token_data(&s, "bob").await;
+    let token = s.token_data("bob").await;
 
     // A signature made with the wrong key.
     let mut c = open(&s, &token, "webB").await;
@@ -422,10 +401,10 @@ async fn binds_with_a_bad_signature_a_foreign_token_or_an_expired_token_are_refu
     assert_eq!(refused, "invalid-sig");
 
     // Alice's token presented with bob's uuid in the header.
-    let alice = token_data(&s, "alice").await;
+    let alice = s.token_data("alice").await;
     let forged = TokenData {
         token: alice.token.clone(),
-        ..token_data(&s, "bob").await
+        ..s.token_data("bob").await
     };
     let mut c = open(&s, &forged, "webB").await;
     let challenge = c.conn().await.unwrap();
@@ -470,7 +449,7 @@ fn raw_frame(cmd: &str, id: &str, payload: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn bad_frames_close_the_connection_and_store_nothing() {
     let s = TestServer::start().await;
-    let token = token_data(&s, "mallory").await;
+    let token = s.token_data("mallory").await;
     let conn = raw_frame("CONN", "web1", &[]);
     let secmsg = {
         let msg = pb::Mimcp2pMessage {
