@@ -129,10 +129,8 @@ fn signed(n: u64) -> i64 {
 
 /// PACKET_ACK for a send: its sequence and timestamp, or (sequence 0) the reason
 /// it was refused in `errorMsg`, the only thing the web SDK shows.
-pub fn packet_ack(s: &mut MimcSession, ack: &courier::ServerAck) -> Bytes {
-    let Some(peer) = s.peer.as_ref() else {
-        return Bytes::new();
-    };
+pub fn packet_ack(s: &mut MimcSession, ack: &courier::ServerAck) -> Option<Bytes> {
+    let peer = s.peer.as_ref()?;
     let ok = ack.code == Status::Ok.code();
     // MIMCPacketAck, field by field (2 uuid and 3 resource are the peer's).
     let mut body = Vec::with_capacity(64 + ack.packet_id.len() + peer.resource().len());
@@ -150,7 +148,7 @@ pub fn packet_ack(s: &mut MimcSession, ack: &courier::ServerAck) -> Bytes {
     put_bytes(&mut packet, 1, ack.packet_id.as_bytes());
     prost::encoding::int32::encode(4, &(pb::MimcMsgType::PacketAck as i32), &mut packet);
     put_bytes(&mut packet, 5, &body);
-    secmsg_encoded(s, packet).unwrap_or_default()
+    secmsg_encoded(s, packet)
 }
 
 /// One delivered message as the MIMCPacket the SDK hands its app: P2P_MESSAGE or
@@ -314,7 +312,7 @@ impl MimcSession {
                     out.extend(compound(self, page));
                 }
             }
-            Kind::ServerAck(ack) => out.extend([packet_ack(self, &ack)]),
+            Kind::ServerAck(ack) => out.extend(packet_ack(self, &ack)),
             Kind::Error(e) if !e.packet_id.is_empty() => {
                 let ack = courier::ServerAck {
                     packet_id: e.packet_id,
@@ -322,7 +320,7 @@ impl MimcSession {
                     desc: e.desc,
                     ..Default::default()
                 };
-                out.extend([packet_ack(self, &ack)]);
+                out.extend(packet_ack(self, &ack));
             }
             Kind::Error(e) => {
                 crate::log_limited!(debug, code = e.code, desc = %e.desc, "core error with no MIMC form; not sent");

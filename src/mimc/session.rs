@@ -8,9 +8,9 @@
 //!
 //! What only MIMC has is checked here: the frame layout and checksum, the order
 //! CONN → BIND → SECMSG, the header uuid against the token's, and the signature,
-//! whose key (the user's `miUserSecurityKey`) comes from the app's secret. The
-//! transport looks the app up when asked ([`FromPeer::CheckBind`]) and hands its
-//! secrets to [`MimcSession::bind_checked`].
+//! whose key (the user's `miUserSecurityKey`) comes from the secret that signed the
+//! token. The transport looks the app up when asked ([`FromPeer::CheckBind`]) and
+//! hands it to [`MimcSession::bind_checked`].
 
 use bytes::Bytes;
 use prost::Message;
@@ -53,7 +53,7 @@ pub enum FromPeer {
     Nothing,
     /// Write this frame back (the CONN challenge, a refused second BIND).
     Answer(Bytes),
-    /// Look up this app, then call [`MimcSession::bind_checked`] with its secrets.
+    /// Look up this app, then call [`MimcSession::bind_checked`] with it.
     CheckBind { app_id: u64 },
     /// Hand this to the session core.
     Core(Inbound),
@@ -64,20 +64,22 @@ pub enum FromPeer {
 }
 
 /// What a BIND carried, kept while the app is looked up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 struct PendingBind {
     challenge: String,
     header_id: String,
     uuid: u64,
     resource: String,
     token: String,
+    /// The token, parsed (its signature is checked once the app is known).
+    claimed: auth::Unverified,
     kick: String,
     client_attrs: String,
     cloud_attrs: String,
     sig: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 enum Phase {
     /// Waiting for CONN; this challenge will answer it.
     Connecting(Box<str>),
@@ -108,7 +110,7 @@ impl Peer {
     fn new(uuid: u64, app_id: u64, key_prefix: &[u8], resource: &str) -> Peer {
         let header = outbound::header_prefix(uuid, resource);
         // Both are bounded far below: an 18-byte key; a resource within the header
-        // limit (at most 64 KiB).
+        // limit (at most 16 KiB).
         let key_len = u16::try_from(key_prefix.len()).unwrap_or(0);
         let resource_len = u16::try_from(resource.len()).unwrap_or(0);
         let mut bytes = Vec::with_capacity(PEER_FIXED + key_prefix.len() + header.len());
@@ -194,25 +196,13 @@ struct InboundPacket {
     payload: Option<Bytes>,
 }
 
-/// What a send needs of MIMCP2PMessage: `to`, the payload and its flags. `from`
-/// (field 1) is skipped unread: the sender is the session's.
+/// What a send needs of MIMCP2PMessage and MIMCP2TMessage, which differ only in
+/// `to` (a MIMCUser or a MIMCGroup, read by the caller): the payload and its flags.
+/// `from` (field 1) is skipped unread: the sender is the session's.
 #[derive(Clone, PartialEq, prost::Message)]
-struct P2pSend {
-    #[prost(message, optional, tag = "2")]
-    to: Option<pb::MimcUser>,
-    #[prost(bytes = "bytes", optional, tag = "3")]
-    payload: Option<Bytes>,
-    #[prost(bool, optional, tag = "4")]
-    is_store: Option<bool>,
-    #[prost(string, optional, tag = "5")]
-    biz_type: Option<String>,
-}
-
-/// The same of MIMCP2TMessage.
-#[derive(Clone, PartialEq, prost::Message)]
-struct P2tSend {
-    #[prost(message, optional, tag = "2")]
-    to: Option<pb::MimcGroup>,
+struct InboundSend {
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    to: Option<Bytes>,
     #[prost(bytes = "bytes", optional, tag = "3")]
     payload: Option<Bytes>,
     #[prost(bool, optional, tag = "4")]
@@ -324,7 +314,7 @@ impl MimcSession {
 
     /// Whether the BIND succeeded (the core accepted the token).
     pub fn is_bound(&self) -> bool {
-        self.phase == Phase::Bound
+        matches!(self.phase, Phase::Bound)
     }
 
     /// Whether the BIND was refused: the refusal should reach the SDK before the
@@ -341,7 +331,7 @@ impl MimcSession {
 
     /// Handles one binary WebSocket message from the peer, at `now_ms`.
     pub fn on_message(&mut self, message: &Bytes, now_ms: u64) -> FromPeer {
-        if self.phase == Phase::Closed {
+        if matches!(self.phase, Phase::Closed) {
             return FromPeer::Nothing;
         }
         let frame = match frame::decode(message, self.limits) {
@@ -399,7 +389,7 @@ impl MimcSession {
             return self.close(protocol_error(format!("bad XMMsgConn: {e}")));
         }
         let challenge = challenge.clone();
-        let answer = outbound::conn_answer(header.id(), &challenge);
+        let answer = outbound::conn_answer(header.id(), challenge.as_ref());
         self.phase = Phase::Challenged(challenge);
         FromPeer::Answer(answer)
     }
@@ -440,20 +430,20 @@ impl MimcSession {
                 "the header's uuid is not the token's user".into(),
             );
         }
+        let app_id = claimed.app_id();
         self.phase = Phase::Checking(Box::new(PendingBind {
             challenge,
             header_id: header.id().to_owned(),
             uuid,
             resource: header.resource().to_owned(),
             token: bind.token().to_owned(),
+            claimed,
             kick: bind.kick().to_owned(),
             client_attrs: bind.client_attrs().to_owned(),
             cloud_attrs: bind.cloud_attrs().to_owned(),
             sig: bind.sig().to_owned(),
         }));
-        FromPeer::CheckBind {
-            app_id: claimed.app_id(),
-        }
+        FromPeer::CheckBind { app_id }
     }
 
     /// The app of the pending BIND was looked up (`Ok(None)`: no such app; `Err`:
@@ -482,9 +472,7 @@ impl MimcSession {
                 return refuse(self, "server", "internal-error", desc);
             }
         };
-        let checked =
-            auth::parse(&bind.token).and_then(|t| t.check_for(app, now_ms).map(str::to_owned));
-        let secret = match checked {
+        let secret = match bind.claimed.check_for(app, now_ms) {
             Ok(secret) => secret,
             Err(auth::AuthError::Expired) => {
                 let desc = auth::AuthError::Expired.to_string();
@@ -492,7 +480,7 @@ impl MimcSession {
             }
             Err(e) => return refuse(self, "auth", "invalid-token", e.to_string()),
         };
-        let key = auth::user_security_key(&secret, bind.uuid);
+        let key = auth::user_security_key(secret, bind.uuid);
         let signed = crypto::BindSigned {
             challenge: &bind.challenge,
             chid: MI_CHID,
@@ -578,31 +566,37 @@ impl MimcSession {
             .r#type
             .and_then(|t| pb::MimcMsgType::try_from(t).ok());
         match kind {
-            Some(pb::MimcMsgType::P2pMessage) => {
-                let Ok(msg) = P2pSend::decode(packet.payload()) else {
-                    return self.refuse_send(packet_id, "bad MIMCP2PMessage");
+            Some(kind @ (pb::MimcMsgType::P2pMessage | pb::MimcMsgType::P2tMessage)) => {
+                let topic = kind == pb::MimcMsgType::P2tMessage;
+                let bad = match topic {
+                    true => "bad MIMCP2TMessage",
+                    false => "bad MIMCP2PMessage",
+                };
+                let Ok(msg) = InboundSend::decode(packet.payload()) else {
+                    return self.refuse_send(packet_id, bad);
                 };
                 let to = msg.to.unwrap_or_default();
-                FromPeer::Core(core_frame(Kind::Send(courier::Send {
-                    packet_id,
-                    to_account: to.app_account.unwrap_or_default(),
-                    to_resource: to.resource.unwrap_or_default(),
-                    topic_id: 0,
-                    payload: msg.payload.unwrap_or_default(),
-                    biz_type: msg.biz_type.unwrap_or_default(),
-                    is_store: Some(msg.is_store.unwrap_or(true)),
-                    online_only: false,
-                })))
-            }
-            Some(pb::MimcMsgType::P2tMessage) => {
-                let Ok(msg) = P2tSend::decode(packet.payload()) else {
-                    return self.refuse_send(packet_id, "bad MIMCP2TMessage");
+                let (to_account, to_resource, topic_id) = if topic {
+                    let Ok(group) = pb::MimcGroup::decode(to) else {
+                        return self.refuse_send(packet_id, bad);
+                    };
+                    (
+                        String::new(),
+                        String::new(),
+                        group.topic_id.unwrap_or_default(),
+                    )
+                } else {
+                    let Ok(user) = pb::MimcUser::decode(to) else {
+                        return self.refuse_send(packet_id, bad);
+                    };
+                    let (account, resource) = (user.app_account, user.resource);
+                    (account.unwrap_or_default(), resource.unwrap_or_default(), 0)
                 };
                 FromPeer::Core(core_frame(Kind::Send(courier::Send {
                     packet_id,
-                    to_account: String::new(),
-                    to_resource: String::new(),
-                    topic_id: msg.to.unwrap_or_default().topic_id.unwrap_or_default(),
+                    to_account,
+                    to_resource,
+                    topic_id,
                     payload: msg.payload.unwrap_or_default(),
                     biz_type: msg.biz_type.unwrap_or_default(),
                     is_store: Some(msg.is_store.unwrap_or(true)),
@@ -619,7 +613,7 @@ impl MimcSession {
                 FromPeer::Core(core_frame(Kind::Ack(courier::Ack { sequence })))
             }
             Some(pb::MimcMsgType::Pull) => {
-                // A PULL re-reads the backlog: one per PULL_INTERVAL_MS is enough.
+                // A PULL re-reads the backlog: one per PULL_INTERVAL_S is enough.
                 let now_s = (now_ms / 1000) as u32;
                 if self.last_pull_s != 0 && now_s.wrapping_sub(self.last_pull_s) < PULL_INTERVAL_S {
                     crate::log_limited!(info, "MIMC PULL ignored: one per second");
@@ -644,7 +638,10 @@ impl MimcSession {
             desc: why.to_owned(),
             ..Default::default()
         };
-        FromPeer::Answer(outbound::packet_ack(self, &ack))
+        match outbound::packet_ack(self, &ack) {
+            Some(frame) => FromPeer::Answer(frame),
+            None => FromPeer::Nothing,
+        }
     }
 }
 

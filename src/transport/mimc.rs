@@ -122,11 +122,6 @@ impl MimcFrames {
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
         while let Some(frame) = self.m.out.get(self.m.sent as usize) {
             let frame = frame.clone();
-            if frame.is_empty() {
-                // A frame the codec could not build (never expected): nothing to send.
-                self.m.sent += 1;
-                continue;
-            }
             ready!(self.ws.poll_ready_unpin(cx))?;
             self.ws.start_send_unpin(Message::Binary(frame))?;
             self.m.sent += 1;
