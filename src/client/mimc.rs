@@ -13,6 +13,7 @@ use prost::Message;
 use super::conn::{self, FrameReader, FrameWriter};
 use super::{ClientError, ConnectOptions, TokenData};
 use crate::mimc::frame::{self, FrameLimits};
+use crate::mimc::pbio;
 use crate::mimc::{crypto, ims, pb};
 
 /// The SDK's CONN: version 106, model "Netscape", os "", udid "websocket", sdk 31.
@@ -43,6 +44,11 @@ struct Me {
     /// Its bytes and '_': the RC4 key of a frame is this and the frame's id.
     key_prefix: Vec<u8>,
     package: String,
+    /// The ClientHeader fields every frame after CONN shares (chid, uuid, server,
+    /// resource), encoded.
+    header_prefix: Vec<u8>,
+    /// This user as the `from` MIMCUser of its messages, encoded.
+    from_user: Vec<u8>,
 }
 
 /// A message delivered in a COMPOUND.
@@ -127,7 +133,24 @@ impl MimcClient {
             .map_err(|e| decode_err("miUserSecurityKey", e))?;
         key_prefix.push(b'_');
         let (out, input) = conn::dial_plain_ws(url, options).await?;
+        let header_prefix = ims::ClientHeader {
+            chid: Some(CHID),
+            uuid: Some(i64::try_from(token.mi_user_id).unwrap_or(0)),
+            server: Some(SERVER.into()),
+            resource: Some(resource.to_owned()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let from_user = pb::MimcUser {
+            app_id: Some(token.app_id),
+            app_account: Some(token.app_account.clone()),
+            uuid: Some(token.mi_user_id),
+            resource: Some(resource.to_owned()),
+        }
+        .encode_to_vec();
         let me = Arc::new(Me {
+            header_prefix,
+            from_user,
             key_prefix,
             app_id: token.app_id,
             account: token.app_account.clone(),
@@ -287,6 +310,27 @@ impl MimcWriter {
         }
     }
 
+    /// A plaintext SECMSG frame with header id `id` whose payload, `payload_len`
+    /// bytes, `write` puts in place: the frame is built in one buffer.
+    fn secmsg_frame(
+        &self,
+        id: &str,
+        payload_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Bytes {
+        let header_len =
+            self.me.header_prefix.len() + pbio::bytes_len(5, 6) + pbio::bytes_len(7, id.len());
+        let mut buf = Vec::with_capacity(frame::frame_len(header_len, payload_len));
+        // The header is a few dozen bytes; the payload is bounded by the caller.
+        let _ = frame::put_prefix(&mut buf, header_len, payload_len);
+        buf.extend_from_slice(&self.me.header_prefix);
+        pbio::put_bytes(&mut buf, 5, b"SECMSG");
+        pbio::put_bytes(&mut buf, 7, id.as_bytes());
+        write(&mut buf);
+        frame::finish(&mut buf);
+        Bytes::from(buf)
+    }
+
     /// Writes one frame with this header and payload.
     pub async fn send_frame(
         &mut self,
@@ -324,19 +368,36 @@ impl MimcWriter {
         to_account: &str,
         payload: impl Into<Bytes>,
     ) -> Result<(), ClientError> {
-        let msg = pb::Mimcp2pMessage {
-            from: Some(self.user()),
-            to: Some(pb::MimcUser {
-                app_id: Some(self.me.app_id),
-                app_account: Some(to_account.to_owned()),
-                ..Default::default()
-            }),
-            payload: Some(payload.into()),
-            is_store: Some(true),
-            biz_type: Some(String::new()),
-        };
-        self.send_typed(packet_id, pb::MimcMsgType::P2pMessage, msg.encode_to_vec())
-            .await
+        // Written field by field, the bytes prost writes for MIMCPacket {1 packetId,
+        // 2 package, 4 type, 5 MIMCP2PMessage {1 from, 2 to {1 appId, 2 appAccount},
+        // 3 payload, 4 isStore, 5 bizType ""}}: the load generator sends many.
+        let payload = payload.into();
+        let me = &self.me;
+        let to_len = pbio::varint_len(1, me.app_id) + pbio::bytes_len(2, to_account.len());
+        let msg_len = pbio::bytes_len(1, me.from_user.len())
+            + pbio::bytes_len(2, to_len)
+            + pbio::bytes_len(3, payload.len())
+            + pbio::varint_len(4, 1)
+            + pbio::bytes_len(5, 0);
+        let kind = pb::MimcMsgType::P2pMessage as u64;
+        let packet_len = pbio::bytes_len(1, packet_id.len())
+            + pbio::bytes_len(2, me.package.len())
+            + pbio::varint_len(4, kind)
+            + pbio::bytes_len(5, msg_len);
+        let frame = self.secmsg_frame(packet_id, packet_len, |buf| {
+            pbio::put_bytes(buf, 1, packet_id.as_bytes());
+            pbio::put_bytes(buf, 2, me.package.as_bytes());
+            pbio::put_varint(buf, 4, kind);
+            pbio::put_len(buf, 5, msg_len);
+            pbio::put_bytes(buf, 1, &me.from_user);
+            pbio::put_len(buf, 2, to_len);
+            pbio::put_varint(buf, 1, me.app_id);
+            pbio::put_bytes(buf, 2, to_account.as_bytes());
+            pbio::put_bytes(buf, 3, &payload);
+            pbio::put_varint(buf, 4, 1);
+            pbio::put_bytes(buf, 5, b"");
+        });
+        self.send_raw(frame).await
     }
 
     /// Sends a topic message, as `user.sendGroupMessage` does.
@@ -458,15 +519,17 @@ impl MimcReader {
             "BIND" => MimcEvent::Bind(resp()?),
             "KICK" => MimcEvent::Kick(resp()?),
             "PING" => MimcEvent::Ping,
-            "SECMSG" => self.secmsg(&payload)?,
+            "SECMSG" => self.secmsg(payload)?,
             other => MimcEvent::Other(other.to_owned()),
         };
         Ok(Some(event))
     }
 
-    fn secmsg(&self, payload: &[u8]) -> Result<MimcEvent, ClientError> {
+    /// A decrypted SECMSG payload (decoded from `Bytes`: the byte fields of the
+    /// packets are slices of it, not copies).
+    fn secmsg(&self, payload: Bytes) -> Result<MimcEvent, ClientError> {
         let packet = pb::MimcPacket::decode(payload).map_err(|e| decode_err("MIMCPacket", e))?;
-        let inner = packet.payload();
+        let inner = packet.payload.clone().unwrap_or_default();
         match packet
             .r#type
             .and_then(|t| pb::MimcMsgType::try_from(t).ok())
@@ -486,14 +549,15 @@ impl MimcReader {
                         max: list.max_sequence(),
                     });
                 }
+                let (min_sequence, max_sequence) = (list.min_sequence(), list.max_sequence());
                 let messages = list
                     .packets
-                    .iter()
+                    .into_iter()
                     .map(message_of)
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(MimcEvent::Messages {
-                    min_sequence: list.min_sequence(),
-                    max_sequence: list.max_sequence(),
+                    min_sequence,
+                    max_sequence,
                     messages,
                 })
             }
@@ -503,9 +567,10 @@ impl MimcReader {
 }
 
 /// A delivered packet as a message.
-fn message_of(p: &pb::MimcPacket) -> Result<MimcMessage, ClientError> {
+fn message_of(p: pb::MimcPacket) -> Result<MimcMessage, ClientError> {
+    let inner = p.payload.clone().unwrap_or_default();
     let mut m = MimcMessage {
-        packet_id: p.packet_id().to_owned(),
+        packet_id: p.packet_id.clone().unwrap_or_default(),
         sequence: p.sequence(),
         timestamp: p.timestamp(),
         topic_id: None,
@@ -527,8 +592,8 @@ fn message_of(p: &pb::MimcPacket) -> Result<MimcMessage, ClientError> {
     };
     match p.r#type.and_then(|t| pb::MimcMsgType::try_from(t).ok()) {
         Some(pb::MimcMsgType::P2pMessage) => {
-            let msg = pb::Mimcp2pMessage::decode(p.payload())
-                .map_err(|e| decode_err("MIMCP2PMessage", e))?;
+            let msg =
+                pb::Mimcp2pMessage::decode(inner).map_err(|e| decode_err("MIMCP2PMessage", e))?;
             (m.from_account, m.from_resource, m.from_uuid) = from(msg.from);
             m.to_account = msg.to.and_then(|t| t.app_account).unwrap_or_default();
             m.payload = msg.payload.unwrap_or_default();
@@ -536,8 +601,8 @@ fn message_of(p: &pb::MimcPacket) -> Result<MimcMessage, ClientError> {
             m.is_store = msg.is_store.unwrap_or_default();
         }
         Some(pb::MimcMsgType::P2tMessage) => {
-            let msg = pb::Mimcp2tMessage::decode(p.payload())
-                .map_err(|e| decode_err("MIMCP2TMessage", e))?;
+            let msg =
+                pb::Mimcp2tMessage::decode(inner).map_err(|e| decode_err("MIMCP2TMessage", e))?;
             (m.from_account, m.from_resource, m.from_uuid) = from(msg.from);
             m.topic_id = msg.to.and_then(|t| t.topic_id);
             m.payload = msg.payload.unwrap_or_default();

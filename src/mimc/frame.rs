@@ -5,7 +5,7 @@
 //! Decoding checks the magic, the lengths against the message and the limits, and the
 //! checksum, before anything is parsed; encoding writes the words the SDK sends (4, 3, 2).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 /// The first two bytes of every frame.
 pub const MAGIC: u16 = 0xC2FE;
@@ -108,31 +108,43 @@ pub fn decode(message: &Bytes, limits: FrameLimits) -> Result<Frame, FrameError>
 
 /// Encodes one frame (the header must fit a u16 length; the server's are small).
 pub fn encode(header: &[u8], payload: &[u8]) -> Bytes {
-    encode_split(header, &[], payload)
-}
-
-/// Encodes one frame whose header is `head ‖ tail` (two encoded parts of one
-/// ClientHeader: protobuf merges them).
-pub fn encode_split(head: &[u8], tail: &[u8], payload: &[u8]) -> Bytes {
-    let header_len = head.len() + tail.len();
-    let Ok(announced) = u16::try_from(header_len) else {
+    let mut out = Vec::with_capacity(frame_len(header.len(), payload.len()));
+    if put_prefix(&mut out, header.len(), payload.len()).is_none() {
         // Never for the server's own headers; refuse rather than cut one.
         return Bytes::new();
-    };
-    let mut out =
-        BytesMut::with_capacity(PREFIX_BYTES + header_len + payload.len() + TRAILER_BYTES);
-    out.put_u16(MAGIC);
-    out.put_u16(VERSION);
-    out.put_u16(3);
-    out.put_u16(2);
-    out.put_u16(announced);
-    out.put_u32(payload.len() as u32);
-    out.put_slice(head);
-    out.put_slice(tail);
-    out.put_slice(payload);
-    let sum = adler32(&out);
-    out.put_u32(sum);
-    out.freeze()
+    }
+    out.extend_from_slice(header);
+    out.extend_from_slice(payload);
+    finish(&mut out);
+    Bytes::from(out)
+}
+
+/// The bytes of a frame with this header and payload.
+pub fn frame_len(header_len: usize, payload_len: usize) -> usize {
+    PREFIX_BYTES + header_len + payload_len + TRAILER_BYTES
+}
+
+/// Starts a frame in the empty `out`: the prefix announcing these lengths (the
+/// header and the payload follow, then [`finish`]). `None` when the header is over
+/// the u16 the layout has for it, or the payload over the u32.
+pub fn put_prefix(out: &mut Vec<u8>, header_len: usize, payload_len: usize) -> Option<()> {
+    let header_len = u16::try_from(header_len).ok()?;
+    let payload_len = u32::try_from(payload_len).ok()?;
+    for word in [MAGIC, VERSION, 3, 2, header_len] {
+        out.extend_from_slice(&word.to_be_bytes());
+    }
+    out.extend_from_slice(&payload_len.to_be_bytes());
+    Some(())
+}
+
+/// Ends a frame started by [`put_prefix`]: sets the payload length to what was
+/// written after the header, and appends the checksum.
+pub fn finish(out: &mut Vec<u8>) {
+    let header_len = usize::from(u16_at(out, 8));
+    let payload_len = out.len().saturating_sub(PREFIX_BYTES + header_len) as u32;
+    out[10..14].copy_from_slice(&payload_len.to_be_bytes());
+    let sum = adler32(out);
+    out.extend_from_slice(&sum.to_be_bytes());
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 pub mod crypto;
 pub mod frame;
 pub mod outbound;
+pub mod pbio;
 pub mod session;
 
 /// Generated types of `proto/mimc/ims.proto` (the session messages).

@@ -17,6 +17,7 @@ use prost::Message;
 
 use super::frame::{self, FrameLimits};
 use super::outbound::{self, Refusal};
+use super::pbio::{self, Value};
 use super::{crypto, ims, pb};
 use crate::api::token::MI_CHID;
 use crate::auth;
@@ -96,9 +97,7 @@ enum Phase {
 /// Who the connection is, once its BIND signature passed, in one allocation kept
 /// for the connection's life: the uuid and app id, the RC4 key prefix
 /// (`base64-decode(miUserSecurityKey) ‖ '_'`; a frame's key is this and its header
-/// id), and the encoded ClientHeader fields every server frame shares (chid, uuid,
-/// server, resource), whose last field is the resource exactly as the BIND header
-/// carried it.
+/// id), and the resource exactly as the BIND header carried it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer(Box<[u8]>);
 
@@ -107,19 +106,20 @@ pub struct Peer(Box<[u8]>);
 const PEER_FIXED: usize = 20;
 
 impl Peer {
-    fn new(uuid: u64, app_id: u64, key_prefix: &[u8], resource: &str) -> Peer {
-        let header = outbound::header_prefix(uuid, resource);
+    pub(super) fn new(uuid: u64, app_id: u64, key_prefix: &[u8], resource: &str) -> Peer {
         // Both are bounded far below: an 18-byte key; a resource within the header
         // limit (at most 16 KiB).
         let key_len = u16::try_from(key_prefix.len()).unwrap_or(0);
         let resource_len = u16::try_from(resource.len()).unwrap_or(0);
-        let mut bytes = Vec::with_capacity(PEER_FIXED + key_prefix.len() + header.len());
+        let key = &key_prefix[..usize::from(key_len)];
+        let resource = &resource.as_bytes()[..usize::from(resource_len)];
+        let mut bytes = Vec::with_capacity(PEER_FIXED + key.len() + resource.len());
         bytes.extend_from_slice(&uuid.to_le_bytes());
         bytes.extend_from_slice(&app_id.to_le_bytes());
         bytes.extend_from_slice(&key_len.to_le_bytes());
         bytes.extend_from_slice(&resource_len.to_le_bytes());
-        bytes.extend_from_slice(&key_prefix[..usize::from(key_len)]);
-        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(resource);
         Peer(bytes.into_boxed_slice())
     }
 
@@ -146,11 +146,6 @@ impl Peer {
         &self.0[PEER_FIXED..PEER_FIXED + self.u16_at(16)]
     }
 
-    /// The encoded ClientHeader fields every server frame to this peer shares.
-    pub fn header_prefix(&self) -> &[u8] {
-        &self.0[PEER_FIXED + self.u16_at(16)..]
-    }
-
     /// The resource exactly as the BIND header carried it: the SDK compares each
     /// COMPOUND's resource with its own.
     pub fn resource(&self) -> &str {
@@ -163,7 +158,9 @@ impl Peer {
 /// One MIMC web connection.
 #[derive(Debug)]
 pub struct MimcSession {
-    limits: FrameLimits,
+    /// The frame limits, as u32s (they are far below).
+    max_header_bytes: u32,
+    max_payload_bytes: u32,
     phase: Phase,
     /// Set once the signature passed.
     pub(super) peer: Option<Peer>,
@@ -173,53 +170,133 @@ pub struct MimcSession {
     id_nonce: u64,
     id_counter: u64,
     /// Live deliveries gathered into the next COMPOUND (see `outbound`).
-    pub(super) pending: Vec<pb::MimcPacket>,
-    pub(super) pending_bytes: usize,
+    pub(super) pending: Option<Box<outbound::Gathered>>,
     /// The BIND was refused: the transport lets the refusal arrive before closing.
     pub(super) refused: bool,
     /// When the last PULL was taken (seconds since the epoch; 0: none yet).
     last_pull_s: u32,
 }
 
+/// An outbound header id, `s<nonce in hex>.<counter in decimal>`, built without
+/// formatting machinery or an allocation (one per server frame).
+#[derive(Clone, Copy)]
+pub(super) struct HeaderId {
+    len: u8,
+    bytes: [u8; 40],
+}
+
+impl HeaderId {
+    pub(super) fn new(nonce: u64, counter: u64) -> HeaderId {
+        // 1 + 16 hex digits + 1 + 20 decimal digits ≤ 40.
+        let mut id = HeaderId {
+            len: 0,
+            bytes: [0; 40],
+        };
+        id.push(b's');
+        let hex_digits = (16 - nonce.leading_zeros() as usize / 4).max(1);
+        for i in (0..hex_digits).rev() {
+            id.push(b"0123456789abcdef"[(nonce >> (4 * i)) as usize & 0xf]);
+        }
+        id.push(b'.');
+        let mut decimal = [0u8; 20];
+        let mut at = decimal.len();
+        let mut n = counter;
+        loop {
+            at -= 1;
+            decimal[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &digit in &decimal[at..] {
+            id.push(digit);
+        }
+        id
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.bytes[usize::from(self.len)] = byte;
+        self.len += 1;
+    }
+}
+
+impl std::ops::Deref for HeaderId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Only ASCII is pushed.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
 /// PULLs closer together than this are ignored (each re-reads the backlog).
 pub const PULL_INTERVAL_S: u32 = 1;
 
-/// What the codec reads of a client's MIMCPacket: its id, type and payload (the
-/// package name, 2, is skipped).
-#[derive(Clone, PartialEq, prost::Message)]
-struct InboundPacket {
-    #[prost(string, optional, tag = "1")]
-    packet_id: Option<String>,
-    #[prost(int32, optional, tag = "4")]
+/// What the codec reads of a client's MIMCPacket, borrowed from the frame: its id,
+/// type and payload (the package name, 2, is skipped).
+#[derive(Debug, Default)]
+struct InboundPacket<'a> {
+    packet_id: &'a str,
     r#type: Option<i32>,
-    #[prost(bytes = "bytes", optional, tag = "5")]
-    payload: Option<Bytes>,
+    payload: &'a [u8],
+}
+
+impl<'a> InboundPacket<'a> {
+    fn read(buf: &'a [u8]) -> Result<Self, pbio::ReadError> {
+        let mut p = InboundPacket::default();
+        for field in pbio::fields(buf) {
+            match field? {
+                (1, Value::Bytes(b)) => p.packet_id = pbio::text(b)?,
+                (4, Value::Varint(v)) => p.r#type = Some(v as i32),
+                (5, Value::Bytes(b)) => p.payload = b,
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
 }
 
 /// What a send needs of MIMCP2PMessage and MIMCP2TMessage, which differ only in
 /// `to` (a MIMCUser or a MIMCGroup, read by the caller): the payload and its flags.
 /// `from` (field 1) is skipped unread: the sender is the session's.
-#[derive(Clone, PartialEq, prost::Message)]
-struct InboundSend {
-    #[prost(bytes = "bytes", optional, tag = "2")]
-    to: Option<Bytes>,
-    #[prost(bytes = "bytes", optional, tag = "3")]
-    payload: Option<Bytes>,
-    #[prost(bool, optional, tag = "4")]
+#[derive(Debug, Default)]
+struct InboundSend<'a> {
+    to: &'a [u8],
+    payload: &'a [u8],
     is_store: Option<bool>,
-    #[prost(string, optional, tag = "5")]
-    biz_type: Option<String>,
+    biz_type: &'a str,
 }
 
-/// Why a ClientHeader cannot be read.
-#[derive(Debug, thiserror::Error)]
-enum HeaderError {
-    #[error(transparent)]
-    Protobuf(#[from] prost::DecodeError),
-    #[error("a field is longer than the header")]
-    Truncated,
-    #[error("a string field is not UTF-8")]
-    NotUtf8,
+impl<'a> InboundSend<'a> {
+    fn read(buf: &'a [u8]) -> Result<Self, pbio::ReadError> {
+        let mut m = InboundSend::default();
+        for field in pbio::fields(buf) {
+            match field? {
+                (2, Value::Bytes(b)) => m.to = b,
+                (3, Value::Bytes(b)) => m.payload = b,
+                (4, Value::Varint(v)) => m.is_store = Some(v != 0),
+                (5, Value::Bytes(b)) => m.biz_type = pbio::text(b)?,
+                _ => {}
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// The recipient of a p2p send: MIMCUser {2 appAccount, 4 resource}, or of a topic
+/// send: MIMCGroup {2 topicId}.
+fn read_to(to: &[u8], topic: bool) -> Result<(&str, &str, u64), pbio::ReadError> {
+    let (mut account, mut resource, mut topic_id) = ("", "", 0);
+    for field in pbio::fields(to) {
+        match (topic, field?) {
+            (false, (2, Value::Bytes(b))) => account = pbio::text(b)?,
+            (false, (4, Value::Bytes(b))) => resource = pbio::text(b)?,
+            (true, (2, Value::Varint(v))) => topic_id = v,
+            _ => {}
+        }
+    }
+    Ok((account, resource, topic_id))
 }
 
 /// The ClientHeader fields the codec reads, borrowed from the frame (no string is
@@ -248,28 +325,15 @@ impl<'a> Header<'a> {
 
     /// Reads fields 2 (uuid), 4 (resource), 5 (cmd) and 7 (id) of a ClientHeader;
     /// a field that is not valid protobuf, or a string that is not UTF-8, is an error.
-    fn read(mut buf: &'a [u8]) -> Result<Header<'a>, HeaderError> {
-        use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+    fn read(buf: &'a [u8]) -> Result<Header<'a>, pbio::ReadError> {
         let mut h = Header::default();
-        while !buf.is_empty() {
-            let (tag, wire_type) = decode_key(&mut buf)?;
-            match (tag, wire_type) {
-                (2, WireType::Varint) => h.uuid = decode_varint(&mut buf)? as i64,
-                (4 | 5 | 7, WireType::LengthDelimited) => {
-                    let len = usize::try_from(decode_varint(&mut buf)?).unwrap_or(usize::MAX);
-                    if len > buf.len() {
-                        return Err(HeaderError::Truncated);
-                    }
-                    let (value, rest) = buf.split_at(len);
-                    buf = rest;
-                    let text = std::str::from_utf8(value).map_err(|_| HeaderError::NotUtf8)?;
-                    match tag {
-                        4 => h.resource = text,
-                        5 => h.cmd = text,
-                        _ => h.id = text,
-                    }
-                }
-                _ => skip_field(wire_type, tag, &mut buf, DecodeContext::default())?,
+        for field in pbio::fields(buf) {
+            match field? {
+                (2, Value::Varint(v)) => h.uuid = v as i64,
+                (4, Value::Bytes(b)) => h.resource = pbio::text(b)?,
+                (5, Value::Bytes(b)) => h.cmd = pbio::text(b)?,
+                (7, Value::Bytes(b)) => h.id = pbio::text(b)?,
+                _ => {}
             }
         }
         Ok(h)
@@ -300,13 +364,13 @@ impl MimcSession {
         // 96 bits as 24 hex characters, like the challenges the SDK was seen with.
         let challenge = format!("{:024x}", challenge >> 32).into_boxed_str();
         MimcSession {
-            limits,
+            max_header_bytes: u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX),
+            max_payload_bytes: u32::try_from(limits.max_payload_bytes).unwrap_or(u32::MAX),
             phase: Phase::Connecting(challenge),
             peer: None,
             id_nonce,
             id_counter: 0,
-            pending: Vec::new(),
-            pending_bytes: 0,
+            pending: None,
             refused: false,
             last_pull_s: 0,
         }
@@ -324,9 +388,9 @@ impl MimcSession {
     }
 
     /// A fresh outbound header id.
-    pub(super) fn next_id(&mut self) -> String {
+    pub(super) fn next_id(&mut self) -> HeaderId {
         self.id_counter += 1;
-        format!("s{:x}.{}", self.id_nonce, self.id_counter)
+        HeaderId::new(self.id_nonce, self.id_counter)
     }
 
     /// Handles one binary WebSocket message from the peer, at `now_ms`.
@@ -334,7 +398,11 @@ impl MimcSession {
         if matches!(self.phase, Phase::Closed) {
             return FromPeer::Nothing;
         }
-        let frame = match frame::decode(message, self.limits) {
+        let limits = FrameLimits {
+            max_header_bytes: self.max_header_bytes as usize,
+            max_payload_bytes: self.max_payload_bytes as usize,
+        };
+        let frame = match frame::decode(message, limits) {
             Ok(frame) => frame,
             Err(e) => return self.close(protocol_error(format!("bad MIMC frame: {e}"))),
         };
@@ -552,59 +620,43 @@ impl MimcSession {
     }
 
     fn on_secmsg(&mut self, header: &Header<'_>, payload: &[u8], now_ms: u64) -> FromPeer {
-        let packet = match InboundPacket::decode(payload) {
+        let packet = match InboundPacket::read(payload) {
             Ok(p) => p,
             Err(e) => return self.close(protocol_error(format!("bad MIMCPacket: {e}"))),
         };
         // The SDK sends the packet id in both places; a client may send one.
-        let packet_id = match packet.packet_id() {
+        let packet_id = match packet.packet_id {
             "" => header.id(),
             id => id,
-        }
-        .to_owned();
+        };
         let kind = packet
             .r#type
             .and_then(|t| pb::MimcMsgType::try_from(t).ok());
         match kind {
             Some(kind @ (pb::MimcMsgType::P2pMessage | pb::MimcMsgType::P2tMessage)) => {
                 let topic = kind == pb::MimcMsgType::P2tMessage;
-                let bad = match topic {
-                    true => "bad MIMCP2TMessage",
-                    false => "bad MIMCP2PMessage",
-                };
-                let Ok(msg) = InboundSend::decode(packet.payload()) else {
+                let send = InboundSend::read(packet.payload)
+                    .and_then(|msg| Ok((read_to(msg.to, topic)?, msg)));
+                let Ok(((to_account, to_resource, topic_id), msg)) = send else {
+                    let bad = match topic {
+                        true => "bad MIMCP2TMessage",
+                        false => "bad MIMCP2PMessage",
+                    };
                     return self.refuse_send(packet_id, bad);
                 };
-                let to = msg.to.unwrap_or_default();
-                let (to_account, to_resource, topic_id) = if topic {
-                    let Ok(group) = pb::MimcGroup::decode(to) else {
-                        return self.refuse_send(packet_id, bad);
-                    };
-                    (
-                        String::new(),
-                        String::new(),
-                        group.topic_id.unwrap_or_default(),
-                    )
-                } else {
-                    let Ok(user) = pb::MimcUser::decode(to) else {
-                        return self.refuse_send(packet_id, bad);
-                    };
-                    let (account, resource) = (user.app_account, user.resource);
-                    (account.unwrap_or_default(), resource.unwrap_or_default(), 0)
-                };
                 FromPeer::Core(core_frame(Kind::Send(courier::Send {
-                    packet_id,
-                    to_account,
-                    to_resource,
+                    packet_id: packet_id.to_owned(),
+                    to_account: to_account.to_owned(),
+                    to_resource: to_resource.to_owned(),
                     topic_id,
-                    payload: msg.payload.unwrap_or_default(),
-                    biz_type: msg.biz_type.unwrap_or_default(),
+                    payload: Bytes::copy_from_slice(msg.payload),
+                    biz_type: msg.biz_type.to_owned(),
                     is_store: Some(msg.is_store.unwrap_or(true)),
                     online_only: false,
                 })))
             }
             Some(pb::MimcMsgType::SequenceAck) => {
-                let Ok(ack) = pb::MimcSequenceAck::decode(packet.payload()) else {
+                let Ok(ack) = pb::MimcSequenceAck::decode(packet.payload) else {
                     crate::log_limited!(info, "bad MIMCSequenceAck ignored");
                     return FromPeer::Nothing;
                 };
@@ -630,12 +682,12 @@ impl MimcSession {
     }
 
     /// A send the codec cannot read: answered with a PACKET_ACK carrying the reason.
-    fn refuse_send(&mut self, packet_id: String, why: &str) -> FromPeer {
+    fn refuse_send(&mut self, packet_id: &str, why: &str) -> FromPeer {
         crate::log_limited!(info, why, "MIMC send refused");
-        let ack = courier::ServerAck {
-            packet_id,
+        let ack = outbound::AckView {
+            packet_id: packet_id.as_bytes(),
             code: crate::protocol::Status::BadRequest.code(),
-            desc: why.to_owned(),
+            desc: why.as_bytes(),
             ..Default::default()
         };
         match outbound::packet_ack(self, &ack) {

@@ -548,6 +548,38 @@ fn acks_errors_notices_and_kicks_have_their_mimc_form() {
         "an error with no packet id and SyncDone have no MIMC form"
     );
     let ok = pb::MimcPacketAck::decode(packet(&out[0]).payload()).unwrap();
+    // Written field by field: the bytes prost writes for the same packet.
+    let expected = pb::MimcPacket {
+        packet_id: Some("web5".into()),
+        r#type: Some(pb::MimcMsgType::PacketAck as i32),
+        payload: Some(
+            pb::MimcPacketAck {
+                packet_id: Some("web5".into()),
+                uuid: Some(UUID),
+                resource: Some("webA".into()),
+                sequence: Some(88),
+                timestamp: Some(99),
+                code: Some(200),
+                ..Default::default()
+            }
+            .encode_to_vec()
+            .into(),
+        ),
+        ..Default::default()
+    };
+    assert_eq!(read(&out[0]).1, expected.encode_to_vec());
+    let refused = pb::MimcPacketAck::decode(packet(&out[1]).payload()).unwrap();
+    let expected_refusal = pb::MimcPacketAck {
+        packet_id: Some("web6".into()),
+        uuid: Some(UUID),
+        resource: Some("webA".into()),
+        sequence: Some(0),
+        timestamp: Some(0),
+        error_msg: Some("not a member".into()),
+        code: Some(Status::Forbidden.code() as i32),
+        ..Default::default()
+    };
+    assert_eq!(refused, expected_refusal);
     assert_eq!(
         (
             ok.packet_id(),

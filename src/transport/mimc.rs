@@ -298,11 +298,11 @@ mod tests {
     use super::*;
 
     /// The connection's transport object stays in the size class of `/ws`'s (a
-    /// WebSocket and one pointer), and what MIMC adds fits 160 bytes: each idle
+    /// WebSocket and one pointer), and what MIMC adds fits 128 bytes: each idle
     /// connection pays for them.
     #[test]
     fn a_mimc_connection_adds_one_small_allocation() {
         assert!(std::mem::size_of::<MimcFrames>() <= std::mem::size_of::<WebSocket>() + 8);
-        assert!(std::mem::size_of::<MimcState>() <= 160);
+        assert!(std::mem::size_of::<MimcState>() <= 128);
     }
 }
