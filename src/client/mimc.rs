@@ -200,7 +200,7 @@ impl MimcClient {
             let Some((header, payload)) = self.reader.next_frame().await? else {
                 return Err(ClientError::Closed);
             };
-            if header.cmd() == "CONN" {
+            if cmd_and_id(&header)?.0 == "CONN" {
                 let resp = ims::XmMsgConnResp::decode(payload.as_ref())
                     .map_err(|e| decode_err("XMMsgConnResp", e))?;
                 return resp.challenge.ok_or_else(|| {
@@ -487,8 +487,8 @@ impl MimcWriter {
 }
 
 impl MimcReader {
-    /// The next frame's header and (decrypted, for SECMSG) payload.
-    async fn next_frame(&mut self) -> Result<Option<(ims::ClientHeader, Bytes)>, ClientError> {
+    /// The next frame's header (encoded) and (decrypted, for SECMSG) payload.
+    async fn next_frame(&mut self) -> Result<Option<(Bytes, Bytes)>, ClientError> {
         let Some(message) = self.input.next_frame().await? else {
             return Ok(None);
         };
@@ -497,14 +497,13 @@ impl MimcReader {
             max_payload_bytes: 64 << 20,
         };
         let f = frame::decode(&message, limits).map_err(|e| decode_err("frame", e))?;
-        let header = ims::ClientHeader::decode(f.header.as_ref())
-            .map_err(|e| decode_err("ClientHeader", e))?;
-        if header.cmd() != "SECMSG" {
-            return Ok(Some((header, f.payload)));
+        let (cmd, id) = cmd_and_id(&f.header)?;
+        if cmd != "SECMSG" {
+            return Ok(Some((f.header, f.payload)));
         }
         let mut payload = f.payload.to_vec();
-        crypto::rc4_split(&self.me.key_prefix, header.id().as_bytes(), &mut payload);
-        Ok(Some((header, payload.into())))
+        crypto::rc4_split(&self.me.key_prefix, id.as_bytes(), &mut payload);
+        Ok(Some((f.header, payload.into())))
     }
 
     /// The next event; `None` once the server closed.
@@ -515,7 +514,7 @@ impl MimcReader {
         let resp = || {
             ims::XmMsgBindResp::decode(payload.as_ref()).map_err(|e| decode_err("XMMsgBindResp", e))
         };
-        let event = match header.cmd() {
+        let event = match cmd_and_id(&header)?.0 {
             "BIND" => MimcEvent::Bind(resp()?),
             "KICK" => MimcEvent::Kick(resp()?),
             "PING" => MimcEvent::Ping,
@@ -564,6 +563,19 @@ impl MimcReader {
             other => Ok(MimcEvent::Other(format!("SECMSG {other:?}"))),
         }
     }
+}
+
+/// The cmd and id of an encoded ClientHeader (5 and 7), borrowed from it.
+fn cmd_and_id(header: &[u8]) -> Result<(&str, &str), ClientError> {
+    let (mut cmd, mut id) = ("", "");
+    for field in pbio::fields(header) {
+        match field.map_err(|e| decode_err("ClientHeader", e))? {
+            (5, pbio::Value::Bytes(b)) => cmd = pbio::text(b).map_err(|e| decode_err("cmd", e))?,
+            (7, pbio::Value::Bytes(b)) => id = pbio::text(b).map_err(|e| decode_err("id", e))?,
+            _ => {}
+        }
+    }
+    Ok((cmd, id))
 }
 
 /// A delivered packet as a message.
