@@ -12,6 +12,9 @@
 //!   a kept-alive connection;
 //! - at most `http_max_headers` header fields and `http_max_header_bytes` of request
 //!   head (hyper answers more with a bare `431`; a malformed request gets a bare `400`);
+//! - small reads (the WebSocket layer's) read up to 4 KiB from the socket at once
+//!   and keep the rest for the next ones (`read_ahead`): at most 4 KiB per
+//!   connection, held only while it is being read;
 //! - a write to a peer that does not read fails after `write_timeout_secs` without
 //!   progress, which closes the connection (pipelined requests whose answers are never
 //!   read cannot hold a slot).
@@ -34,6 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::read_ahead::ReadAhead;
 use crate::config::Config;
 use crate::logging::LogLimiter;
 
@@ -68,6 +72,8 @@ struct Counted {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A write is blocked now (the deadline is running).
     blocked: bool,
+    /// Bytes read ahead of a small read (`read_ahead`).
+    ahead: ReadAhead,
 }
 
 impl Counted {
@@ -116,7 +122,8 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        let this = &mut *self;
+        this.ahead.poll_read(&mut this.tcp, cx, buf)
     }
 }
 
@@ -255,6 +262,7 @@ pub async fn serve(
             write_timeout: Duration::from_secs(config.write_timeout_secs),
             deadline: None,
             blocked: false,
+            ahead: ReadAhead::default(),
         };
         let service = TowerToHyperService::new(app.clone());
         let (http, stop) = (http.clone(), stop.clone());

@@ -12,4 +12,5 @@
 pub mod listener;
 pub mod mimc;
 pub mod quic;
+pub mod read_ahead;
 pub mod ws;
