@@ -33,8 +33,9 @@ use crate::store::StoreResult;
 /// Per-connection read buffer, held for the connection's life. Half of `/ws`'s:
 /// tungstenite reserves a frame's length again once its header is read, so the
 /// SDK's ~250-byte BIND grows a 512-byte buffer to 1 KiB for good, and a 256-byte
-/// one to 512 (the idle cost of a MIMC session; BENCHMARKS.md). Reads are at most
-/// this long; on loopback p2p load no difference against 768 bytes was measurable.
+/// one to 512 (the idle cost of a MIMC session; BENCHMARKS.md; 64 to 192 bytes end
+/// the same). Reads are at most this long, served from the socket's read-ahead
+/// (`read_ahead`) rather than a system call each.
 const READ_BUFFER_BYTES: usize = 256;
 
 /// How long a refused BIND's answer is given to reach the SDK before the close.
