@@ -30,13 +30,15 @@ use crate::session::{self, FrameIo, Inbound};
 use crate::state::AppState;
 use crate::store::StoreResult;
 
-/// Per-connection read buffer, held for the connection's life. Half of `/ws`'s:
-/// tungstenite reserves a frame's length again once its header is read, so the
-/// SDK's ~250-byte BIND grows a 512-byte buffer to 1 KiB for good, and a 256-byte
-/// one to 512 (the idle cost of a MIMC session; BENCHMARKS.md; 64 to 192 bytes end
-/// the same). Reads are at most this long, served from the socket's read-ahead
-/// (`read_ahead`) rather than a system call each.
-const READ_BUFFER_BYTES: usize = 256;
+/// Per-connection read buffer, held for the connection's life, and the most
+/// tungstenite reads at once. Tiny on purpose: tungstenite reserves a frame's length
+/// again once its header is read, and the doubling that follows sizes the buffer for
+/// good. From 16 bytes, the SDK's CONN and ~220-byte BIND leave it at ~230 bytes (a
+/// 256-byte allocation); from 256 bytes they leave 512, from 512 bytes 1 KiB. That
+/// makes an idle MIMC session cost what a `/ws` one does (BENCHMARKS.md). The reads
+/// come from the socket's read-ahead (`read_ahead`), a copy each rather than a system
+/// call; a ~300-byte SECMSG takes ~20 of them (~1 µs).
+const READ_BUFFER_BYTES: usize = 16;
 
 /// How long a refused BIND's answer is given to reach the SDK before the close.
 const REFUSAL_GRACE: Duration = Duration::from_millis(200);

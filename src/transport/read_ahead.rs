@@ -1,9 +1,9 @@
 //! Read-ahead for the small reads of the WebSocket layer. tungstenite reads a
 //! connection through its own buffer, at most `read_buffer_size` bytes per read
-//! (512 for `/ws`, 256 for `/mimc`: the buffer is kept for the connection's life, so
+//! (512 for `/ws`, 16 for `/mimc`: the buffer is kept for the connection's life, so
 //! it is small for idle connections). A busy connection would then pay one system
-//! call per few hundred bytes — a MIMC frame of a short message (~300 bytes) takes
-//! two. [`ReadAhead`] turns a small read into one read of up to
+//! call per few hundred bytes, or on `/mimc` per 16. [`ReadAhead`] turns a small read
+//! into one read of up to
 //! [`READ_AHEAD_BYTES`] from the socket and keeps what the reader did not take for
 //! its next reads, which cost a copy instead of a system call.
 //!
