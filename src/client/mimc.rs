@@ -4,6 +4,7 @@
 //! and a SEQUENCE_ACK for every COMPOUND of its own as soon as it arrives
 //! ([`MimcClient::next_event`]). The tests and the load generator use it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -197,10 +198,10 @@ impl MimcClient {
             .send_frame(&header, &conn_payload().encode_to_vec())
             .await?;
         loop {
-            let Some((header, payload)) = self.reader.next_frame().await? else {
+            let Some((cmd, payload)) = self.reader.next_frame().await? else {
                 return Err(ClientError::Closed);
             };
-            if cmd_and_id(&header)?.0 == "CONN" {
+            if cmd == "CONN" {
                 let resp = ims::XmMsgConnResp::decode(payload.as_ref())
                     .map_err(|e| decode_err("XMMsgConnResp", e))?;
                 return resp.challenge.ok_or_else(|| {
@@ -487,8 +488,8 @@ impl MimcWriter {
 }
 
 impl MimcReader {
-    /// The next frame's header (encoded) and (decrypted, for SECMSG) payload.
-    async fn next_frame(&mut self) -> Result<Option<(Bytes, Bytes)>, ClientError> {
+    /// The next frame's cmd and (decrypted, for SECMSG) payload.
+    async fn next_frame(&mut self) -> Result<Option<(Cow<'static, str>, Bytes)>, ClientError> {
         let Some(message) = self.input.next_frame().await? else {
             return Ok(None);
         };
@@ -499,22 +500,22 @@ impl MimcReader {
         let f = frame::decode(&message, limits).map_err(|e| decode_err("frame", e))?;
         let (cmd, id) = cmd_and_id(&f.header)?;
         if cmd != "SECMSG" {
-            return Ok(Some((f.header, f.payload)));
+            return Ok(Some((owned_cmd(cmd), f.payload)));
         }
         let mut payload = f.payload.to_vec();
         crypto::rc4_split(&self.me.key_prefix, id.as_bytes(), &mut payload);
-        Ok(Some((f.header, payload.into())))
+        Ok(Some((Cow::Borrowed("SECMSG"), payload.into())))
     }
 
     /// The next event; `None` once the server closed.
     pub async fn next_event(&mut self) -> Result<Option<MimcEvent>, ClientError> {
-        let Some((header, payload)) = self.next_frame().await? else {
+        let Some((cmd, payload)) = self.next_frame().await? else {
             return Ok(None);
         };
         let resp = || {
             ims::XmMsgBindResp::decode(payload.as_ref()).map_err(|e| decode_err("XMMsgBindResp", e))
         };
-        let event = match cmd_and_id(&header)?.0 {
+        let event = match &*cmd {
             "BIND" => MimcEvent::Bind(resp()?),
             "KICK" => MimcEvent::Kick(resp()?),
             "PING" => MimcEvent::Ping,
@@ -576,6 +577,17 @@ fn cmd_and_id(header: &[u8]) -> Result<(&str, &str), ClientError> {
         }
     }
     Ok((cmd, id))
+}
+
+/// A frame's cmd, without an allocation for the ones the server sends.
+fn owned_cmd(cmd: &str) -> Cow<'static, str> {
+    match ["CONN", "BIND", "KICK", "PING"]
+        .into_iter()
+        .find(|c| *c == cmd)
+    {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(cmd.to_owned()),
+    }
 }
 
 /// A delivered packet as a message.
